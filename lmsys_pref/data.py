@@ -1,0 +1,230 @@
+"""Loading, validating and reshaping competition data.
+
+After `load_split` every text column (`prompt`, `response_a`, `response_b`) holds a Python list
+of clean strings, one per conversation turn, and a labelled frame has an integer `label` column
+(0 = model_a wins, 1 = model_b wins, 2 = tie). Every later stage relies on that shape.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+log = logging.getLogger("lmsys_pref")
+
+TEXT_COLS = ("prompt", "response_a", "response_b")
+LABEL_COLS = ("winner_model_a", "winner_model_b", "winner_tie")
+CLASS_NAMES = ("a", "b", "tie")
+TEST_COLS = ("id",) + TEXT_COLS
+TRAIN_COLS = ("id", "model_a", "model_b") + TEXT_COLS + LABEL_COLS
+# Pairs exchanged by `swap`; every A/B-specific column a frame may carry is listed here once.
+SWAP_PAIRS = (("response_a", "response_b"), ("model_a", "model_b"),
+              ("winner_model_a", "winner_model_b"))
+
+
+class DataError(ValueError):
+    """Bad input: the message names the file, the row id and the column."""
+
+
+def clean_text(text: str) -> str:
+    """Repair broken unicode so tokenizers and `json.dumps` accept the text.
+
+    The real data holds lone UTF-16 surrogates (halves of emoji cut by the crawler); a
+    surrogate-pass round trip re-joins valid pairs and turns lone halves into U+FFFD.
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def decode_turns(value, *, where: str = "", lenient: bool = False) -> list[str]:
+    """Decode one JSON list cell into a list of turn strings.
+
+    `null` as the whole cell means no turns; `null` inside the list is an empty turn.
+
+    Args:
+        value: the raw cell (a JSON string, or an already decoded list).
+        where: "file, row id, column" for the error message.
+        lenient: keep undecodable text as a single turn instead of raising.
+    """
+    if isinstance(value, (list, tuple, np.ndarray)):
+        turns = list(value)
+    else:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            if lenient:
+                return []
+            raise DataError(f"{where}: empty cell, expected a JSON list of strings")
+        try:
+            turns = json.loads(value)
+        except (json.JSONDecodeError, TypeError) as err:
+            if lenient:
+                return [clean_text(str(value))]
+            raise DataError(f"{where}: not a valid JSON list ({err.msg if hasattr(err, 'msg') else err})") from None
+    if turns is None:
+        return []
+    if isinstance(turns, str):
+        turns = [turns]
+    if not isinstance(turns, list):
+        raise DataError(f"{where}: expected a JSON list, got {type(turns).__name__}")
+    return [clean_text(t) if isinstance(t, str) else ("" if t is None else clean_text(str(t)))
+            for t in turns]
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or parquet file as-is (no decoding)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype={"id": "int64"}, keep_default_na=False,
+                       na_values={c: [""] for c in TEXT_COLS})
+
+
+def _check_columns(df: pd.DataFrame, needed: Sequence[str], name: str) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise DataError(f"{name}: missing column(s) {missing}; found {list(df.columns)}")
+
+
+def _check_ids(df: pd.DataFrame, name: str) -> None:
+    dup = df["id"][df["id"].duplicated()]
+    if len(dup):
+        raise DataError(f"{name}: duplicate id(s) {dup.head(5).tolist()} in column 'id'")
+
+
+def _check_labels(df: pd.DataFrame, name: str) -> np.ndarray:
+    onehot = df[list(LABEL_COLS)].to_numpy()
+    bad = ~((onehot == 0) | (onehot == 1)).all(1) | (onehot.sum(1) != 1)
+    if bad.any():
+        row = df.loc[bad].iloc[0]
+        raise DataError(f"{name}: row id {row['id']}: columns {list(LABEL_COLS)} are not one-hot "
+                        f"({[row[c] for c in LABEL_COLS]}); {int(bad.sum())} such row(s)")
+    return onehot.argmax(1)
+
+
+def load_split(path: str | Path, *, labelled: bool | None = None,
+               lenient: bool = False) -> pd.DataFrame:
+    """Load and validate one split (train or test) from CSV or parquet.
+
+    Args:
+        path: the file.
+        labelled: require the winner columns (True), ignore them (False) or use them when
+            present (None).
+        lenient: repair undecodable cells instead of raising; repaired rows are logged by id.
+
+    Returns:
+        The frame with decoded text columns and, when labelled, an int `label` column.
+
+    Raises:
+        DataError: naming the file, the row id and the column of the first problem.
+    """
+    name = str(path)
+    df = read_table(path)
+    _check_columns(df, TEST_COLS, name)
+    has_labels = all(c in df.columns for c in LABEL_COLS)
+    if labelled and not has_labels:
+        _check_columns(df, LABEL_COLS, name)
+    _check_ids(df, name)
+    df = df.reset_index(drop=True)
+    for col in TEXT_COLS:
+        repaired, out = [], []
+        for rid, value in zip(df["id"].tolist(), df[col].tolist()):
+            try:
+                out.append(decode_turns(value, where=f"{name}: row id {rid}, column '{col}'"))
+            except DataError:
+                if not lenient:
+                    raise
+                repaired.append(rid)
+                out.append(decode_turns(value, lenient=True))
+        if repaired:
+            log.warning("%s: repaired %d row(s) in column %r: ids %s", name, len(repaired), col,
+                        repaired[:20])
+        df[col] = pd.Series(out, index=df.index, dtype=object)
+    for col in ("model_a", "model_b"):
+        if col in df.columns:
+            df[col] = df[col].fillna("").astype(str)
+    if has_labels and labelled is not False:
+        df["label"] = _check_labels(df, name)
+    return df
+
+
+def load_competition(data_dir: str | Path, *, lenient: bool = False
+                     ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Load `train.(csv|parquet)` and, when present, `test.(csv|parquet)` from a folder."""
+    data_dir = Path(data_dir)
+    train = load_split(find_file(data_dir, "train"), labelled=True, lenient=lenient)
+    test_path = find_file(data_dir, "test", required=False)
+    test = load_split(test_path, labelled=False, lenient=lenient) if test_path else None
+    return train, test
+
+
+def find_file(data_dir: str | Path, stem: str, required: bool = True) -> Path | None:
+    """Return `data_dir/stem.csv` or `.parquet`, whichever exists."""
+    for ext in (".csv", ".parquet"):
+        p = Path(data_dir) / f"{stem}{ext}"
+        if p.exists():
+            return p
+    if required:
+        raise FileNotFoundError(f"{data_dir}: no {stem}.csv or {stem}.parquet")
+    return None
+
+
+def swap(obj):
+    """Exchange the roles of A and B.
+
+    Works on a data frame (responses, models, winner columns and `label` 0<->1) and on an
+    (n, 3) probability array (columns a<->b). The same function serves training augmentation,
+    test-time augmentation and the position-bias probe; `swap(swap(x))` equals `x`.
+    """
+    if isinstance(obj, np.ndarray):
+        return obj[..., [1, 0, 2]]
+    out = obj.copy()
+    for a, b in SWAP_PAIRS:
+        if a in out.columns and b in out.columns:
+            out[a], out[b] = obj[b].copy(), obj[a].copy()
+    if "label" in out.columns:
+        out["label"] = obj["label"].map({0: 1, 1: 0, 2: 2}).astype(obj["label"].dtype)
+    return out
+
+
+def augment_with_swap(df: pd.DataFrame) -> pd.DataFrame:
+    """Return the rows followed by their swapped copies (ids repeat; `swapped` marks copies)."""
+    return pd.concat([df.assign(swapped=False), swap(df).assign(swapped=True)],
+                     ignore_index=True)
+
+
+def onehot(labels: Iterable[int]) -> np.ndarray:
+    """Class indices (0/1/2) to an (n, 3) one-hot float array."""
+    return np.eye(3)[np.asarray(list(labels), dtype=int)]
+
+
+def holdout(labels: Sequence[int], val_frac: float = 0.2, seed: int = 42
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, stratified train/validation row positions (the poster's 80/20 split)."""
+    idx = np.arange(len(labels))
+    tr, va = train_test_split(idx, test_size=val_frac, random_state=seed, stratify=labels)
+    return np.sort(tr), np.sort(va)
+
+
+def kfold(labels: Sequence[int], n_splits: int = 5, seed: int = 42
+          ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded stratified k-fold row positions (the paper's 5-fold CV)."""
+    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return list(skf.split(np.zeros(len(labels)), labels))
+
+
+def tile(df: pd.DataFrame, n_rows: int) -> pd.DataFrame:
+    """Repeat a frame to `n_rows` rows with fresh unique ids (for speed tests at real scale)."""
+    reps = -(-n_rows // len(df))
+    out = pd.concat([df] * reps, ignore_index=True).iloc[:n_rows].copy()
+    out["id"] = np.arange(len(out), dtype=np.int64)
+    return out.reset_index(drop=True)
+
+
+def join_turns(turns: Sequence[str], sep: str = "\n") -> str:
+    """All turns of one cell as one string."""
+    return sep.join(turns)
