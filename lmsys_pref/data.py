@@ -53,10 +53,8 @@ def decode_turns(value, *, where: str = "", lenient: bool = False) -> list[str]:
     if isinstance(value, (list, tuple, np.ndarray)):
         turns = list(value)
     else:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            if lenient:
-                return []
-            raise DataError(f"{where}: empty cell, expected a JSON list of strings")
+        if _is_missing(value):  # an empty cell reads like JSON `null`: no turns
+            return []
         try:
             turns = json.loads(value)
         except (json.JSONDecodeError, TypeError) as err:
@@ -71,6 +69,10 @@ def decode_turns(value, *, where: str = "", lenient: bool = False) -> list[str]:
         raise DataError(f"{where}: expected a JSON list, got {type(turns).__name__}")
     return [clean_text(t) if isinstance(t, str) else ("" if t is None else clean_text(str(t)))
             for t in turns]
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -132,6 +134,10 @@ def load_split(path: str | Path, *, labelled: bool | None = None,
     df = df.reset_index(drop=True)
     for col in TEXT_COLS:
         repaired, out = [], []
+        missing = df.loc[df[col].map(_is_missing), "id"].tolist()
+        if missing:
+            log.warning("%s: %d empty cell(s) in column %r read as no turns: ids %s", name,
+                        len(missing), col, missing[:20])
         for rid, value in zip(df["id"].tolist(), df[col].tolist()):
             try:
                 out.append(decode_turns(value, where=f"{name}: row id {rid}, column '{col}'"))

@@ -30,7 +30,7 @@ class Baseline:
 
 
 BASELINES = {
-    "xgb": Baseline("xgboost.ipynb", "lmsys_pref.configs.xgb:XGBConfig"),
+    "xgb": Baseline("xgboost.ipynb", "lmsys_pref.configs.xgb:XGBConfig", "xgb"),
     "gemma": Baseline("gemma.ipynb", "lmsys_pref.configs.lm:LMConfig", "gemma2-2b"),
     "llama": Baseline("llama.ipynb", "lmsys_pref.configs.lm:LMConfig", "llama3-8b"),
     "roberta": Baseline("roberta.ipynb", "lmsys_pref.configs.encoder:EncoderConfig",

@@ -49,6 +49,12 @@ class BaseConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(values)
 
+    @classmethod
+    def from_namespace(cls: type[T], preset: str | None, namespace: dict[str, Any]) -> T:
+        """Build from a notebook's parameters: every field name found in `namespace` (e.g.
+        `globals()`) that is not `None` overrides the preset."""
+        return cls.from_preset(preset, **{k: namespace.get(k) for k in cls.field_names()})
+
     def replace(self: T, **overrides: Any) -> T:
         """A copy with the non-`None` overrides applied."""
         merged = {**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}

@@ -1,0 +1,214 @@
+"""Papermill batch runs: a YAML grid of runs, one run folder each, one summary table.
+
+    # grids/example.yaml
+    - name: xgb-small
+      baseline: xgb
+      parameters: {n_estimators: 200, n_folds: 3}
+    - name: gemma-270m
+      baseline: gemma
+      preset: gemma3-270m
+
+`python -m lmsys_pref batch --grid G --data-dir D --out-dir O` executes each run's notebook into
+O/<name>/ through `notebooks.run_notebook` (the path behind `make train-*`), keeps going when a
+run fails, and writes O/summary.csv and O/summary.md sorted by log loss. A run whose folder
+already holds metrics.json and submission.csv (with the same settings) is not run again.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from tqdm.auto import tqdm
+
+from . import notebooks
+from .configs import ConfigError
+from .runs import load_json, save_json
+
+log = logging.getLogger("lmsys_pref.batch")
+
+COLUMNS = ["name", "baseline", "preset", "log_loss", "accuracy", "seconds", "status", "error"]
+RUN_KEYS = {"name", "baseline", "preset", "parameters"}
+RECORD = "batch.json"  # per-run record: the settings it ran with, its status and wall time
+DONE_FILES = ("metrics.json", "submission.csv")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def load_grid(grid: str | Path | list[dict]) -> list[dict[str, Any]]:
+    """Read and check a grid: a YAML list of mappings with `name`, `baseline`, optional `preset`
+    and `parameters`.
+
+    Only the grid's shape is checked here (a bad entry stops everything before a run starts); a
+    bad baseline name or parameter becomes a failed row at run time.
+
+    Raises:
+        ConfigError: not a list, an entry without a name, a duplicate or unsafe name, an unknown
+            key, or `parameters` that is not a mapping. The message names the grid and the entry.
+    """
+    where = str(grid) if isinstance(grid, (str, Path)) else "grid"
+    runs = yaml.safe_load(Path(grid).read_text()) if isinstance(grid, (str, Path)) else grid
+    if not isinstance(runs, list) or not runs:
+        raise ConfigError(f"{where}: expected a non-empty YAML list of runs")
+    seen: set[str] = set()
+    for i, run in enumerate(runs):
+        entry = f"{where}: entry {i + 1}"
+        if not isinstance(run, dict) or "name" not in run or "baseline" not in run:
+            raise ConfigError(f"{entry}: each run needs at least `name` and `baseline`; got {run!r}")
+        name = str(run["name"])
+        if not _NAME.match(name) or name in seen:
+            raise ConfigError(f"{entry}: name {name!r} is "
+                              f"{'used twice' if name in seen else 'not a safe folder name'}")
+        seen.add(name)
+        if set(run) - RUN_KEYS:
+            raise ConfigError(f"{entry} ({name}): unknown key(s) {sorted(set(run) - RUN_KEYS)}; "
+                              f"known: {sorted(RUN_KEYS)}")
+        if not isinstance(run.get("parameters") or {}, dict):
+            raise ConfigError(f"{entry} ({name}): `parameters` must be a mapping")
+    return [{"name": str(r["name"]), "baseline": str(r["baseline"]), "preset": r.get("preset"),
+             "parameters": dict(r.get("parameters") or {})} for r in runs]
+
+
+def _settings(run: dict, data_dir: str | Path | None) -> dict[str, Any]:
+    """What a finished run must match to be skipped on a re-run."""
+    return {"baseline": run["baseline"], "preset": run["preset"],
+            "parameters": run["parameters"], "data_dir": data_dir and str(data_dir)}
+
+
+def is_finished(run_dir: str | Path, settings: dict | None = None) -> bool:
+    """True when `run_dir` holds a complete run (with `settings`, when a record says so)."""
+    run_dir = Path(run_dir)
+    if not all((run_dir / f).exists() for f in DONE_FILES):
+        return False
+    record = run_dir / RECORD
+    return settings is None or not record.exists() or load_json(record).get("settings") == settings
+
+
+def _metric(metrics: dict, *keys: str) -> float:
+    for key in keys:
+        if metrics.get(key) is not None:
+            return float(metrics[key])
+    return math.nan
+
+
+def _row(run: dict, status: str, seconds: float, error: str = "",
+         run_dir: Path | None = None) -> dict[str, Any]:
+    """One summary row; scores come from the run's metrics.json when there is one."""
+    metrics = {}
+    if run_dir is not None and (run_dir / "metrics.json").exists():
+        metrics = load_json(run_dir / "metrics.json")
+    spec = notebooks.BASELINES.get(run["baseline"])
+    return {"name": run["name"], "baseline": run["baseline"],
+            "preset": run["preset"] or (spec.preset if spec else None) or "",
+            "log_loss": _metric(metrics, "cv_log_loss", "val_log_loss", "log_loss"),
+            "accuracy": _metric(metrics, "cv_accuracy", "val_accuracy", "accuracy"),
+            "seconds": round(float(seconds), 1), "status": status, "error": error}
+
+
+def run_one(run: dict, data_dir: str | Path | None, run_dir: Path, progress: bool = False,
+            force: bool = False) -> dict[str, Any]:
+    """Execute one grid entry into `run_dir`; never raises for a failing run.
+
+    Returns:
+        Its summary row; `status` is "ok", "skipped" (finished before with the same settings),
+        or "failed" with the error's first line in `error`.
+    """
+    settings = _settings(run, data_dir)
+    if not force and is_finished(run_dir, settings):
+        record = run_dir / RECORD
+        seconds = load_json(record)["seconds"] if record.exists() else math.nan
+        return _row(run, "skipped", seconds, run_dir=run_dir)
+    t0 = time.time()
+    try:
+        notebooks.run_notebook(run["baseline"], run_dir, data_dir, run["preset"],
+                               run["parameters"], progress=progress)
+        missing = [f for f in DONE_FILES if not (run_dir / f).exists()]
+        if missing:
+            raise RuntimeError(f"the notebook finished without writing {missing} in {run_dir}")
+        status, error = "ok", ""
+    except Exception as err:  # noqa: BLE001 - any failure is one row; the other runs go on
+        status, error = "failed", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        log.error("run %s failed: %s", run["name"], error)
+    seconds = time.time() - t0
+    if run_dir.exists():  # an unknown baseline fails before the folder exists
+        save_json(run_dir / RECORD, {"settings": settings, "status": status, "error": error,
+                                     "seconds": seconds})
+    return _row(run, status, seconds, error, run_dir)
+
+
+def summarize(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a frame sorted by log loss (best first); runs without a score go last."""
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.sort_values(["log_loss", "name"], na_position="last", kind="stable"
+                          ).reset_index(drop=True)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub markdown table of the summary (no extra dependency)."""
+    def cell(value: Any, col: str) -> str:
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "–"
+            return f"{value:.4f}" if col in ("log_loss", "accuracy") else f"{value:.0f}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v, c) for c, v in row.items()) + " |"
+              for _, row in df.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(df: pd.DataFrame, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write summary.csv and summary.md into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(to_markdown(df))
+    return out / "summary.csv", out / "summary.md"
+
+
+def run_grid(grid: str | Path | list[dict], data_dir: str | Path | None, out_dir: str | Path,
+             progress: bool = True, force: bool = False) -> pd.DataFrame:
+    """Run every entry of `grid` into `out_dir/<name>/` and write the summary.
+
+    Args:
+        grid: a YAML file or an already loaded list of runs (see `load_grid`).
+        data_dir: the competition folder passed to every notebook as `data_dir`.
+        out_dir: the batch folder; gets one folder per run plus summary.csv and summary.md.
+        progress: show a progress bar over the runs.
+        force: run again even the runs that finished before.
+
+    Returns:
+        The summary (name, baseline, preset, log_loss, accuracy, seconds, status, error).
+    """
+    runs = load_grid(grid)
+    out = Path(out_dir)
+    rows = []
+    bar = tqdm(runs, desc="batch", unit="run", disable=not progress)
+    for run in bar:
+        bar.set_postfix_str(run["name"])
+        rows.append(run_one(run, data_dir, out / run["name"], force=force))
+        write_summary(summarize(rows), out)  # a summary so far, in case the batch is stopped
+    return summarize(rows)
+
+
+def cli_main(argv: list[str]) -> int:
+    """`python -m lmsys_pref batch --grid G --data-dir D --out-dir O [--force]`; exit 1 when a
+    run failed."""
+    ap = argparse.ArgumentParser(prog="lmsys_pref batch", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--grid", required=True, help="YAML list of runs")
+    ap.add_argument("--data-dir", default=None, help="competition folder for every run")
+    ap.add_argument("--out-dir", required=True, help="batch folder: <name>/ per run + summary")
+    ap.add_argument("--force", action="store_true", help="re-run finished runs too")
+    args = ap.parse_args(argv)
+    df = run_grid(args.grid, args.data_dir, args.out_dir, force=args.force)
+    print(to_markdown(df.drop(columns="error")))
+    for _, row in df[df.status == "failed"].iterrows():
+        print(f"failed: {row['name']}: {row['error']}")
+    print(f"summary: {Path(args.out_dir) / 'summary.csv'}")
+    return int((df.status == "failed").any())

@@ -1,0 +1,235 @@
+"""Bias probes for any saved model: position, verbosity, self-enhancement, judge-bias sets.
+
+Every probe is a seeded transform of a labelled frame (as `data.load_split` returns), so two
+models probed with the same seed see exactly the same inputs. A model is anything with
+`predict_proba(df, tta=None|"none"|"swap") -> (n, 3)`, i.e. what `runs.load_predictor` returns.
+`probe` returns the `bias.json` mapping; `write` renders `bias.md` and the bar charts.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import data, judge_sets, runs
+from .configs import parse_params
+from .configs.bias import BiasConfig
+
+FILLER = ("It is worth keeping this in mind.", "This is an important point to consider.",
+          "There are many ways to look at this question.", "I hope this helps you.",
+          "Let me know if you have any other questions.", "Overall, this covers the topic.")
+CONFIDENT = ("I am certain about this.", "Definitely.", "Without any doubt, this is correct.",
+             "I am 100% confident in this answer.")
+HEDGE_PREFIX = "I am not entirely sure, but I think this may be right."
+# Hedges removed by the assertiveness probe; modal hedges become "will" to stay grammatical.
+HEDGES = re.compile(r"(?i)\b(?:i think|i believe|it seems(?: that)?|perhaps|possibly|probably|"
+                    r"in my opinion|i'm not sure,? but|generally|typically),?\s*")
+MODALS = re.compile(r"\b(?:might|may|could)\b")
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in SENTENCE.split(text.strip()) if s]
+
+
+def repeat_sentences(text: str, rng: np.random.Generator, k: int) -> str:
+    """Append `k` copies of the answer's own sentences (length, no new content)."""
+    sents = _sentences(text)
+    return text if not sents else text + " " + " ".join(rng.choice(sents, size=k))
+
+
+def add_filler(text: str, rng: np.random.Generator, k: int) -> str:
+    """Append `k` generic sentences that say nothing about the question."""
+    return text + " " + " ".join(rng.choice(FILLER, size=k, replace=False))
+
+
+def add_markdown(text: str, rng: np.random.Generator, k: int) -> str:
+    """Wrap the answer in a heading, bullets and a rule (structure, no new content)."""
+    lines = [ln if not ln.strip() or ln.lstrip().startswith(("-", "*", "#")) else f"- {ln}"
+             for ln in text.splitlines()]
+    return "## Answer\n\n" + "\n".join(lines) + "\n\n---\n**Summary:** see above."
+
+
+def add_confidence(text: str, rng: np.random.Generator, k: int) -> str:
+    """Open and close the answer with confident phrasing."""
+    a, b = rng.choice(CONFIDENT, size=2, replace=False)
+    return f"{a} {text} {b}"
+
+
+def remove_hedges(text: str, rng: np.random.Generator, k: int) -> str:
+    """Drop hedging phrases and turn might/may/could into will."""
+    return MODALS.sub("will", HEDGES.sub("", text))
+
+
+def add_hedge(text: str, rng: np.random.Generator, k: int) -> str:
+    """The opposite direction: open with an explicit hedge (a control for the two above)."""
+    return f"{HEDGE_PREFIX} {text}"
+
+
+VERBOSITY = {"repeat_sentences": repeat_sentences, "filler": add_filler, "markdown": add_markdown}
+SELF_ENHANCEMENT = {"confident": add_confidence, "remove_hedges": remove_hedges,
+                    "hedge": add_hedge}
+
+
+def perturb(df: pd.DataFrame, fn, seed: int, k: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
+    """Apply `fn` to every non-empty turn of one answer per row; the side (0 = A, 1 = B) is seeded.
+
+    Returns:
+        The perturbed copy and the side changed in each row.
+    """
+    rng = np.random.default_rng(seed)
+    sides = rng.integers(0, 2, len(df))
+    out = df.copy()
+    for side, col in enumerate(("response_a", "response_b")):
+        out[col] = [[fn(t, rng, k) if t.strip() else t for t in turns] if s == side else turns
+                    for turns, s in zip(df[col], sides)]
+    return out, sides
+
+
+def chars(turns: pd.Series) -> np.ndarray:
+    """Total characters of each cell's turns."""
+    return turns.map(lambda ts: sum(map(len, ts))).to_numpy(dtype=float)
+
+
+def preference(probs: np.ndarray, side: np.ndarray) -> np.ndarray:
+    """Expected score of `side` per row: P(win) + P(tie) / 2."""
+    rows = np.arange(len(probs))
+    return probs[rows, side] + probs[:, 2] / 2
+
+
+def position_stats(p: np.ndarray, q: np.ndarray, labels: np.ndarray) -> dict:
+    """Compare scores `p` of the rows with `q`, the swapped rows' scores mapped back to A/B."""
+    raw = np.vstack([p, data.swap(q)])  # as the model saw them: column 0 is the first position
+    decided = raw.argmax(1) < 2
+    return {"flip_consistency": float((p.argmax(1) == q.argmax(1)).mean()),
+            "mean_abs_gap": float(np.abs(p[:, 0] - q[:, 0]).mean()),
+            "first_wins_share": float((raw.argmax(1) == 0)[decided].mean()) if decided.any()
+            else None,
+            "mean_first_minus_second": float((raw[:, 0] - raw[:, 1]).mean()),
+            "human_first_wins_share": float((labels == 0).sum() / max((labels < 2).sum(), 1))}
+
+
+def probe_position(predictor, df: pd.DataFrame, tta_modes=("none", "swap")) -> dict:
+    """Position-bias figures per TTA mode."""
+    labels = df["label"].to_numpy()
+    out = {}
+    for mode in tta_modes:
+        p = predictor.predict_proba(df, tta=mode)
+        q = data.swap(predictor.predict_proba(data.swap(df), tta=mode))
+        out[mode] = position_stats(p, q, labels)
+    return out
+
+
+def length_slope(log_ratio: np.ndarray, score: np.ndarray) -> float:
+    """Least-squares slope of an A-preference score on log(len A / len B)."""
+    x = log_ratio - log_ratio.mean()
+    return float((x * (score - score.mean())).sum() / max((x * x).sum(), 1e-12))
+
+
+def human_length_effect(df: pd.DataFrame, base: np.ndarray) -> dict:
+    """How human (and, on the same rows, model) preference moves with relative length."""
+    lr = np.log1p(chars(df["response_a"])) - np.log1p(chars(df["response_b"]))
+    human = data.onehot(df["label"])
+    longer = (lr < 0).astype(int)  # 0 = A is longer (or equal), 1 = B
+    buckets = pd.cut(np.abs(lr), [0, 0.1, 0.3, 0.7, np.inf], include_lowest=True)
+    table = (pd.DataFrame({"bucket": buckets, "longer_wins": human[np.arange(len(df)), longer],
+                           "tie": human[:, 2]})
+             .groupby("bucket", observed=True)
+             .agg(n=("tie", "size"), longer_wins=("longer_wins", "mean"), tie=("tie", "mean")))
+    table.index = table.index.astype(str)
+    return {"human_slope": length_slope(lr, preference(human, np.zeros(len(df), int))),
+            "model_slope": length_slope(lr, preference(base, np.zeros(len(df), int))),
+            "human_longer_wins_share": float(human[np.arange(len(df)), longer].mean()),
+            "by_abs_log_ratio": table.reset_index().to_dict("records")}
+
+
+def side_turns(df: pd.DataFrame, side: np.ndarray) -> list[list[str]]:
+    """The turns of the answer named by `side` (0 = A, 1 = B) in each row."""
+    return [a if s == 0 else b for a, b, s in zip(df["response_a"], df["response_b"], side)]
+
+
+def shift_stats(base: np.ndarray, after: np.ndarray, side: np.ndarray, changed: np.ndarray,
+                dlog: np.ndarray) -> dict:
+    """Mean movement of the perturbed side's expected score over the rows that changed."""
+    if not changed.any():
+        return {"n_changed": 0}
+    rows = np.arange(len(base))
+    delta = (preference(after, side) - preference(base, side))[changed]
+    out = {"n_changed": int(changed.sum()), "mean_shift": float(delta.mean()),
+           "mean_win_shift": float((after[rows, side] - base[rows, side])[changed].mean()),
+           "share_up": float((delta > 1e-9).mean()),
+           "mean_log_len_change": float(dlog[changed].mean())}
+    if abs(out["mean_log_len_change"]) > 1e-6:  # shift per unit log length, vs human slope
+        out["implied_slope"] = out["mean_shift"] / out["mean_log_len_change"]
+    return out
+
+
+def probe_shift(predictor, df: pd.DataFrame, base: np.ndarray, transforms: dict, seed: int,
+                k: int) -> dict:
+    """Movement of the perturbed answer's expected score for each transform."""
+    out = {}
+    for i, (name, fn) in enumerate(tqdm(transforms.items(), desc="bias probes", leave=False)):
+        pert, side = perturb(df, fn, seed + i, k)
+        before, after = side_turns(df, side), side_turns(pert, side)
+        changed = np.array([x != y for x, y in zip(before, after)], dtype=bool)
+        dlog = (np.log1p([sum(map(len, t)) for t in after])
+                - np.log1p([sum(map(len, t)) for t in before]))
+        out[name] = shift_stats(base, predictor.predict_proba(pert), side, changed, dlog)
+    return out
+
+
+def sample_rows(df: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """A seeded subset of rows (all rows when `max_rows` is 0 or larger than the frame)."""
+    if not max_rows or len(df) <= max_rows:
+        return df.reset_index(drop=True)
+    return df.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
+
+
+def probe(predictor, df: pd.DataFrame, cfg: BiasConfig) -> dict:
+    """Run every probe on `df` (labelled, decoded); returns the `bias.json` mapping."""
+    df = sample_rows(df, cfg.max_rows, cfg.seed)
+    base = predictor.predict_proba(df)
+    verbosity = probe_shift(predictor, df, base, VERBOSITY, cfg.seed, cfg.verbosity_repeats)
+    verbosity["human"] = human_length_effect(df, base)
+    out = {"n_rows": len(df), "seed": cfg.seed,
+           "position": probe_position(predictor, df, cfg.tta_modes),
+           "verbosity": verbosity,
+           "self_enhancement": probe_shift(predictor, df, base, SELF_ENHANCEMENT,
+                                           cfg.seed + 100, 1)}
+    if cfg.judge_bias_dir and Path(cfg.judge_bias_dir).exists():
+        scores = judge_sets.score(predictor, cfg.judge_bias_dir, cfg.max_judge_rows, cfg.seed)
+        if scores:
+            out["judge_sets"] = scores
+    return out
+
+
+def run(cfg: BiasConfig) -> dict:
+    """Load the model and the rows named by `cfg`, probe, write the outputs; returns bias.json."""
+    from . import bias_report  # figures and markdown: matplotlib only when writing
+
+    predictor = runs.load_predictor(cfg.model_dir)
+    df = data.load_split(data.find_file(cfg.data_dir, "train"), labelled=True,
+                         lenient=cfg.lenient)
+    result = {"model_dir": str(cfg.model_dir), "data_dir": str(cfg.data_dir),
+              **probe(predictor, df, cfg), "config": cfg.to_dict()}
+    bias_report.write(result, cfg.out_dir)
+    return result
+
+
+def cli_main(argv: list[str]) -> int:
+    """`python -m lmsys_pref bias --model-dir M --data-dir D --out-dir O [-p key value]`."""
+    ap = argparse.ArgumentParser(prog="lmsys_pref bias")
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
+    args = ap.parse_args(argv)
+    cfg = BiasConfig.from_dict({**parse_params(args.param), "model_dir": args.model_dir,
+                                "data_dir": args.data_dir, "out_dir": args.out_dir})
+    run(cfg)
+    print(f"wrote {Path(cfg.out_dir) / 'bias.json'} and {Path(cfg.out_dir) / 'bias.md'}")
+    return 0

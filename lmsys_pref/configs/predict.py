@@ -1,0 +1,46 @@
+"""Configuration of `make predict` / `python -m lmsys_pref predict`: score a saved model."""
+from __future__ import annotations
+
+import dataclasses
+
+from . import BaseConfig
+
+# The fields a saved model's own config also has; `None` here keeps the saved value.
+MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget")
+
+
+@dataclasses.dataclass
+class PredictConfig(BaseConfig):
+    """Score `data_dir/test.csv` with the model saved in `model_dir` (any baseline)."""
+
+    kind = "predict"
+
+    model_dir: str = "runs/xgb"
+    """OUT_DIR of a train run, or its model/ folder (holds lmsys_pref.json)."""
+    data_dir: str = "data/sample"
+    """Folder with test.csv (or test.parquet); train.csv there can feed `post_rules`."""
+    out_dir: str = "runs/predict"
+    """Where submission.csv and predict.json go."""
+    devices: str | None = None
+    """'auto' (all visible GPUs, else CPU), or a list such as 'cuda:0,cuda:1' or 'cpu,cpu'
+    (one model replica and one thread per entry); None keeps the saved model's setting."""
+    tta: str | None = None
+    """'none', 'swap' (each row and its A/B swap, averaged after mapping back) or 'swap_device'
+    (the swapped pass on its own device(s), as the 1st-place solution); None keeps the saved
+    setting."""
+    max_length: int | None = None
+    """Token length limit of one row (prompt + both answers); None keeps the saved setting."""
+    token_budget: int | None = None
+    """Padded tokens per batch (rows x longest row); halved automatically on CUDA out-of-memory.
+    None keeps the saved setting."""
+    post_rules: bool = False
+    """Replace the predictions of empty-answer and identical-answer rows by the probabilities
+    learned from training data (model_dir/postrules.json, else data_dir/train.csv)."""
+    cache_dir: str | None = None
+    """Folder for partial predictions; a rerun after a crash resumes from them. None = off."""
+    progress: bool = True
+    """Show a tqdm progress bar (rows, tokens/s, ETA)."""
+
+    def model_overrides(self) -> dict:
+        """The saved-model settings this run changes (only those set)."""
+        return {k: getattr(self, k) for k in MODEL_OVERRIDES if getattr(self, k) is not None}

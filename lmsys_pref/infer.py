@@ -1,0 +1,349 @@
+"""The inference engine: sorted token-budget batches scored by one thread per device.
+
+Rows are sorted longest first and cut into batches whose padded size (rows x longest row) stays
+within a token budget, so padding is small and big batches of short rows keep a device busy.
+Each device holds one model replica and runs one thread; the threads pull batches from one
+shared queue, so the devices finish together (longest first = the big items go early). CUDA
+kernels release the GIL, so threads suffice; on CPU two workers share the cores.
+
+Rows are right-padded: a causal model's real tokens never see the padding and keep their
+positions, so a row's score does not depend on the batch it lands in (within fp rounding).
+
+Stats of the last call (`InferStats`) are returned with `return_stats=True` and also kept in
+the module attribute `last_stats`: rows, tokens (real tokens scored), computed_tokens (padded
+tokens), padding_efficiency = tokens / computed_tokens, seconds, tokens_per_s, batches,
+oom_retries, cached_rows (rows taken from the cache), devices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import scorecache
+from .devices import parse_devices, replicate
+
+log = logging.getLogger("lmsys_pref.infer")
+last_stats: "InferStats | None" = None  # stats of the latest predict_ids call (see module doc)
+OOM_ERRORS = (torch.OutOfMemoryError,)
+
+
+class ScoringStopped(RuntimeError):
+    """The run was stopped from outside before every row was scored."""
+
+
+@dataclasses.dataclass
+class InferStats:
+    """What one scoring call did; `padding_efficiency` = tokens / computed_tokens."""
+
+    rows: int = 0
+    tokens: int = 0
+    computed_tokens: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    oom_retries: int = 0
+    cached_rows: int = 0
+    devices: list = dataclasses.field(default_factory=list)
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.tokens / self.computed_tokens if self.computed_tokens else 1.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "padding_efficiency": self.padding_efficiency,
+                "tokens_per_s": self.tokens_per_s}
+
+    @classmethod
+    def combine(cls, parts: Sequence["InferStats"], seconds: float) -> "InferStats":
+        """Several passes (e.g. TTA) as one: counts add up, `seconds` is the wall time."""
+        out = cls(seconds=seconds)
+        for p in parts:
+            for f in ("rows", "tokens", "computed_tokens", "batches", "oom_retries", "cached_rows"):
+                setattr(out, f, getattr(out, f) + getattr(p, f))
+            out.devices += [d for d in p.devices if d not in out.devices]
+        return out
+
+
+def plan_batches(lengths: Sequence[int], token_budget: int) -> list[np.ndarray]:
+    """Row indices cut into batches, longest rows first, each within `token_budget` padded tokens.
+
+    A row longer than the budget gets a batch of its own (it cannot be split).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        size = max(1, int(token_budget) // max(int(lengths[order[start]]), 1))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
+def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Real tokens / computed tokens when each batch is padded to its longest row."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    computed = sum(len(b) * int(lengths[np.asarray(b)].max()) for b in batches if len(b))
+    return float(lengths.sum() / computed) if computed else 1.0
+
+
+def collate(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded `input_ids` and `attention_mask` of a batch, on `device`."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.as_tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+
+
+def _forward_params(model) -> set[str]:
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError, AttributeError):
+        return set()
+
+
+def _forward(model, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Logits (rows, labels) of one batch as float32 numpy."""
+    # no KV cache: one forward pass per row, nothing to reuse
+    kwargs = {"use_cache": False} if "use_cache" in _forward_params(model) else {}
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, **kwargs)
+    logits = out.logits if hasattr(out, "logits") else (out[0] if isinstance(out, tuple) else out)
+    return logits.float().cpu().numpy()
+
+
+def to_probs(logits: np.ndarray, objective: str = "ce") -> np.ndarray:
+    """Class probabilities from raw outputs: `models.to_probs` when present, same rules else."""
+    try:
+        from .models import to_probs as _models_to_probs
+    except ImportError:  # the engine works with any classifier, even without the LM module
+        _models_to_probs = None
+    if _models_to_probs is not None:
+        return np.asarray(_models_to_probs(logits, objective), dtype=np.float64)
+    z = np.asarray(logits, dtype=np.float64)
+    if objective == "ce":
+        z = np.exp(z - z.max(1, keepdims=True))
+    elif objective == "mse":  # regression on the one-hot targets
+        z = np.clip(z, 1e-6, None)
+    else:
+        raise ValueError(f"unknown objective {objective!r}; expected 'ce' or 'mse'")
+    return z / z.sum(1, keepdims=True)
+
+
+class _Run:
+    """Shared state of one `predict_ids` call: queue, results, progress, cache, first error."""
+
+    def __init__(self, input_ids, lengths, pad_id, token_budget, logits, done, progress,
+                 cache_file, stop=None):
+        self.input_ids, self.lengths, self.budget = input_ids, lengths, token_budget
+        self.pad_id = pad_id
+        self.logits, self.done, self.cache_file = logits, done, cache_file
+        self.work: queue.Queue = queue.Queue()
+        self.stop = stop if stop is not None else threading.Event()
+        self.lock = threading.Lock()
+        self.stats = InferStats(rows=len(input_ids), cached_rows=int(done.sum()))
+        self.bar = progress
+
+    def record(self, rows: np.ndarray, logits: np.ndarray) -> None:
+        width = int(self.lengths[rows].max())
+        with self.lock:
+            if self.logits is None:  # the label count is known from the first batch
+                self.logits = np.full((len(self.done), logits.shape[1]), np.nan, np.float32)
+            self.logits[rows] = logits
+            self.done[rows] = True
+            self.stats.tokens += int(self.lengths[rows].sum())
+            self.stats.computed_tokens += len(rows) * width
+            self.stats.batches += 1
+            if self.bar is not None:
+                self.bar.update(int(self.lengths[rows].sum()))
+                self.bar.set_postfix(rows=f"{int(self.done.sum())}/{len(self.done)}", refresh=False)
+            if self.cache_file is not None:
+                self.cache_file.maybe_save(self.logits, self.done)
+
+
+def _score_batch(run: _Run, model, device, rows: np.ndarray, budget: list[int]) -> None:
+    """Score `rows` on one device, halving this worker's budget on CUDA out-of-memory."""
+    pending = [rows]
+    while pending and not run.stop.is_set():
+        chunk = pending.pop(0)
+        width = int(run.lengths[chunk].max())
+        if len(chunk) > 1 and len(chunk) * width > budget[0]:
+            pending[:0] = [chunk[b] for b in plan_batches(run.lengths[chunk], budget[0])]
+            continue
+        try:
+            ids, mask = collate([run.input_ids[i] for i in chunk], run.pad_id, device)
+            logits = _forward(model, ids, mask)
+        except OOM_ERRORS as err:
+            del err  # drop the traceback's reference to the batch tensors before freeing
+            if len(chunk) == 1:
+                raise RuntimeError(f"{device}: out of memory on a single row of {width} tokens; "
+                                   "lower max_length or use a larger device") from None
+            budget[0] = max(width, budget[0] // 2)
+            with run.lock:
+                run.stats.oom_retries += 1
+            log.warning("%s: out of memory on %d rows x %d tokens; token budget halved to %d",
+                        device, len(chunk), width, budget[0])
+            if torch.device(device).type == "cuda":
+                torch.cuda.empty_cache()
+            pending.insert(0, chunk)
+            continue
+        run.record(chunk, logits)
+
+
+def _worker(run: _Run, model, device) -> None:
+    """One device's loop: take the next batch from the shared queue until it is empty."""
+    budget = [run.budget]  # this worker's budget; shrinks after an out-of-memory error
+    try:
+        while not run.stop.is_set():
+            try:
+                rows = run.work.get_nowait()
+            except queue.Empty:
+                return
+            _score_batch(run, model, device, rows, budget)
+    except BaseException:
+        run.stop.set()  # the other workers stop at their next batch
+        raise
+
+
+def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget: int = 16384,
+                devices: str | list = "auto", objective: str = "ce", progress: bool = True,
+                cache_path: str | Path | None = None, cache_key: str = "",
+                return_stats: bool = False, stop_event: threading.Event | None = None):
+    """Score token-id rows with a sequence classifier on one or more devices.
+
+    Args:
+        model: a torch classifier (`model(input_ids=, attention_mask=)` gives logits or an
+            object with `.logits`), or a list of replicas, one per entry of `devices`.
+        input_ids: one list of token ids per row (already truncated).
+        pad_id: the padding id; must equal `model.config.pad_token_id` for HF classifiers,
+            which pool the last non-pad token.
+        token_budget: padded tokens (rows x longest row) per batch.
+        devices: "auto" (all visible GPUs, else CPU), "cpu", "cuda:0,cuda:1", "cpu,cpu", a list.
+        objective: "ce" (softmax) or "mse" (clip and renormalise).
+        progress: show a tqdm bar over tokens (rows done, tokens/s, ETA).
+        cache_path: .npz file of partial results, saved while scoring; a rerun on the same
+            rows (same `cache_key`) scores only what is missing.
+        cache_key: extra text that must match for the cache to be used (e.g. model folder).
+        return_stats: return `(probs, InferStats)` instead of `probs`.
+        stop_event: set by a failing worker; share one between concurrent calls (TTA passes on
+            separate devices) so that a failure stops them all.
+
+    Returns:
+        (n, 3) float64 probabilities in the input order (and the stats when asked).
+
+    Raises:
+        The first error of any worker; the other workers stop at their next batch.
+    """
+    global last_stats
+    from tqdm.auto import tqdm
+
+    devs = parse_devices(devices)
+    replicas = replicate(model, devs)
+    lengths = np.fromiter((len(r) for r in input_ids), dtype=np.int64, count=len(input_ids))
+    if len(input_ids) and lengths.min() == 0:
+        raise ValueError(f"row {int(lengths.argmin())} has no tokens")
+    store = scorecache.open_cache(cache_path, input_ids, f"{objective}|{cache_key}")
+    logits, done = store.load() if store else (None, np.zeros(len(input_ids), bool))
+    t0 = time.perf_counter()
+    bar = tqdm(total=int(lengths[~done].sum()), unit="tok", unit_scale=True, desc="scoring",
+               disable=not progress, smoothing=0.1)
+    run = _Run(input_ids, lengths, pad_id, token_budget, logits, done, bar, store, stop_event)
+    todo = np.flatnonzero(~done)
+    for b in plan_batches(lengths[todo], token_budget):
+        run.work.put(todo[b])
+    try:
+        with ThreadPoolExecutor(len(devs), thread_name_prefix="lmsys-infer") as pool:
+            futures = [pool.submit(_worker, run, m, d) for m, d in zip(replicas, devs)]
+            for fut, dev in zip(futures, devs):
+                err = fut.exception()
+                if err is not None:
+                    err.add_note(f"lmsys_pref.infer: the worker on {dev} failed; run stopped")
+                    raise err
+        if not run.done.all():  # stopped from outside (e.g. the other TTA pass failed)
+            raise ScoringStopped(f"scoring stopped with {int((~run.done).sum())} rows unscored")
+    finally:
+        bar.close()
+        if store is not None:
+            store.save(run.logits, run.done)
+    run.stats.seconds = time.perf_counter() - t0
+    run.stats.devices = [str(d) for d in devs]
+    last_stats = run.stats
+    probs = to_probs(run.logits, objective) if len(input_ids) else np.zeros((0, 3))
+    return (probs, run.stats) if return_stats else probs
+
+
+def pad_id_of(model, tokenizer=None) -> int:
+    """The id to pad with: the model's `pad_token_id` (HF classifiers pool the last token that
+    differs from it), else the tokenizer's; the model config gets it when it had none."""
+    first = model[0] if isinstance(model, (list, tuple)) else model
+    config = getattr(first, "config", None)
+    pad = getattr(config, "pad_token_id", None)
+    if pad is None and tokenizer is not None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        for m in (model if isinstance(model, (list, tuple)) else [model]):
+            if getattr(m, "config", None) is not None:
+                m.config.pad_token_id = pad
+    if pad is None:
+        raise ValueError("no pad token id: set model.config.pad_token_id or tokenizer.pad_token")
+    return int(pad)
+
+
+def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress: bool = True,
+                  cache_dir: str | Path | None = None, cache_key: str = "") -> np.ndarray:
+    """Encode a frame with `prompt.encode`, score it (with TTA) and return (n, 3) probabilities.
+
+    Args:
+        model: a classifier or one replica per entry of `cfg.devices`.
+        tokenizer: the model's tokenizer.
+        df: rows as `data.load_split` returns them.
+        cfg: an `LMConfig`/`EncoderConfig` (devices, tta, max_length, token_budget, objective,
+            layout, ...).
+        tta: "none", "swap" or "swap_device"; None = `cfg.tta`.
+        progress: tqdm progress bar.
+        cache_dir: folder for resumable partial predictions (None = off).
+        cache_key: extra identity of the model for the cache (e.g. its folder).
+
+    The stats of all passes together are left in `infer.last_stats`.
+    """
+    global last_stats
+    from . import data, prompt, tta as tta_mod
+
+    mode = tta_mod.check_mode(tta if tta is not None else getattr(cfg, "tta", "none"))
+    ids = prompt.encode(df, tokenizer, cfg)
+    swapped = prompt.encode(data.swap(df), tokenizer, cfg) if mode != "none" else None
+    cache = Path(cache_dir) / "scores.npz" if cache_dir else None
+    probs, stats = tta_mod.score(
+        model, ids, swapped, mode=mode, devices=getattr(cfg, "devices", "auto"),
+        cache_path=cache, pad_id=pad_id_of(model, tokenizer),
+        token_budget=getattr(cfg, "token_budget", 16384), objective=getattr(cfg, "objective", "ce"),
+        progress=progress, cache_key=cache_key)
+    last_stats = stats
+    return probs
+
+
+def load_predictor(model_dir: str | Path, **overrides):
+    """`runs.LOADERS` entry for kinds "lm" and "encoder": a `predict.LMPredictor`.
+
+    Args:
+        model_dir: a run folder or its model/ folder.
+        **overrides: config fields to change (devices, tta, max_length, token_budget, ...)
+            plus `progress` and `cache_dir`.
+    """
+    from .predict import LMPredictor
+
+    return LMPredictor(model_dir, **overrides)

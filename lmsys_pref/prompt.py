@@ -1,0 +1,235 @@
+"""Text layouts of prompt + answer A + answer B, and the length control that fits them in a budget.
+
+Two layouts, both multi-turn aware:
+
+- `gemma` (the paper's): `<prompt>: p1\\np2 … <response_a>: a1\\na2 … <response_b>: b1\\nb2 …`
+- `turns` (the winners'): one block per turn, `<prompt>: p_i <response_a>: a_i <response_b>: b_i`
+
+The tokenizer's own special tokens (BOS/CLS/SEP/EOS) and the headers are always kept. What is
+left of `max_length` is shared between the three parts: with `spread_max_length` each part gets
+a third and budget a short part does not use goes to the others (water-filling); without it the
+parts are filled in reading order, but each answer still keeps at least a quarter. Inside a part,
+`truncation_side="right"` keeps the start, `"left"` keeps the end (the last turns).
+
+Speed: every column is tokenized in one batched call of the Rust tokenizer. A text far longer
+than any budget is first cut by characters (a token is at least one character, so the cut never
+removes kept tokens unless the cut text ends up short; such rare texts are re-tokenized whole).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .data import TEXT_COLS
+
+LAYOUTS = ("gemma", "turns")
+SIDES = ("left", "right")
+CHARS_PER_TOKEN_CAP = 6  # texts longer than budget x this are cut before tokenizing (see doc)
+_HEADERS = {  # (first prompt header, later prompt header, answer A header, answer B header, sep)
+    "gemma": ("<prompt>: ", None, "\n\n<response_a>: ", "\n\n<response_b>: ", "\n"),
+    "turns": ("<prompt>: ", "\n\n<prompt>: ", "\n<response_a>: ", "\n<response_b>: ", None),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """Token ids of the fixed parts of a layout for one tokenizer."""
+
+    layout: str
+    prefix: tuple  # the tokenizer's leading special tokens (BOS / CLS)
+    suffix: tuple  # trailing special tokens (EOS / SEP)
+    p_first: tuple
+    p_next: tuple
+    a: tuple
+    b: tuple
+    sep: tuple  # between turns inside a part (gemma layout)
+
+    def overhead(self, n_turns: int) -> int:
+        """Fixed tokens of a row with `n_turns` turns."""
+        base = len(self.prefix) + len(self.suffix)
+        if self.layout == "gemma":
+            return base + len(self.p_first) + len(self.a) + len(self.b)
+        return base + len(self.p_first) + (n_turns - 1) * len(self.p_next) + \
+            n_turns * (len(self.a) + len(self.b))
+
+
+def _ids(tokenizer, text: str | None) -> tuple:
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else ()
+
+
+def template(tokenizer, layout: str) -> Template:
+    """The layout's headers and the tokenizer's special tokens, as ids."""
+    if layout not in _HEADERS:
+        raise ValueError(f"layout: unknown {layout!r}; expected one of {LAYOUTS}")
+    probe = _ids(tokenizer, "x")
+    full = list(tokenizer("x", add_special_tokens=True)["input_ids"])
+    at = next(i for i in range(len(full)) if tuple(full[i:i + len(probe)]) == probe)
+    p_first, p_next, a, b, sep = _HEADERS[layout]
+    return Template(layout, tuple(full[:at]), tuple(full[at + len(probe):]), _ids(tokenizer, p_first),
+                    _ids(tokenizer, p_next), _ids(tokenizer, a), _ids(tokenizer, b),
+                    _ids(tokenizer, sep))
+
+
+def allocate(lengths: Sequence[int], avail: int, spread: bool = True) -> list[int]:
+    """Token budgets of (prompt, answer A, answer B) that sum to at most `avail`.
+
+    Args:
+        lengths: tokens each part would need untruncated.
+        avail: tokens left after the special tokens and headers.
+        spread: water-fill equal shares (unused share goes to the others); else fill in
+            reading order after reserving min(length, avail // 4) for each answer.
+    """
+    lengths = [max(int(n), 0) for n in lengths]
+    if spread:
+        out, left, todo = [0, 0, 0], avail, sorted(range(3), key=lambda i: lengths[i])
+        for k, i in enumerate(todo):  # shortest first: what it leaves goes to the longer ones
+            out[i] = min(lengths[i], left // (3 - k))
+            left -= out[i]
+        return out
+    out = [0] + [min(lengths[i], avail // 4) for i in (1, 2)]
+    left = avail - sum(out)
+    for i in range(3):
+        extra = min(lengths[i] - out[i], left)
+        out[i] += extra
+        left -= extra
+    return out
+
+
+def _keep(turns: list[list[int]], budget: int, side: str) -> list[list[int]]:
+    """Cut a part (a list of turns) to `budget` tokens from its end ('right') or start ('left')."""
+    out = [[] for _ in turns]
+    order = range(len(turns)) if side == "right" else range(len(turns) - 1, -1, -1)
+    for i in order:
+        take = min(budget, len(turns[i]))
+        out[i] = turns[i][:take] if side == "right" else turns[i][len(turns[i]) - take:]
+        budget -= take
+    return out
+
+
+def tokenize_texts(tokenizer, texts: list[str], need: int, side: str = "right") -> list[list[int]]:
+    """Token ids of many texts in one batched call; only the first/last `need` tokens matter.
+
+    Texts longer than `need * CHARS_PER_TOKEN_CAP` characters are cut on the dropped side
+    first; a cut text that then has fewer than `need` tokens is tokenized again in full.
+    """
+    cap = max(need, 1) * CHARS_PER_TOKEN_CAP
+    cut = [len(t) > cap for t in texts]
+    short = [(t[:cap] if side == "right" else t[-cap:]) if c else t for t, c in zip(texts, cut)]
+    ids = _encode(tokenizer, short)
+    redo = [i for i, c in enumerate(cut) if c and len(ids[i]) < need + 8]
+    if redo:
+        for i, row in zip(redo, _encode(tokenizer, [texts[i] for i in redo])):
+            ids[i] = row
+    return ids
+
+
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    backend = getattr(tokenizer, "_tokenizer", None)  # the Rust tokenizer: no per-call overhead
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        backend.no_truncation()
+        backend.no_padding()
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def _check(cfg) -> None:
+    if cfg.layout not in LAYOUTS:
+        raise ValueError(f"layout: unknown {cfg.layout!r}; expected one of {LAYOUTS}")
+    if cfg.truncation_side not in SIDES:
+        raise ValueError(f"truncation_side: {cfg.truncation_side!r}; expected one of {SIDES}")
+
+
+def _column_turns(df: pd.DataFrame, tokenizer, need: int, side: str, sep: tuple
+                  ) -> dict[str, list[list[list[int]]]]:
+    """Per column, per row, per turn token ids (one tokenizer call per column)."""
+    out = {}
+    for col in TEXT_COLS:
+        cells = df[col].tolist()
+        flat = [t for cell in cells for t in cell]
+        ids = tokenize_texts(tokenizer, flat, need, side)
+        rows, at = [], 0
+        for cell in cells:
+            turns = ids[at:at + len(cell)]
+            at += len(cell)
+            if sep:  # gemma layout: one stream per part, turns joined by the separator
+                stream = []
+                for k, t in enumerate(turns):
+                    stream += (list(sep) if k else []) + t
+                turns = [stream]
+            rows.append(turns)
+        out[col] = rows
+    return out
+
+
+def _row_turns(tpl: Template, n_turns: int, max_length: int, side: str) -> int:
+    """How many turns of a row fit: headers may take at most half of max_length."""
+    keep = n_turns
+    while keep > 1 and tpl.overhead(keep) > max_length // 2:
+        keep -= 1
+    if tpl.overhead(keep) >= max_length:
+        raise ValueError(f"max_length {max_length} is too small for the {tpl.layout!r} layout "
+                         f"({tpl.overhead(keep)} tokens of headers and special tokens)")
+    return keep
+
+
+def _assemble(tpl: Template, parts: list[list[list[int]]]) -> list[int]:
+    p, a, b = parts
+    ids = list(tpl.prefix)
+    if tpl.layout == "gemma":
+        ids += list(tpl.p_first) + p[0] + list(tpl.a) + a[0] + list(tpl.b) + b[0]
+    else:
+        for k in range(len(p)):
+            ids += list(tpl.p_first if k == 0 else tpl.p_next) + p[k] + list(tpl.a) + a[k] + \
+                list(tpl.b) + b[k]
+    return ids + list(tpl.suffix)
+
+
+def _pad_turns(turns: list[list[int]], n: int, side: str) -> list[list[int]]:
+    """Exactly `n` turns: missing turns are empty, surplus ones dropped on the cut side."""
+    turns = list(turns) + [[] for _ in range(n - len(turns))]
+    return turns[:n] if side == "right" else turns[len(turns) - n:]
+
+
+def encode_row(tpl: Template, parts: list[list[list[int]]], cfg) -> list[int]:
+    """One row's input ids from its per-part, per-turn token ids."""
+    if tpl.layout == "gemma":
+        n_turns = 1
+        parts = [p or [[]] for p in parts]
+    else:
+        n_turns = _row_turns(tpl, max(1, *(len(p) for p in parts)), cfg.max_length,
+                             cfg.truncation_side)
+        parts = [_pad_turns(p, n_turns, cfg.truncation_side) for p in parts]
+    avail = cfg.max_length - tpl.overhead(n_turns)
+    if avail < 3:
+        raise ValueError(f"max_length {cfg.max_length} is too small for the {tpl.layout!r} "
+                         f"layout ({tpl.overhead(n_turns)} fixed tokens)")
+    budgets = allocate([sum(map(len, p)) for p in parts], avail, cfg.spread_max_length)
+    kept = [_keep(p, n, cfg.truncation_side) for p, n in zip(parts, budgets)]
+    return _assemble(tpl, kept)
+
+
+def encode(df: pd.DataFrame, tokenizer, cfg) -> list[list[int]]:
+    """Input ids of every row (no padding), in row order.
+
+    Args:
+        df: a frame from `data.load_split` (text columns are lists of turns).
+        tokenizer: a Hugging Face tokenizer (fast ones are used through their Rust backend).
+        cfg: an LMConfig/EncoderConfig (fields `layout`, `max_length`, `spread_max_length`,
+            `truncation_side`).
+
+    Raises:
+        ValueError: unknown layout/side, or `max_length` too small for the fixed tokens.
+    """
+    _check(cfg)
+    tpl = template(tokenizer, cfg.layout)
+    need = max(cfg.max_length - tpl.overhead(1), 1)
+    cols = _column_turns(df, tokenizer, need, cfg.truncation_side, tpl.sep)
+    return [encode_row(tpl, [cols[c][i] for c in TEXT_COLS], cfg) for i in range(len(df))]
+
+
+def lengths(input_ids: list[list[int]]) -> np.ndarray:
+    """Row lengths as an int array (for length-grouped batches and stats)."""
+    return np.fromiter((len(r) for r in input_ids), dtype=np.int64, count=len(input_ids))

@@ -1,0 +1,189 @@
+"""Figures and `report.md` for a run folder: calibration, confusion, P/R/F1, loss by length/turns.
+
+Reads the run's out-of-fold (`oof.csv`) or validation (`val.csv`) predictions; lengths and turn
+counts come from the labelled data the run trained on (`data_dir` of the saved config in
+`model/lmsys_pref.json`, or the `data_dir` argument).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: headless machines and papermill kernels
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+from . import data, metrics, runs  # noqa: E402
+from .data import CLASS_NAMES, LABEL_COLS  # noqa: E402
+
+log = logging.getLogger("lmsys_pref")
+PRED_FILES = ("oof.csv", "val.csv")
+
+
+def load_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, Path]:
+    """The labelled predictions of a run (oof.csv, else val.csv) and the file they came from.
+
+    Raises:
+        FileNotFoundError: neither file exists.
+        DataError: a needed column is missing or a label is not 0/1/2.
+    """
+    run_dir = Path(run_dir)
+    path = next((run_dir / n for n in PRED_FILES if (run_dir / n).exists()), None)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no {' or '.join(PRED_FILES)}; is it a train run?")
+    df = runs.read_probs(path)
+    missing = [c for c in ("id", "label", *LABEL_COLS) if c not in df.columns]
+    if missing:
+        raise data.DataError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    bad = ~df["label"].isin([0, 1, 2])
+    if bad.any():
+        raise data.DataError(f"{path}: row id {df.loc[bad, 'id'].iloc[0]}: column 'label' is "
+                             f"{df.loc[bad, 'label'].iloc[0]!r}, expected 0, 1 or 2")
+    return df, path
+
+
+def find_data_dir(run_dir: str | Path, data_dir: str | Path | None = None) -> Path | None:
+    """`data_dir` if given, else the one in the run's saved config (None when unknown)."""
+    if data_dir is not None:
+        return Path(data_dir)
+    try:
+        saved = runs.read_model_meta(run_dir)["config"].get("data_dir")
+    except (FileNotFoundError, KeyError):
+        return None
+    return Path(saved) if saved and data.find_file(saved, "train", required=False) else None
+
+
+def row_groups(preds: pd.DataFrame, data_dir: Path) -> pd.DataFrame:
+    """Length bucket and turn count of each prediction row, joined on id with train.csv."""
+    path = data.find_file(data_dir, "train")
+    df = data.load_split(path, labelled=False, lenient=True).set_index("id")
+    missing = sorted(set(preds["id"]) - set(df.index))
+    if missing:
+        raise data.DataError(f"{path}: id(s) {missing[:10]} of the predictions are not in column "
+                             f"'id' ({len(missing)} missing); pass the run's --data-dir")
+    rows = df.loc[preds["id"]]
+    chars = (rows["response_a"].map(lambda t: sum(map(len, t)))
+             + rows["response_b"].map(lambda t: sum(map(len, t)))).to_numpy()
+    turns = rows["prompt"].map(len).clip(upper=4).to_numpy()
+    return pd.DataFrame({"length": pd.qcut(chars, 5, duplicates="drop").astype(str),
+                         "length_order": pd.qcut(chars, 5, labels=False, duplicates="drop"),
+                         "turns": np.where(turns >= 4, "4+", turns.astype(str))})
+
+
+def loss_by(labels: np.ndarray, probs: np.ndarray, groups: pd.Series, order=None) -> pd.DataFrame:
+    """Rows, log loss and accuracy per group value."""
+    p = metrics.normalise(probs)
+    nll = -np.log(p[np.arange(len(p)), labels])
+    df = pd.DataFrame({"g": np.asarray(groups), "nll": nll, "hit": p.argmax(1) == labels,
+                       "o": np.asarray(order if order is not None else groups)})
+    out = df.groupby("g").agg(n=("nll", "size"), log_loss=("nll", "mean"),
+                              accuracy=("hit", "mean"), o=("o", "first"))
+    return out.sort_values("o").drop(columns="o")
+
+
+def plot_calibration(labels: np.ndarray, probs: np.ndarray, path: Path) -> Path:
+    """Reliability curve of each class (one-vs-rest) and of the top class."""
+    p = metrics.normalise(probs)
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+    curves = [(name, labels == i, p[:, i]) for i, name in enumerate(CLASS_NAMES)]
+    curves.append(("top class", p.argmax(1) == labels, p.max(1)))
+    for name, y, score in curves:
+        frac, mean = calibration_curve(y, score, n_bins=10, strategy="quantile")
+        ax.plot(mean, frac, marker="o", ms=3, label=name)
+    ax.set(xlabel="predicted probability", ylabel="observed frequency", title="Calibration")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(labels: np.ndarray, probs: np.ndarray, path: Path) -> Path:
+    """Confusion matrix of argmax predictions (rows: truth)."""
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ConfusionMatrixDisplay.from_predictions(labels, probs.argmax(1), labels=[0, 1, 2],
+                                            display_labels=list(CLASS_NAMES), ax=ax,
+                                            colorbar=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_groups(table: pd.DataFrame, path: Path, title: str) -> Path:
+    """Log loss per group as bars, row counts on top."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    bars = ax.bar(table.index.astype(str), table["log_loss"])
+    ax.bar_label(bars, labels=[f"n={n}" for n in table["n"]], fontsize=7)
+    ax.set(ylabel="log loss", title=title)
+    ax.tick_params(axis="x", labelsize=7, rotation=20)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _md_table(df: pd.DataFrame, first: str) -> str:
+    cols = list(df.columns)
+    lines = [f"| {first} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for idx, row in df.iterrows():
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.tolist()]
+        lines.append(f"| {idx} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Path:
+    """Write the figures and `report.md` into `run_dir`; returns the report's path.
+
+    Length and turn sections need the training data; without it they are left out (noted).
+    """
+    run_dir = Path(run_dir)
+    preds, src = load_predictions(run_dir)
+    labels = preds["label"].to_numpy(dtype=int)
+    probs = preds[list(LABEL_COLS)].to_numpy(dtype=np.float64)
+    ev = metrics.evaluate(labels, probs)
+    per_class = pd.DataFrame(ev["per_class"]).T
+    per_class["support"] = per_class["support"].astype(int)
+    plot_calibration(labels, probs, run_dir / "calibration.png")
+    plot_confusion(labels, probs, run_dir / "confusion.png")
+    parts = [f"# Report: {run_dir.name}\n", f"Predictions: `{src.name}` ({len(preds)} rows).\n",
+             f"- log loss **{ev['log_loss']:.4f}**, accuracy {ev['accuracy']:.4f}, "
+             f"ECE {ev['ece']:.4f}\n", "## Per class\n", _md_table(per_class, "class"),
+             "\n![calibration](calibration.png) ![confusion](confusion.png)\n"]
+    ddir = find_data_dir(run_dir, data_dir)
+    if ddir is None:
+        log.warning("%s: no data_dir known; length and turn sections left out", run_dir)
+        parts.append("_Length and turn sections left out: the training data was not found "
+                     "(pass --data-dir)._\n")
+    else:
+        groups = row_groups(preds, ddir)
+        by_len = loss_by(labels, probs, groups["length"], groups["length_order"])
+        by_turns = loss_by(labels, probs, groups["turns"])
+        plot_groups(by_len, run_dir / "loss_by_length.png", "Log loss by total answer length")
+        plot_groups(by_turns, run_dir / "loss_by_turns.png", "Log loss by number of turns")
+        parts += ["## By length (characters of both answers, quintiles)\n",
+                  _md_table(by_len, "length"), "\n![length](loss_by_length.png)\n",
+                  "## By number of turns\n", _md_table(by_turns, "turns"),
+                  "\n![turns](loss_by_turns.png)\n"]
+    runs.save_json(run_dir / "report.json", ev)
+    path = run_dir / "report.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def cli_main(argv: list[str]) -> int:
+    """`python -m lmsys_pref report --run-dir R [--data-dir D]`."""
+    ap = argparse.ArgumentParser(prog="lmsys_pref report")
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--data-dir", default=None, help="labelled data of the run (default: the "
+                                                     "data_dir of its saved config)")
+    args = ap.parse_args(argv)
+    print(f"wrote {write_report(args.run_dir, args.data_dir)}")
+    return 0

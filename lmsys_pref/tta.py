@@ -1,0 +1,101 @@
+"""Swap test-time augmentation: score each row and its A/B swap, map back, average.
+
+Modes:
+- "none": one pass.
+- "swap": the rows and their swaps are scored as one job (2n rows) over all devices, so the
+  shared queue keeps every device busy and both halves sort together (better padding).
+- "swap_device": the 1st-place layout. The original pass runs on the even-numbered devices and
+  the swapped pass on the odd-numbered ones, concurrently (with "cuda:0,cuda:1": originals on
+  GPU 0, swaps on GPU 1). With one device it falls back to "swap".
+
+With TTA on, scoring a swapped test set gives exactly the swapped predictions (up to fp): the
+combination `(p + swap(p_swapped)) / 2` is symmetric by construction.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+
+from . import data
+from .devices import parse_devices, replicate
+
+log = logging.getLogger("lmsys_pref.tta")
+MODES = ("none", "swap", "swap_device")
+
+
+def check_mode(mode: str | None) -> str:
+    """The TTA mode, validated; None and False mean 'none', True means 'swap'."""
+    if mode is None or mode is False:
+        return "none"
+    if mode is True:
+        return "swap"
+    if mode not in MODES:
+        raise ValueError(f"tta: unknown mode {mode!r}; expected one of {MODES}")
+    return mode
+
+
+def combine(p: np.ndarray, p_swapped: np.ndarray) -> np.ndarray:
+    """Mean of the direct probabilities and the swapped pass mapped back to A/B order."""
+    p, p_swapped = np.asarray(p, dtype=np.float64), np.asarray(p_swapped, dtype=np.float64)
+    if p.shape != p_swapped.shape:
+        raise ValueError(f"tta.combine: shapes differ {p.shape} vs {p_swapped.shape}")
+    return (p + data.swap(p_swapped)) / 2
+
+
+def _cache(path: str | Path | None, tag: str) -> Path | None:
+    return None if path is None else Path(path).with_name(f"{Path(path).stem}.{tag}.npz")
+
+
+def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]] | None = None, *,
+          mode: str = "swap", devices="auto", cache_path=None, **kwargs):
+    """Score rows with swap TTA through `infer.predict_ids`.
+
+    Args:
+        model: a classifier or one replica per device (see `infer.predict_ids`).
+        input_ids: the encoded rows.
+        swapped_ids: the encoded swapped rows (`prompt.encode(data.swap(df), ...)`); needed
+            unless `mode` is "none".
+        mode: "none", "swap" or "swap_device" (see the module doc).
+        devices: as in `infer.predict_ids`.
+        cache_path: base name of the cache file(s); each pass layout gets its own file.
+        **kwargs: passed to `infer.predict_ids` (pad_id, token_budget, objective, progress, ...).
+
+    Returns:
+        (probs (n, 3), InferStats of all passes together).
+    """
+    from .infer import InferStats, ScoringStopped, predict_ids
+
+    mode = check_mode(mode)
+    devs = parse_devices(devices)
+    n = len(input_ids)
+    if mode != "none" and (swapped_ids is None or len(swapped_ids) != n):
+        raise ValueError(f"tta {mode!r} needs the {n} swapped rows")
+    if mode == "swap_device" and len(devs) < 2:
+        log.info("tta 'swap_device' with one device (%s): scoring both passes there", devs[0])
+        mode = "swap"
+    if mode == "none":
+        return predict_ids(model, input_ids, devices=devs, cache_path=_cache(cache_path, "none"),
+                           return_stats=True, **kwargs)
+    if mode == "swap":
+        p, stats = predict_ids(model, list(input_ids) + list(swapped_ids), devices=devs,
+                               cache_path=_cache(cache_path, "swap"), return_stats=True, **kwargs)
+        return combine(p[:n], p[n:]), stats
+    replicas = replicate(model, devs)
+    t0, stop = time.perf_counter(), threading.Event()  # one failing pass stops the other
+    with ThreadPoolExecutor(2, thread_name_prefix="lmsys-tta") as pool:
+        jobs = [pool.submit(predict_ids, replicas[k::2], rows, devices=devs[k::2],
+                            cache_path=_cache(cache_path, f"pass{k}"), return_stats=True,
+                            stop_event=stop, **kwargs)
+                for k, rows in enumerate((input_ids, swapped_ids))]
+        wait(jobs, return_when=FIRST_EXCEPTION)
+        errors = [j.exception() for j in jobs if j.done() and j.exception() is not None]
+        errors.sort(key=lambda e: isinstance(e, ScoringStopped))  # the cause, not the echo
+        if errors:
+            raise errors[0]
+        (p, s0), (p_sw, s1) = [j.result() for j in jobs]
+    return combine(p, p_sw), InferStats.combine([s0, s1], time.perf_counter() - t0)

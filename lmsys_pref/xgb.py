@@ -1,0 +1,157 @@
+"""XGBoost on hand-made features: k-fold OOF, a final fit, swap augmentation and swap TTA."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost
+from tqdm.auto import tqdm
+
+from . import data, features, metrics, runs
+from .configs.xgb import XGBConfig
+
+log = logging.getLogger("lmsys_pref")
+BOOSTER = "booster.json"
+
+
+def booster_params(cfg: XGBConfig) -> dict[str, Any]:
+    """XGBoost's native parameters from the config."""
+    return {"objective": "multi:softprob", "num_class": 3, "eval_metric": "mlogloss",
+            "eta": cfg.learning_rate, "max_depth": cfg.max_depth,
+            "min_child_weight": cfg.min_child_weight, "subsample": cfg.subsample,
+            "colsample_bytree": cfg.colsample_bytree, "lambda": cfg.reg_lambda,
+            "tree_method": "hist", "seed": cfg.seed, "nthread": cfg.n_jobs or -1}
+
+
+def _matrix(df: pd.DataFrame, swap_augment: bool) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Features (and labels when present) of rows, plus their swapped copies when asked."""
+    if swap_augment:
+        df = data.augment_with_swap(df)
+    return features.build(df), (df["label"].to_numpy() if "label" in df else None)
+
+
+def train_booster(cfg: XGBConfig, train: pd.DataFrame, rounds: int | None = None
+                  ) -> xgboost.Booster:
+    """Fit one booster; with early stopping on, a stratified 15% of `train` picks the round.
+
+    The stopping rows are held out of the fit (their swapped copies too), so out-of-fold scores
+    stay honest: the validation fold never chooses its own stopping round.
+    """
+    params = booster_params(cfg)
+    if rounds is None and cfg.early_stopping_rounds > 0 and len(train) >= 40:
+        fit_pos, stop_pos = data.holdout(train["label"].to_numpy(), 0.15, cfg.seed)
+        X, y = _matrix(train.iloc[fit_pos], cfg.swap_augment)
+        Xs, ys = _matrix(train.iloc[stop_pos], False)
+        return xgboost.train(params, xgboost.DMatrix(X, y), cfg.n_estimators,
+                             evals=[(xgboost.DMatrix(Xs, ys), "stop")],
+                             early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
+    X, y = _matrix(train, cfg.swap_augment)
+    return xgboost.train(params, xgboost.DMatrix(X, y), rounds or cfg.n_estimators)
+
+
+def predict_booster(booster: xgboost.Booster, df: pd.DataFrame, tta: str = "swap") -> np.ndarray:
+    """Class probabilities (n, 3); with `tta="swap"` averaged with the mapped-back swapped rows."""
+    rounds = (0, booster.best_iteration + 1) if _has_best(booster) else (0, 0)
+    if tta == "swap":
+        both = features.build(pd.concat([df, data.swap(df)], ignore_index=True))
+        p = booster.predict(xgboost.DMatrix(both), iteration_range=rounds)
+        return (p[: len(df)] + data.swap(p[len(df):])) / 2
+    if tta != "none":
+        raise ValueError(f"tta must be 'none' or 'swap', got {tta!r}")
+    return booster.predict(xgboost.DMatrix(features.build(df)), iteration_range=rounds)
+
+
+def _has_best(booster: xgboost.Booster) -> bool:
+    return "best_iteration" in booster.attributes()
+
+
+def cross_validate(cfg: XGBConfig, train: pd.DataFrame) -> tuple[np.ndarray, list[int]]:
+    """Out-of-fold probabilities for every training row and the stopping round of each fold."""
+    oof = np.zeros((len(train), 3))
+    best = []
+    folds = data.kfold(train["label"].to_numpy(), cfg.n_folds, cfg.seed)
+    for tr, va in tqdm(folds, desc="xgb folds"):
+        booster = train_booster(cfg, train.iloc[tr])
+        oof[va] = predict_booster(booster, train.iloc[va], cfg.tta)
+        best.append(booster.best_iteration + 1 if _has_best(booster) else cfg.n_estimators)
+    return oof, best
+
+
+def fit(cfg: XGBConfig) -> dict:
+    """Train the XGBoost baseline and write the run folder (see `lmsys_pref.runs`).
+
+    Returns:
+        The metrics written to `metrics.json`.
+    """
+    t0 = time.time()
+    train, test = data.load_competition(cfg.data_dir, lenient=cfg.lenient)
+    if cfg.max_train_rows:
+        train = train.iloc[: cfg.max_train_rows].reset_index(drop=True)
+    out = Path(cfg.out_dir)
+    result: dict[str, Any] = {"n_train": len(train), "n_test": 0 if test is None else len(test)}
+    oof_frame, rounds = None, None
+    if cfg.n_folds > 1:
+        oof, best = cross_validate(cfg, train)
+        ev = metrics.evaluate(train["label"], oof)
+        result.update(cv_log_loss=ev["log_loss"], cv_accuracy=ev["accuracy"], cv=ev,
+                      fold_rounds=best)
+        oof_frame = runs.probs_frame(train["id"], oof, train["label"])
+        rounds = int(np.mean(best)) if cfg.early_stopping_rounds > 0 else cfg.n_estimators
+    booster = train_booster(cfg, train, rounds or cfg.n_estimators)
+    save(booster, cfg, out / "model")
+    test_probs = None if test is None else predict_booster(booster, test, cfg.tta)
+    result["seconds"] = round(time.time() - t0, 2)
+    runs.write_outputs(out, test_ids=None if test is None else test["id"],
+                       test_probs=test_probs, metrics=result, oof=oof_frame)
+    log.info("xgb: cv log loss %s, %.0fs", result.get("cv_log_loss"), result["seconds"])
+    return result
+
+
+def save(booster: xgboost.Booster, cfg: XGBConfig, model_dir: str | Path) -> Path:
+    """Write the booster and its config so `load_predictor` can score new data."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    booster.save_model(model_dir / BOOSTER)
+    runs.write_model_meta(model_dir, "xgb", cfg.to_dict(),
+                          feature_names=list(booster.feature_names or []))
+    return model_dir
+
+
+class XGBPredictor:
+    """A saved booster behind the common `predict_proba(df, tta=None)` protocol."""
+
+    def __init__(self, booster: xgboost.Booster, cfg: XGBConfig):
+        self.booster, self.cfg = booster, cfg
+        self.stats: dict[str, Any] = {}
+
+    def predict_proba(self, df: pd.DataFrame, tta: str | None = None) -> np.ndarray:
+        t0 = time.time()
+        probs = predict_booster(self.booster, df, tta or self.cfg.tta)
+        secs = time.time() - t0
+        self.stats = {"rows": len(df), "seconds": round(secs, 3),
+                      "rows_per_s": round(len(df) / max(secs, 1e-9), 1)}
+        return probs
+
+
+def load_predictor(model_dir: str | Path, **overrides: Any) -> XGBPredictor:
+    """Load a model folder written by `fit`; `overrides` may change e.g. `tta`."""
+    model_dir = runs.resolve_model_dir(model_dir)
+    meta = runs.read_model_meta(model_dir)
+    cfg = XGBConfig.from_dict(meta["config"])
+    known = {k: v for k, v in overrides.items() if k in XGBConfig.field_names()}
+    booster = xgboost.Booster()
+    booster.load_model(model_dir / BOOSTER)
+    return XGBPredictor(booster, cfg.replace(**known))
+
+
+def plot_importance(run_dir: str | Path, top: int = 20):
+    """Bar chart of the `top` features by total gain of a saved run's booster."""
+    import matplotlib
+    matplotlib.use("Agg")
+    booster = load_predictor(run_dir).booster
+    return xgboost.plot_importance(booster, max_num_features=top, importance_type="total_gain",
+                                   show_values=False)

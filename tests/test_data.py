@@ -1,0 +1,135 @@
+"""Parsing, validation errors, swap and splits of the data layer."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmsys_pref import data
+
+
+def write_csv(tmp_path, rows, name="train.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def row(i=1, prompt='["hi"]', a='["A"]', b='["B"]', label=(1, 0, 0)):
+    return {"id": i, "model_a": "m1", "model_b": "m2", "prompt": prompt, "response_a": a,
+            "response_b": b, "winner_model_a": label[0], "winner_model_b": label[1],
+            "winner_tie": label[2]}
+
+
+def test_quirks_fixture_decodes_every_quirk(quirks_dir):
+    train = data.load_split(quirks_dir / "train.csv")
+    assert len(train) == 40 and train["label"].between(0, 2).all()
+    for col in data.TEXT_COLS:
+        assert all(isinstance(v, list) and all(isinstance(t, str) for t in v) for v in train[col])
+    assert any(v == [] for v in train["response_b"])                    # null cell / empty list
+    assert any(v == [""] for v in train["response_a"])                  # [null] turn
+    assert (train["response_a"] == train["response_b"]).any()           # identical answers
+    assert any(len(v) > 1 for v in train["prompt"])                     # multi-turn
+    assert any("\ufffd" in t for v in train["response_a"] for t in v)   # lone surrogate repaired
+    assert max(len(t) for v in train["response_a"] for t in v) > 10_000  # very long text
+    json.dumps(train["response_a"].tolist())  # surrogates no longer break json.dumps
+
+
+def test_lone_surrogate_is_replaced_and_pairs_kept():
+    assert data.clean_text("x\ud83dy") == "x\ufffdy"
+    assert data.clean_text("\ud83d\ude00") == "\U0001F600"
+    assert data.decode_turns('["a\\ud83d", null]') == ["a\ufffd", ""]
+    assert data.decode_turns("null") == []
+
+
+def test_broken_json_names_file_row_and_column(tmp_path):
+    path = write_csv(tmp_path, [row(1), row(77, a='["unterminated')])
+    with pytest.raises(data.DataError) as err:
+        data.load_split(path)
+    msg = str(err.value)
+    assert str(path) in msg and "row id 77" in msg and "response_a" in msg
+
+
+def test_lenient_mode_repairs_and_logs(tmp_path, caplog):
+    path = write_csv(tmp_path, [row(1), row(77, a='["unterminated')])
+    df = data.load_split(path, lenient=True)
+    assert len(df) == 2 and df.loc[1, "response_a"] == ['["unterminated']
+    assert "77" in caplog.text and "repaired 1" in caplog.text
+
+
+def test_missing_column_is_named(tmp_path):
+    rows = [{k: v for k, v in row().items() if k != "response_b"}]
+    with pytest.raises(data.DataError, match="response_b"):
+        data.load_split(write_csv(tmp_path, rows, "test.csv"))
+
+
+def test_labels_not_one_hot(tmp_path):
+    path = write_csv(tmp_path, [row(1), row(5, label=(1, 1, 0))])
+    with pytest.raises(data.DataError, match=r"row id 5.*one-hot"):
+        data.load_split(path)
+
+
+def test_duplicate_ids(tmp_path):
+    with pytest.raises(data.DataError, match="duplicate id"):
+        data.load_split(write_csv(tmp_path, [row(3), row(3)]))
+
+
+def test_parquet_round_trip(tmp_path, quirks_dir):
+    raw = pd.read_csv(quirks_dir / "train.csv", keep_default_na=False)
+    raw.to_parquet(tmp_path / "train.parquet")
+    a = data.load_split(quirks_dir / "train.csv")
+    b = data.load_split(tmp_path / "train.parquet")
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_empty_cell_reads_as_no_turns_and_is_logged(tmp_path, caplog):
+    df = data.load_split(write_csv(tmp_path, [row(1), row(8, b="")]))
+    assert df.loc[1, "response_b"] == [] and "ids [8]" in caplog.text
+
+
+def test_labels_and_onehot_round_trip(quirks_dir):
+    df = data.load_split(quirks_dir / "train.csv")
+    assert (data.onehot(df["label"]) == df[list(data.LABEL_COLS)].to_numpy()).all()
+
+
+texts = st.lists(st.text(max_size=20), max_size=3)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(texts, texts, st.integers(0, 2)), min_size=1, max_size=8))
+def test_swap_twice_is_identity(rows):
+    df = pd.DataFrame({"id": range(len(rows)), "model_a": "x", "model_b": "y",
+                       "prompt": [["p"]] * len(rows), "response_a": [r[0] for r in rows],
+                       "response_b": [r[1] for r in rows], "label": [r[2] for r in rows]})
+    onehot = data.onehot(df["label"])
+    for k, col in enumerate(data.LABEL_COLS):
+        df[col] = onehot[:, k].astype(int)
+    once = data.swap(df)
+    pd.testing.assert_frame_equal(data.swap(once), df)
+    assert (once["response_a"] == df["response_b"]).all()
+    assert (once["label"] == df["label"].map({0: 1, 1: 0, 2: 2})).all()
+    assert (once[list(data.LABEL_COLS)].to_numpy().argmax(1) == once["label"]).all()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)), min_size=1))
+def test_swap_of_probabilities(rows):
+    p = np.array(rows)
+    assert (data.swap(data.swap(p)) == p).all()
+    assert (data.swap(p)[:, 0] == p[:, 1]).all() and (data.swap(p)[:, 2] == p[:, 2]).all()
+
+
+def test_splits_are_seeded_stratified_and_complete(quirks_dir):
+    labels = data.load_split(quirks_dir / "train.csv")["label"].to_numpy()
+    tr, va = data.holdout(labels, 0.2, seed=1)
+    assert len(va) == 8 and set(tr) | set(va) == set(range(40)) and not set(tr) & set(va)
+    assert (data.holdout(labels, 0.2, seed=1)[1] == va).all()
+    folds = data.kfold(labels, 5, seed=1)
+    assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(40))
+
+
+def test_tile_gives_unique_ids(quirks_dir):
+    df = data.load_split(quirks_dir / "train.csv")
+    big = data.tile(df, 100)
+    assert len(big) == 100 and big["id"].is_unique
