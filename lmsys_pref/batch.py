@@ -7,6 +7,7 @@
     - name: gemma-270m
       baseline: gemma
       preset: gemma3-270m
+      fallback: {preset: tiny-gemma2}   # when the preset's PyPI model is not installed
 
 `python -m lmsys_pref batch --grid G --data-dir D --out-dir O` executes each run's notebook into
 O/<name>/ through `notebooks.run_notebook` (the path behind `make train-*`), keeps going when a
@@ -16,6 +17,7 @@ already holds metrics.json and submission.csv (with the same settings) is not ru
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import math
 import re
@@ -28,21 +30,22 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import notebooks
-from .configs import ConfigError
+from .configs import ConfigError, load_preset
 from .runs import load_json, save_json
 
 log = logging.getLogger("lmsys_pref.batch")
 
 COLUMNS = ["name", "baseline", "preset", "log_loss", "accuracy", "seconds", "status", "error"]
-RUN_KEYS = {"name", "baseline", "preset", "parameters"}
+RUN_KEYS = {"name", "baseline", "preset", "parameters", "fallback"}
 RECORD = "batch.json"  # per-run record: the settings it ran with, its status and wall time
 DONE_FILES = ("metrics.json", "submission.csv")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def load_grid(grid: str | Path | list[dict]) -> list[dict[str, Any]]:
-    """Read and check a grid: a YAML list of mappings with `name`, `baseline`, optional `preset`
-    and `parameters`.
+    """Read and check a grid: a YAML list of mappings with `name`, `baseline`, optional `preset`,
+    `parameters` and `fallback` (`preset` and/or `parameters` used instead when the preset's
+    `pypi:` model package is not installed).
 
     Only the grid's shape is checked here (a bad entry stops everything before a run starts); a
     bad baseline name or parameter becomes a failed row at run time.
@@ -68,25 +71,56 @@ def load_grid(grid: str | Path | list[dict]) -> list[dict[str, Any]]:
         if set(run) - RUN_KEYS:
             raise ConfigError(f"{entry} ({name}): unknown key(s) {sorted(set(run) - RUN_KEYS)}; "
                               f"known: {sorted(RUN_KEYS)}")
-        if not isinstance(run.get("parameters") or {}, dict):
+        fallback = run.get("fallback") or {}
+        if not isinstance(run.get("parameters") or {}, dict) or not isinstance(fallback, dict) \
+                or not isinstance(fallback.get("parameters") or {}, dict):
             raise ConfigError(f"{entry} ({name}): `parameters` must be a mapping")
-    return [{"name": str(r["name"]), "baseline": str(r["baseline"]), "preset": r.get("preset"),
-             "parameters": dict(r.get("parameters") or {})} for r in runs]
+        if set(fallback) - {"preset", "parameters"}:
+            raise ConfigError(f"{entry} ({name}): `fallback` takes `preset` and `parameters`")
+    return [_resolve({"name": str(r["name"]), "baseline": str(r["baseline"]),
+                      "preset": r.get("preset"), "parameters": dict(r.get("parameters") or {})},
+                     r.get("fallback")) for r in runs]
+
+
+def missing_model_package(preset: str | None) -> str | None:
+    """The PyPI package a preset's `model_id: pypi:<package>` needs, when it is not installed."""
+    try:
+        model_id = str(load_preset(preset).get("model_id", "")) if preset else ""
+    except ConfigError:
+        return None  # an unknown preset fails in its run, with the preset error
+    package = model_id[5:] if model_id.startswith("pypi:") else ""
+    return package if package and importlib.util.find_spec(package) is None else None
+
+
+def _resolve(run: dict, fallback: dict | None) -> dict:
+    """`run`, or its fallback (preset, and parameters merged over the run's) when the run's
+    preset needs a model package that is not installed."""
+    package = missing_model_package(run["preset"]) if fallback else None
+    if package is None:
+        return run
+    log.warning("run %s: package %s is not installed; using the fallback %s", run["name"],
+                package, fallback)
+    return {**run, "preset": fallback.get("preset", run["preset"]),
+            "parameters": {**run["parameters"], **(fallback.get("parameters") or {})}}
 
 
 def _settings(run: dict, data_dir: str | Path | None) -> dict[str, Any]:
     """What a finished run must match to be skipped on a re-run."""
     return {"baseline": run["baseline"], "preset": run["preset"],
-            "parameters": run["parameters"], "data_dir": data_dir and str(data_dir)}
+            "parameters": run["parameters"], "data_dir": data_dir and str(Path(data_dir).resolve())}
 
 
 def is_finished(run_dir: str | Path, settings: dict | None = None) -> bool:
-    """True when `run_dir` holds a complete run (with `settings`, when a record says so)."""
+    """True when `run_dir` holds a complete run; when a batch record is there, it must say the
+    run succeeded with these `settings`."""
     run_dir = Path(run_dir)
     if not all((run_dir / f).exists() for f in DONE_FILES):
         return False
     record = run_dir / RECORD
-    return settings is None or not record.exists() or load_json(record).get("settings") == settings
+    if settings is None or not record.exists():
+        return True
+    saved = load_json(record)
+    return saved.get("status") == "ok" and saved.get("settings") == settings
 
 
 def _metric(metrics: dict, *keys: str) -> float:
@@ -138,7 +172,8 @@ def run_one(run: dict, data_dir: str | Path | None, run_dir: Path, progress: boo
     if run_dir.exists():  # an unknown baseline fails before the folder exists
         save_json(run_dir / RECORD, {"settings": settings, "status": status, "error": error,
                                      "seconds": seconds})
-    return _row(run, status, seconds, error, run_dir)
+    # a failed run's folder may still hold an older run's metrics: report none
+    return _row(run, status, seconds, error, run_dir if status == "ok" else None)
 
 
 def summarize(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -180,7 +215,7 @@ def run_grid(grid: str | Path | list[dict], data_dir: str | Path | None, out_dir
         grid: a YAML file or an already loaded list of runs (see `load_grid`).
         data_dir: the competition folder passed to every notebook as `data_dir`.
         out_dir: the batch folder; gets one folder per run plus summary.csv and summary.md.
-        progress: show a progress bar over the runs.
+        progress: progress bars over the runs and over the cells of each notebook.
         force: run again even the runs that finished before.
 
     Returns:
@@ -192,7 +227,7 @@ def run_grid(grid: str | Path | list[dict], data_dir: str | Path | None, out_dir
     bar = tqdm(runs, desc="batch", unit="run", disable=not progress)
     for run in bar:
         bar.set_postfix_str(run["name"])
-        rows.append(run_one(run, data_dir, out / run["name"], force=force))
+        rows.append(run_one(run, data_dir, out / run["name"], progress=progress, force=force))
         write_summary(summarize(rows), out)  # a summary so far, in case the batch is stopped
     return summarize(rows)
 

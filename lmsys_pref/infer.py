@@ -73,7 +73,7 @@ class InferStats:
         for p in parts:
             for f in ("rows", "tokens", "computed_tokens", "batches", "oom_retries", "cached_rows"):
                 setattr(out, f, getattr(out, f) + getattr(p, f))
-            out.devices += [d for d in p.devices if d not in out.devices]
+            out.devices += p.devices  # one entry per worker thread
         return out
 
 
@@ -138,8 +138,8 @@ def to_probs(logits: np.ndarray, objective: str = "ce") -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     if objective == "ce":
         z = np.exp(z - z.max(1, keepdims=True))
-    elif objective == "mse":  # regression on the one-hot targets
-        z = np.clip(z, 1e-6, None)
+    elif objective == "mse":  # regression on the one-hot targets: as models.to_probs
+        z = np.clip(z, 1e-3, 1.0)
     else:
         raise ValueError(f"unknown objective {objective!r}; expected 'ce' or 'mse'")
     return z / z.sum(1, keepdims=True)
@@ -205,9 +205,16 @@ def _score_batch(run: _Run, model, device, rows: np.ndarray, budget: list[int]) 
         run.record(chunk, logits)
 
 
-def _worker(run: _Run, model, device) -> None:
-    """One device's loop: take the next batch from the shared queue until it is empty."""
+def _worker(run: _Run, model, device, threads: int | None = None) -> None:
+    """One device's loop: take the next batch from the shared queue until it is empty.
+
+    `threads`: intra-op threads of this worker (CPU workers split the cores between them;
+    more threads than cores makes OpenMP spin and can run 10x slower).
+    """
     budget = [run.budget]  # this worker's budget; shrinks after an out-of-memory error
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     try:
         while not run.stop.is_set():
             try:
@@ -218,12 +225,22 @@ def _worker(run: _Run, model, device) -> None:
     except BaseException:
         run.stop.set()  # the other workers stop at their next batch
         raise
+    finally:
+        if threads:
+            torch.set_num_threads(previous)  # the setting outlives the thread: put it back
+
+
+def cpu_threads(devices: Sequence[torch.device]) -> int | None:
+    """Intra-op threads per CPU worker: the cores split between them (None = one worker)."""
+    n_cpu = sum(d.type == "cpu" for d in devices)
+    return max(1, torch.get_num_threads() // n_cpu) if n_cpu > 1 else None
 
 
 def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget: int = 16384,
                 devices: str | list = "auto", objective: str = "ce", progress: bool = True,
                 cache_path: str | Path | None = None, cache_key: str = "",
-                return_stats: bool = False, stop_event: threading.Event | None = None):
+                return_stats: bool = False, stop_event: threading.Event | None = None,
+                desc: str = "scoring"):
     """Score token-id rows with a sequence classifier on one or more devices.
 
     Args:
@@ -242,6 +259,7 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
         return_stats: return `(probs, InferStats)` instead of `probs`.
         stop_event: set by a failing worker; share one between concurrent calls (TTA passes on
             separate devices) so that a failure stops them all.
+        desc: label of the progress bar.
 
     Returns:
         (n, 3) float64 probabilities in the input order (and the stats when asked).
@@ -260,7 +278,7 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
     store = scorecache.open_cache(cache_path, input_ids, f"{objective}|{cache_key}")
     logits, done = store.load() if store else (None, np.zeros(len(input_ids), bool))
     t0 = time.perf_counter()
-    bar = tqdm(total=int(lengths[~done].sum()), unit="tok", unit_scale=True, desc="scoring",
+    bar = tqdm(total=int(lengths[~done].sum()), unit="tok", unit_scale=True, desc=desc,
                disable=not progress, smoothing=0.1)
     run = _Run(input_ids, lengths, pad_id, token_budget, logits, done, bar, store, stop_event)
     todo = np.flatnonzero(~done)
@@ -268,7 +286,9 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
         run.work.put(todo[b])
     try:
         with ThreadPoolExecutor(len(devs), thread_name_prefix="lmsys-infer") as pool:
-            futures = [pool.submit(_worker, run, m, d) for m, d in zip(replicas, devs)]
+            threads = cpu_threads(devs)
+            futures = [pool.submit(_worker, run, m, d, threads if d.type == "cpu" else None)
+                       for m, d in zip(replicas, devs)]
             for fut, dev in zip(futures, devs):
                 err = fut.exception()
                 if err is not None:
@@ -304,7 +324,8 @@ def pad_id_of(model, tokenizer=None) -> int:
 
 
 def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress: bool = True,
-                  cache_dir: str | Path | None = None, cache_key: str = "") -> np.ndarray:
+                  cache_dir: str | Path | None = None, cache_key: str = "",
+                  return_stats: bool = False):
     """Encode a frame with `prompt.encode`, score it (with TTA) and return (n, 3) probabilities.
 
     Args:
@@ -317,8 +338,8 @@ def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress
         progress: tqdm progress bar.
         cache_dir: folder for resumable partial predictions (None = off).
         cache_key: extra identity of the model for the cache (e.g. its folder).
-
-    The stats of all passes together are left in `infer.last_stats`.
+        return_stats: return `(probs, InferStats)`; the stats of all passes together are also
+            left in `infer.last_stats`.
     """
     global last_stats
     from . import data, prompt, tta as tta_mod
@@ -333,7 +354,7 @@ def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress
         token_budget=getattr(cfg, "token_budget", 16384), objective=getattr(cfg, "objective", "ce"),
         progress=progress, cache_key=cache_key)
     last_stats = stats
-    return probs
+    return (probs, stats) if return_stats else probs
 
 
 def load_predictor(model_dir: str | Path, **overrides):

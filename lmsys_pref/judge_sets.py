@@ -57,8 +57,9 @@ def to_frame(items: list[dict], keys: tuple[str, str, str, str], name: str,
 
 
 def load(root: str | Path) -> dict[str, pd.DataFrame]:
-    """Every subset found under `root` (the judge_bias folder), keyed 'LLMBar/<path>' or
-    'EvalBiasBench/<bias>'; an absent folder or file gives no entries."""
+    """Every subset found under `root` (the judge_bias folder), keyed by LLMBar's own subset path
+    ('LLMBar/Natural', 'CaseStudy/Base_9', 'Processed/MT-Bench', ...) or 'EvalBiasBench/<bias>';
+    an absent folder or file gives no entries."""
     root = Path(root)
     sets: dict[str, pd.DataFrame] = {}
     next_id = 0
@@ -66,7 +67,7 @@ def load(root: str | Path) -> dict[str, pd.DataFrame]:
         sub = path.parent.relative_to(root / LLMBAR).as_posix()
         df = to_frame(json.loads(path.read_text()), ("input", "output_1", "output_2", "label"),
                       f"{path}", next_id)
-        sets[f"LLMBar/{sub}"], next_id = df, next_id + len(df)
+        sets[sub], next_id = df, next_id + len(df)
     ebb = root / EVALBIASBENCH
     if ebb.exists():
         for bias, items in json.loads(ebb.read_text()).items():
@@ -92,8 +93,8 @@ def reference_scores(root: str | Path, judge: str = REFERENCE_JUDGE) -> dict[str
     for key, s in stats.items():
         sub, _, rest = key.partition("/evaluators/")
         if rest == f"{judge}/statistics.json":
-            out[f"LLMBar/{sub}"] = {"accuracy": _percent(s.get("correct_average")),
-                                   "agreement": _percent(s.get("equal"))}
+            out[sub] = {"accuracy": _percent(s.get("correct_average")),
+                        "agreement": _percent(s.get("equal"))}
     return out
 
 

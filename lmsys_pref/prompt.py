@@ -12,12 +12,14 @@ parts are filled in reading order, but each answer still keeps at least a quarte
 `truncation_side="right"` keeps the start, `"left"` keeps the end (the last turns).
 
 Speed: every column is tokenized in one batched call of the Rust tokenizer. A text far longer
-than any budget is first cut by characters (a token is at least one character, so the cut never
-removes kept tokens unless the cut text ends up short; such rare texts are re-tokenized whole).
+than any budget is first cut at a word boundary on the side that truncation drops; when the cut
+text still has more tokens than any budget, its kept tokens are those of the full text, else
+(rare: very long tokens) it is re-tokenized whole.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Sequence
 
 import numpy as np
@@ -27,7 +29,8 @@ from .data import TEXT_COLS
 
 LAYOUTS = ("gemma", "turns")
 SIDES = ("left", "right")
-CHARS_PER_TOKEN_CAP = 6  # texts longer than budget x this are cut before tokenizing (see doc)
+CHARS_PER_TOKEN_CAP = 8  # texts longer than budget x this are cut before tokenizing (see doc)
+_BOUNDARY = re.compile(r"\S\s")  # a cut between a word and the next space keeps tokens intact
 _HEADERS = {  # (first prompt header, later prompt header, answer A header, answer B header, sep)
     "gemma": ("<prompt>: ", None, "\n\n<response_a>: ", "\n\n<response_b>: ", "\n"),
     "turns": ("<prompt>: ", "\n\n<prompt>: ", "\n<response_a>: ", "\n<response_b>: ", None),
@@ -84,7 +87,7 @@ def allocate(lengths: Sequence[int], avail: int, spread: bool = True) -> list[in
     """
     lengths = [max(int(n), 0) for n in lengths]
     if spread:
-        out, left, todo = [0, 0, 0], avail, sorted(range(3), key=lambda i: lengths[i])
+        out, left, todo = [0, 0, 0], avail, sorted(range(3), key=lambda i: (lengths[i], i))
         for k, i in enumerate(todo):  # shortest first: what it leaves goes to the longer ones
             out[i] = min(lengths[i], left // (3 - k))
             left -= out[i]
@@ -109,17 +112,30 @@ def _keep(turns: list[list[int]], budget: int, side: str) -> list[list[int]]:
     return out
 
 
+def _cut(text: str, cap: int, side: str) -> str | None:
+    """The text cut to about `cap` characters at a word boundary (non-space | space), keeping
+    the start ('right') or the end ('left'); None when no boundary is near (e.g. a long run of
+    one character, whose tokens depend on the whole run)."""
+    if side == "right":
+        last = None
+        for last in _BOUNDARY.finditer(text, cap // 2, cap):
+            pass
+        return text[:last.start() + 1] if last else None
+    m = _BOUNDARY.search(text, len(text) - cap, len(text) - cap // 2)
+    return text[m.start() + 1:] if m else None
+
+
 def tokenize_texts(tokenizer, texts: list[str], need: int, side: str = "right") -> list[list[int]]:
     """Token ids of many texts in one batched call; only the first/last `need` tokens matter.
 
-    Texts longer than `need * CHARS_PER_TOKEN_CAP` characters are cut on the dropped side
-    first; a cut text that then has fewer than `need` tokens is tokenized again in full.
+    Texts longer than `need * CHARS_PER_TOKEN_CAP` characters are cut on the dropped side at a
+    word boundary first; a cut text that then has fewer than `need` (+ margin) tokens is
+    tokenized again in full, so the kept tokens equal those of the full text.
     """
     cap = max(need, 1) * CHARS_PER_TOKEN_CAP
-    cut = [len(t) > cap for t in texts]
-    short = [(t[:cap] if side == "right" else t[-cap:]) if c else t for t, c in zip(texts, cut)]
-    ids = _encode(tokenizer, short)
-    redo = [i for i, c in enumerate(cut) if c and len(ids[i]) < need + 8]
+    short = [_cut(t, cap, side) if len(t) > cap else None for t in texts]
+    ids = _encode(tokenizer, [t if c is None else c for t, c in zip(texts, short)])
+    redo = [i for i, c in enumerate(short) if c is not None and len(ids[i]) < need + 8]
     if redo:
         for i, row in zip(redo, _encode(tokenizer, [texts[i] for i in redo])):
             ids[i] = row
@@ -164,7 +180,7 @@ def _column_turns(df: pd.DataFrame, tokenizer, need: int, side: str, sep: tuple
     return out
 
 
-def _row_turns(tpl: Template, n_turns: int, max_length: int, side: str) -> int:
+def _row_turns(tpl: Template, n_turns: int, max_length: int) -> int:
     """How many turns of a row fit: headers may take at most half of max_length."""
     keep = n_turns
     while keep > 1 and tpl.overhead(keep) > max_length // 2:
@@ -199,14 +215,15 @@ def encode_row(tpl: Template, parts: list[list[list[int]]], cfg) -> list[int]:
         n_turns = 1
         parts = [p or [[]] for p in parts]
     else:
-        n_turns = _row_turns(tpl, max(1, *(len(p) for p in parts)), cfg.max_length,
-                             cfg.truncation_side)
+        n_turns = _row_turns(tpl, max(1, *(len(p) for p in parts)), cfg.max_length)
         parts = [_pad_turns(p, n_turns, cfg.truncation_side) for p in parts]
     avail = cfg.max_length - tpl.overhead(n_turns)
     if avail < 3:
         raise ValueError(f"max_length {cfg.max_length} is too small for the {tpl.layout!r} "
                          f"layout ({tpl.overhead(n_turns)} fixed tokens)")
-    budgets = allocate([sum(map(len, p)) for p in parts], avail, cfg.spread_max_length)
+    # clamp: a text cut before tokenizing only knows it is longer than any budget
+    budgets = allocate([min(sum(map(len, p)), avail) for p in parts], avail,
+                       cfg.spread_max_length)
     kept = [_keep(p, n, cfg.truncation_side) for p, n in zip(parts, budgets)]
     return _assemble(tpl, kept)
 

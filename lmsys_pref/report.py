@@ -63,7 +63,7 @@ def row_groups(preds: pd.DataFrame, data_dir: Path) -> pd.DataFrame:
     """Length bucket and turn count of each prediction row, joined on id with train.csv."""
     path = data.find_file(data_dir, "train")
     df = data.load_split(path, labelled=False, lenient=True).set_index("id")
-    missing = sorted(set(preds["id"]) - set(df.index))
+    missing = sorted(set(preds["id"].tolist()) - set(df.index.tolist()))
     if missing:
         raise data.DataError(f"{path}: id(s) {missing[:10]} of the predictions are not in column "
                              f"'id' ({len(missing)} missing); pass the run's --data-dir")
@@ -120,7 +120,8 @@ def plot_confusion(labels: np.ndarray, probs: np.ndarray, path: Path) -> Path:
 def plot_groups(table: pd.DataFrame, path: Path, title: str) -> Path:
     """Log loss per group as bars, row counts on top."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    bars = ax.bar(table.index.astype(str), table["log_loss"])
+    bars = ax.bar(np.arange(len(table)), table["log_loss"])
+    ax.set_xticks(np.arange(len(table)), table.index.astype(str))
     ax.bar_label(bars, labels=[f"n={n}" for n in table["n"]], fontsize=7)
     ax.set(ylabel="log loss", title=title)
     ax.tick_params(axis="x", labelsize=7, rotation=20)
@@ -133,9 +134,10 @@ def plot_groups(table: pd.DataFrame, path: Path, title: str) -> Path:
 def _md_table(df: pd.DataFrame, first: str) -> str:
     cols = list(df.columns)
     lines = [f"| {first} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for idx, row in df.iterrows():
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.tolist()]
-        lines.append(f"| {idx} | " + " | ".join(cells) + " |")
+    cells = {c: [f"{v:.4f}" if isinstance(v, float) else str(v) for v in df[c].tolist()]
+             for c in cols}  # column-wise, so integer columns stay integers
+    for i, idx in enumerate(df.index):
+        lines.append(f"| {idx} | " + " | ".join(cells[c][i] for c in cols) + " |")
     return "\n".join(lines)
 
 

@@ -90,7 +90,7 @@ def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]] | None
     with ThreadPoolExecutor(2, thread_name_prefix="lmsys-tta") as pool:
         jobs = [pool.submit(predict_ids, replicas[k::2], rows, devices=devs[k::2],
                             cache_path=_cache(cache_path, f"pass{k}"), return_stats=True,
-                            stop_event=stop, **kwargs)
+                            stop_event=stop, desc=("original", "swapped")[k], **kwargs)
                 for k, rows in enumerate((input_ids, swapped_ids))]
         wait(jobs, return_when=FIRST_EXCEPTION)
         errors = [j.exception() for j in jobs if j.done() and j.exception() is not None]

@@ -27,56 +27,66 @@ def booster_params(cfg: XGBConfig) -> dict[str, Any]:
             "tree_method": "hist", "seed": cfg.seed, "nthread": cfg.n_jobs or -1}
 
 
-def _matrix(df: pd.DataFrame, swap_augment: bool) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Features (and labels when present) of rows, plus their swapped copies when asked."""
-    if swap_augment:
-        df = data.augment_with_swap(df)
-    return features.build(df), (df["label"].to_numpy() if "label" in df else None)
+class Features:
+    """Features of rows and of their swapped copies, built once and sliced per fold."""
+
+    def __init__(self, df: pd.DataFrame, with_swap: bool = True):
+        both = features.build(pd.concat([df, data.swap(df)], ignore_index=True)
+                              if with_swap else df.reset_index(drop=True))
+        self.orig, self.swapped = both.iloc[: len(df)], both.iloc[len(df):]
+        self.labels = df["label"].to_numpy() if "label" in df else None
+
+    def matrix(self, rows: np.ndarray, swap_augment: bool) -> xgboost.DMatrix:
+        """Training matrix of `rows` (plus their swapped copies, labels swapped)."""
+        X, y = self.orig.iloc[rows], None if self.labels is None else self.labels[rows]
+        if swap_augment:
+            X = pd.concat([X, self.swapped.iloc[rows]])
+            y = None if y is None else np.concatenate([y, np.array([1, 0, 2])[y]])
+        return xgboost.DMatrix(X, y)
 
 
-def train_booster(cfg: XGBConfig, train: pd.DataFrame, rounds: int | None = None
-                  ) -> xgboost.Booster:
-    """Fit one booster; with early stopping on, a stratified 15% of `train` picks the round.
+def train_booster(cfg: XGBConfig, feats: Features, rows: np.ndarray,
+                  rounds: int | None = None) -> xgboost.Booster:
+    """Fit one booster on `rows`; with early stopping on, a stratified 15% of them picks the round.
 
     The stopping rows are held out of the fit (their swapped copies too), so out-of-fold scores
     stay honest: the validation fold never chooses its own stopping round.
     """
     params = booster_params(cfg)
-    if rounds is None and cfg.early_stopping_rounds > 0 and len(train) >= 40:
-        fit_pos, stop_pos = data.holdout(train["label"].to_numpy(), 0.15, cfg.seed)
-        X, y = _matrix(train.iloc[fit_pos], cfg.swap_augment)
-        Xs, ys = _matrix(train.iloc[stop_pos], False)
-        return xgboost.train(params, xgboost.DMatrix(X, y), cfg.n_estimators,
-                             evals=[(xgboost.DMatrix(Xs, ys), "stop")],
+    if rounds is None and cfg.early_stopping_rounds > 0 and len(rows) >= 40:
+        fit_pos, stop_pos = data.holdout(feats.labels[rows], 0.15, cfg.seed)
+        stop = feats.matrix(rows[stop_pos], False)
+        return xgboost.train(params, feats.matrix(rows[fit_pos], cfg.swap_augment),
+                             cfg.n_estimators, evals=[(stop, "stop")],
                              early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
-    X, y = _matrix(train, cfg.swap_augment)
-    return xgboost.train(params, xgboost.DMatrix(X, y), rounds or cfg.n_estimators)
+    return xgboost.train(params, feats.matrix(rows, cfg.swap_augment), rounds or cfg.n_estimators)
 
 
-def predict_booster(booster: xgboost.Booster, df: pd.DataFrame, tta: str = "swap") -> np.ndarray:
+def predict_booster(booster: xgboost.Booster, feats: Features, rows: np.ndarray | None = None,
+                    tta: str = "swap") -> np.ndarray:
     """Class probabilities (n, 3); with `tta="swap"` averaged with the mapped-back swapped rows."""
     rounds = (0, booster.best_iteration + 1) if _has_best(booster) else (0, 0)
-    if tta == "swap":
-        both = features.build(pd.concat([df, data.swap(df)], ignore_index=True))
-        p = booster.predict(xgboost.DMatrix(both), iteration_range=rounds)
-        return (p[: len(df)] + data.swap(p[len(df):])) / 2
-    if tta != "none":
+    rows = np.arange(len(feats.orig)) if rows is None else rows
+    p = booster.predict(xgboost.DMatrix(feats.orig.iloc[rows]), iteration_range=rounds)
+    if tta == "none":
+        return p
+    if tta != "swap":
         raise ValueError(f"tta must be 'none' or 'swap', got {tta!r}")
-    return booster.predict(xgboost.DMatrix(features.build(df)), iteration_range=rounds)
+    ps = booster.predict(xgboost.DMatrix(feats.swapped.iloc[rows]), iteration_range=rounds)
+    return (p + data.swap(ps)) / 2
 
 
 def _has_best(booster: xgboost.Booster) -> bool:
     return "best_iteration" in booster.attributes()
 
 
-def cross_validate(cfg: XGBConfig, train: pd.DataFrame) -> tuple[np.ndarray, list[int]]:
+def cross_validate(cfg: XGBConfig, feats: Features) -> tuple[np.ndarray, list[int]]:
     """Out-of-fold probabilities for every training row and the stopping round of each fold."""
-    oof = np.zeros((len(train), 3))
+    oof = np.zeros((len(feats.orig), 3))
     best = []
-    folds = data.kfold(train["label"].to_numpy(), cfg.n_folds, cfg.seed)
-    for tr, va in tqdm(folds, desc="xgb folds"):
-        booster = train_booster(cfg, train.iloc[tr])
-        oof[va] = predict_booster(booster, train.iloc[va], cfg.tta)
+    for tr, va in tqdm(data.kfold(feats.labels, cfg.n_folds, cfg.seed), desc="xgb folds"):
+        booster = train_booster(cfg, feats, tr)
+        oof[va] = predict_booster(booster, feats, va, cfg.tta)
         best.append(booster.best_iteration + 1 if _has_best(booster) else cfg.n_estimators)
     return oof, best
 
@@ -93,17 +103,19 @@ def fit(cfg: XGBConfig) -> dict:
         train = train.iloc[: cfg.max_train_rows].reset_index(drop=True)
     out = Path(cfg.out_dir)
     result: dict[str, Any] = {"n_train": len(train), "n_test": 0 if test is None else len(test)}
+    feats = Features(train, with_swap=cfg.swap_augment or cfg.tta == "swap")
     oof_frame, rounds = None, None
     if cfg.n_folds > 1:
-        oof, best = cross_validate(cfg, train)
+        oof, best = cross_validate(cfg, feats)
         ev = metrics.evaluate(train["label"], oof)
         result.update(cv_log_loss=ev["log_loss"], cv_accuracy=ev["accuracy"], cv=ev,
                       fold_rounds=best)
         oof_frame = runs.probs_frame(train["id"], oof, train["label"])
         rounds = int(np.mean(best)) if cfg.early_stopping_rounds > 0 else cfg.n_estimators
-    booster = train_booster(cfg, train, rounds or cfg.n_estimators)
+    booster = train_booster(cfg, feats, np.arange(len(train)), rounds or cfg.n_estimators)
     save(booster, cfg, out / "model")
-    test_probs = None if test is None else predict_booster(booster, test, cfg.tta)
+    test_probs = None if test is None else predict_booster(booster, Features(test, cfg.tta == "swap"),
+                                                               tta=cfg.tta)
     result["seconds"] = round(time.time() - t0, 2)
     runs.write_outputs(out, test_ids=None if test is None else test["id"],
                        test_probs=test_probs, metrics=result, oof=oof_frame)
@@ -130,7 +142,8 @@ class XGBPredictor:
 
     def predict_proba(self, df: pd.DataFrame, tta: str | None = None) -> np.ndarray:
         t0 = time.time()
-        probs = predict_booster(self.booster, df, tta or self.cfg.tta)
+        tta = tta or self.cfg.tta
+        probs = predict_booster(self.booster, Features(df, tta == "swap"), tta=tta)
         secs = time.time() - t0
         self.stats = {"rows": len(df), "seconds": round(secs, 3),
                       "rows_per_s": round(len(df) / max(secs, 1e-9), 1)}

@@ -100,7 +100,8 @@ class LMConfig(BaseConfig):
     swap_augment: bool = False
     """Train on each row and its A/B-swapped copy (labels swapped)."""
     eval_steps: int = 0
-    """Evaluate the validation log loss every N steps (0 = at the end of each epoch)."""
+    """Log the validation log loss every N steps during training (0 = only the final score,
+    which is always computed and logged)."""
     logging_steps: int = 10
     """Log the training loss every N steps."""
     save_steps: int = 200

