@@ -14,13 +14,16 @@ PARAMS   ?=
 GRID     ?= grids/demo.yaml
 KERNEL   ?=
 RUNS     ?=
+BLEND_ARGS ?=
+NPROC    ?= 2
+BASELINE ?= llama
 KAGGLE_USERNAME ?= $(shell $(PY) -c "import json,os;print(json.load(open(os.path.expanduser('~/.kaggle/kaggle.json')))['username'])" 2>/dev/null || echo your-kaggle-username)
 INSTALLED := $(VENV)/.installed
 RUN := $(PY) -m lmsys_pref
 PRESET_ARG = $(if $(PRESET),--preset $(PRESET))
 
 .PHONY: help install test test-all test-slow demo train-xgb train-gemma train-llama train-roberta \
-        predict bias report blend calibrate eda batch kernels kaggle-wheels push-kernel bench \
+        predict predict-dist train-ddp bias report blend calibrate eda batch kernels kaggle-wheels push-kernel bench \
         sample clean
 
 help: ## list the targets
@@ -62,6 +65,12 @@ train-roberta: $(INSTALLED) ## encoder (RoBERTa, MSE, k-fold): DATA_DIR OUT_DIR 
 predict: $(INSTALLED) ## score DATA_DIR/test.csv with MODEL_DIR (any baseline) -> OUT_DIR/submission.csv
 	$(RUN) predict --model-dir $(MODEL_DIR) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/predict) $(PARAMS)
 
+predict-dist: $(INSTALLED) ## predict over NPROC processes (torchrun; gloo on CPU, NCCL on GPUs)
+	$(PY) -m torch.distributed.run --nproc-per-node $(NPROC) -m lmsys_pref.distributed predict --model-dir $(MODEL_DIR) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/predict) $(PARAMS)
+
+train-ddp: $(INSTALLED) ## DDP training of BASELINE=gemma|llama|roberta over NPROC processes
+	$(PY) -m torch.distributed.run --nproc-per-node $(NPROC) -m lmsys_pref.distributed train $(BASELINE) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/ddp) $(PRESET_ARG) $(PARAMS)
+
 bias: $(INSTALLED) ## bias probes of MODEL_DIR on DATA_DIR/train.csv -> OUT_DIR/bias.json, bias.md
 	$(RUN) bias --model-dir $(MODEL_DIR) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/bias) $(PARAMS)
 
@@ -71,8 +80,8 @@ report: $(INSTALLED) ## figures + report.md for the run folder RUN_DIR
 calibrate: $(INSTALLED) ## temperature scaling of RUN_DIR fitted on its OOF -> OUT_DIR
 	$(RUN) calibrate --run-dir $(RUN_DIR) --out-dir $(or $(OUT_DIR),runs/calibrated)
 
-blend: $(INSTALLED) ## blend RUNS="dir dir ..." with OOF-fitted weights -> OUT_DIR
-	$(RUN) blend --runs $(RUNS) --out-dir $(or $(OUT_DIR),runs/blend)
+blend: $(INSTALLED) ## blend RUNS="dir dir ..." with OOF-fitted weights -> OUT_DIR [BLEND_ARGS="--method linear"]
+	$(RUN) blend --runs $(RUNS) --out-dir $(or $(OUT_DIR),runs/blend) $(BLEND_ARGS)
 
 eda: $(INSTALLED) ## EDA notebook on DATA_DIR -> OUT_DIR/eda.ipynb + figures
 	$(PY) -m papermill notebooks/eda.ipynb $(or $(OUT_DIR),runs/eda)/eda.ipynb -p data_dir $(DATA_DIR) -p out_dir $(or $(OUT_DIR),runs/eda) --cwd .

@@ -69,13 +69,16 @@ def tiny_model(vocab: int):
     return AutoModelForSequenceClassification.from_config(cfg).eval()
 
 
-def best_of(fn, repeats: int = 2) -> tuple[float, object]:
-    best, out = float("inf"), None
+def best_of(fn, repeats: int = 3) -> tuple[float, object, float]:
+    """(best wall seconds, result, CPU seconds / wall seconds of that run = cores kept busy)."""
+    best, out, util = float("inf"), None, 0.0
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = fn()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if wall < best:
+            best, out, util = wall, res, cpu / wall
+    return best, out, util
 
 
 def cpu_workers(ids: list, pad_id: int, vocab: int) -> dict:
@@ -88,12 +91,13 @@ def cpu_workers(ids: list, pad_id: int, vocab: int) -> dict:
     model = tiny_model(vocab)
     kw = dict(pad_id=pad_id, token_budget=4096, progress=False)
     threads = torch.get_num_threads()
-    t2, p2 = best_of(lambda: infer.predict_ids(model, ids, devices="cpu,cpu", **kw))
-    tall, _ = best_of(lambda: infer.predict_ids(model, ids, devices="cpu", **kw))
+    infer.predict_ids(model, ids[:50], devices="cpu,cpu", **kw)  # warm-up
+    t2, p2, u2 = best_of(lambda: infer.predict_ids(model, ids, devices="cpu,cpu", **kw))
+    tall, _, uall = best_of(lambda: infer.predict_ids(model, ids, devices="cpu", **kw))
     torch.set_num_threads(1)  # what each of the two workers gets
     try:
-        t1, p1 = best_of(lambda: infer.predict_ids(model, ids, devices="cpu", **kw))
-        tn, pn = best_of(lambda: naive_predict(model, ids, pad_id), repeats=1)
+        t1, p1, u1 = best_of(lambda: infer.predict_ids(model, ids, devices="cpu", **kw))
+        tn, pn, un = best_of(lambda: naive_predict(model, ids, pad_id), repeats=1)
     finally:
         torch.set_num_threads(threads)
     tokens = sum(map(len, ids))
@@ -103,6 +107,7 @@ def cpu_workers(ids: list, pad_id: int, vocab: int) -> dict:
             "speedup_ours_vs_naive": tn / t1,
             "max_abs_diff_two_vs_one": float(np.abs(p1 - p2).max()),
             "max_abs_diff_naive_vs_ours": float(np.abs(p1 - pn).max()),
+            "cores_busy": {"one": u1, "one_all_threads": uall, "two": u2, "naive": un},
             "load_average": os.getloadavg()[0]}
 
 
@@ -121,14 +126,18 @@ def run(shared: Path | None, quick: bool) -> dict:
           "| batching | padding efficiency |", "| --- | ---: |"]
     md += [f"| {name} | {eff:.3f} |" for name, eff in table]
     md += ["", f"CPU, tiny random Llama (2 layers, hidden 64), {cpu['rows']} real rows at max length "
-           f"{256 if quick else 512} ({cpu['tokens']:,} tokens), token budget 4096, best of 2; "
+           f"{256 if quick else 512} ({cpu['tokens']:,} tokens), token budget 4096, best of 3; "
            f"machine load average {cpu['load_average']:.1f} (2 cores shared with other jobs):\n",
-           "| run | seconds | tokens/s |", "| --- | ---: | ---: |"]
-    runs = [("one worker (`devices=cpu`), 1 thread", cpu["one_worker_s"]),
-            (f"one worker, {cpu['threads']} threads", cpu["one_worker_all_threads_s"]),
-            ("two workers (`devices=cpu,cpu`), 1 thread each", cpu["two_workers_s"]),
-            ("naive (input order, batches of 4), 1 thread", cpu["naive_s"])]
-    md += [f"| {name} | {sec:.2f} | {cpu['tokens'] / sec:,.0f} |" for name, sec in runs]
+           "| run | seconds | tokens/s | cores kept busy (CPU s / wall s) |",
+           "| --- | ---: | ---: | ---: |"]
+    busy = cpu["cores_busy"]
+    runs = [("one worker (`devices=cpu`), 1 thread", cpu["one_worker_s"], busy["one"]),
+            (f"one worker, {cpu['threads']} threads", cpu["one_worker_all_threads_s"],
+             busy["one_all_threads"]),
+            ("two workers (`devices=cpu,cpu`), 1 thread each", cpu["two_workers_s"], busy["two"]),
+            ("naive (input order, batches of 4), 1 thread", cpu["naive_s"], busy["naive"])]
+    md += [f"| {name} | {sec:.2f} | {cpu['tokens'] / sec:,.0f} | {u:.2f} |"
+           for name, sec, u in runs]
     md += ["", f"Two workers vs one: {cpu['speedup_two_vs_one']:.2f}x (same threads per worker), "
            f"{cpu['speedup_two_vs_one_all_threads']:.2f}x vs one worker with all threads; outputs "
            f"identical (max |Δp| {cpu['max_abs_diff_two_vs_one']:.1e}). Ours vs naive (1 thread): "

@@ -127,6 +127,7 @@ def measure(model, rows: list, device: str, budget: int, naive_rows: int) -> dic
 def run_shape(name: str, lengths: np.ndarray, n_scored: int, attn: str, budget: int) -> dict:
     import torch
 
+    torch.cuda.reset_peak_memory_stats()
     model = build(GEMMA2[name], attn, "cuda:0")
     n_params = non_embedding_params(model)
     rows = fake_rows(np.resize(np.concatenate([lengths, lengths]), n_scored), COMMON["vocab_size"])
@@ -164,12 +165,13 @@ def run(shared: Path | None, quick: bool) -> dict:
           f"attention `{attn}`. MFU = 2·N·tokens/s / 790 TFLOP/s (N non-embedding). Goals: MFU "
           ">= 55% (2B), >= 60% (9B); >= 2.5x the naive loop.\n",
           "| shape | rows scored | tokens/s | MFU | padding eff. | naive tokens/s | speed-up | "
-          "max abs dp vs eager | 25k x TTA on H100 | projected 2xT4 |",
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+          "max abs dp vs eager | peak GiB | 25k x TTA on H100 | projected 2xT4 |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         md.append(f"| {r['shape']} | {r['rows']:,} | {r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% "
                   f"| {r['padding_efficiency']:.3f} | {r['naive_tokens_per_s']:,.0f} | "
                   f"{r['speedup_vs_naive']:.2f}x | {r['max_abs_diff_vs_eager']:.1e} | "
+                  f"{r['peak_memory_gib']:.1f} | "
                   f"{r['h100_25k_tta_s'] / 60:.1f} min | {r['t4x2_projected_h']:.1f} h |")
     md.append(f"\n2×T4 projection: H100 time × 790 / (2 × 65) TFLOP/s, i.e. the same MFU on T4 "
               f"fp16 tensor cores (optimistic; the 9B needs 4-bit on a 16 GB T4, which adds "

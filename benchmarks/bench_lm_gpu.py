@@ -42,7 +42,11 @@ def length_mix(shared: Path | None, max_length: int, n: int = 4096, seed: int = 
 
 
 def non_embedding_params(model) -> int:
-    return sum(p.numel() for n, p in model.named_parameters()
+    """Base parameters outside the embeddings (4-bit weights counted by their real shape)."""
+    def size(p) -> int:
+        state = getattr(p, "quant_state", None)  # bnb Params4bit packs two weights per byte
+        return int(np.prod(state.shape)) if state is not None else p.numel()
+    return sum(size(p) for n, p in model.named_parameters()
                if "embed" not in n and "lora_" not in n)
 
 

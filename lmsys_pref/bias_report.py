@@ -57,8 +57,10 @@ def figures(result: dict, out: Path) -> dict[str, Path]:
                                   ["flip_consistency", "first_wins_share"],
                                   "Position bias by TTA mode", ref=0.5)}
     shifts = {k: v for k, v in result["verbosity"].items() if k != "human"}
-    figs["verbosity"] = bar_chart(out / "bias_verbosity.png", shifts, ["mean_shift"],
-                                  "Verbosity: shift of the padded answer's expected score", 0.0)
+    figs["verbosity"] = bar_chart(out / "bias_verbosity.png", shifts, ["implied_slope"],
+                                  "Verbosity: score shift per unit log length "
+                                  "(dashed: human slope)",
+                                  result["verbosity"]["human"]["human_slope"])
     figs["self_enhancement"] = bar_chart(out / "bias_self_enhancement.png",
                                          result["self_enhancement"], ["mean_shift"],
                                          "Assertiveness: shift of the edited answer", 0.0)
@@ -70,6 +72,17 @@ def figures(result: dict, out: Path) -> dict[str, Path]:
     return figs
 
 
+def tone_line(result: dict) -> str:
+    """Confident minus hedged: both add a sentence of similar length, so their difference
+    isolates the tone from the length."""
+    se = result["self_enhancement"]
+    conf, hedge = se.get("confident", {}).get("mean_shift"), se.get("hedge", {}).get("mean_shift")
+    if conf is None or hedge is None:
+        return ""
+    return (f"\nTone effect (confident − hedge, both add similar length): "
+            f"{conf - hedge:+.3f} expected score.\n")
+
+
 def markdown(result: dict, figs: dict[str, Path]) -> str:
     """The bias.md text."""
     human = result["verbosity"]["human"]
@@ -79,9 +92,11 @@ def markdown(result: dict, figs: dict[str, Path]) -> str:
              "## Position\n\nflip_consistency: same argmax after swapping A/B and mapping back; "
              "mean_abs_gap: mean |p_a − p'_b|; first_wins_share: share of decided predictions "
              "won by the first position (human: share of A wins among non-ties).\n",
-             table(result["position"], POSITION_COLS, "tta"), f"\n![position]({figs['position'].name})\n",
+             table(result["position"], POSITION_COLS, "tta"),
+             f"\n![position]({figs['position'].name})\n",
              "## Verbosity\n\nOne answer per row padded without content; shift = change of its "
-             "expected score P(win) + P(tie)/2; implied_slope = shift per unit of log length.\n",
+             "expected score P(win) + P(tie)/2 (the model's default TTA); implied_slope = shift "
+             "per unit of log length, comparable with the human slope below.\n",
              table(shifts, SHIFT_COLS, "probe"),
              f"\nHuman preference slope on log(len A / len B): {human['human_slope']:.3f}; the "
              f"model's slope on the unperturbed rows: {human['model_slope']:.3f}; the longer "
@@ -90,7 +105,7 @@ def markdown(result: dict, figs: dict[str, Path]) -> str:
                    "abs log length ratio"), f"\n![verbosity]({figs['verbosity'].name})\n",
              "## Self-enhancement / assertiveness\n\nConfident phrasing added, hedges removed, or "
              "(control) a hedge added to one answer per row.\n",
-             table(result["self_enhancement"], SHIFT_COLS[:4], "probe"),
+             table(result["self_enhancement"], SHIFT_COLS[:4], "probe"), tone_line(result),
              f"\n![self-enhancement]({figs['self_enhancement'].name})\n"]
     if "judge_sets" in result:
         js = result["judge_sets"]

@@ -58,7 +58,8 @@ def fit_scaling(labels: Sequence[int], probs: np.ndarray, per_class_bias: bool =
         return _nll(labels, log_softmax(z * np.exp(-theta[0]) + bias, axis=1))
 
     theta0 = np.zeros(3 if per_class_bias else 1)
-    res = minimize(loss, theta0, method="L-BFGS-B", bounds=[(-3, 3)] + [(-5, 5)] * (len(theta0) - 1))
+    bounds = [(-3.0, 3.0)] + [(-5.0, 5.0)] * (len(theta0) - 1)  # T in [0.05, 20]
+    res = minimize(loss, theta0, method="L-BFGS-B", bounds=bounds)
     bias = tuple(float(b) for b in np.r_[res.x[1:], 0.0]) if per_class_bias else (0.0,) * 3
     return Scaling(float(np.exp(res.x[0])), bias)
 
@@ -156,11 +157,13 @@ def align(loaded: list[Run]) -> list[Run]:
         missing, extra = sorted(want - have), sorted(have - want)
         if missing or extra:
             raise data.DataError(f"{r.path}: OOF ids differ from {ref.path}: missing "
-                                 f"{missing[:10]} ({len(missing)}), extra {extra[:10]} ({len(extra)})")
+                                 f"{missing[:10]} ({len(missing)}), "
+                                 f"extra {extra[:10]} ({len(extra)})")
         pos = pd.Series(np.arange(len(r.ids)), index=r.ids).loc[ref.ids].to_numpy()
         if (r.labels[pos] != ref.labels).any():
             bad = ref.ids[(r.labels[pos] != ref.labels).argmax()]
-            raise data.DataError(f"{r.path}: column 'label' of row id {bad} differs from {ref.path}")
+            raise data.DataError(f"{r.path}: column 'label' of row id {bad} differs from "
+                                 f"{ref.path}")
         if (r.test_ids is None) != (ref.test_ids is None) or (
                 r.test_ids is not None and not np.array_equal(r.test_ids, ref.test_ids)):
             raise data.DataError(f"{r.path}/submission.csv: test ids differ from {ref.path}")

@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 from . import scorecache
+from .batching import collate, padding_efficiency, plan_batches  # noqa: F401 (public here too)
 from .devices import parse_devices, replicate
 
 log = logging.getLogger("lmsys_pref.infer")
 last_stats: "InferStats | None" = None  # stats of the latest predict_ids call (see module doc)
-OOM_ERRORS = (torch.OutOfMemoryError,)
+OOM_ERRORS = (getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError,)
 
 
 class ScoringStopped(RuntimeError):
@@ -75,39 +76,6 @@ class InferStats:
                 setattr(out, f, getattr(out, f) + getattr(p, f))
             out.devices += p.devices  # one entry per worker thread
         return out
-
-
-def plan_batches(lengths: Sequence[int], token_budget: int) -> list[np.ndarray]:
-    """Row indices cut into batches, longest rows first, each within `token_budget` padded tokens.
-
-    A row longer than the budget gets a batch of its own (it cannot be split).
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(-lengths, kind="stable")
-    batches, start = [], 0
-    while start < len(order):
-        size = max(1, int(token_budget) // max(int(lengths[order[start]]), 1))
-        batches.append(order[start:start + size])
-        start += size
-    return batches
-
-
-def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
-    """Real tokens / computed tokens when each batch is padded to its longest row."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    computed = sum(len(b) * int(lengths[np.asarray(b)].max()) for b in batches if len(b))
-    return float(lengths.sum() / computed) if computed else 1.0
-
-
-def collate(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded `input_ids` and `attention_mask` of a batch, on `device`."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.as_tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
 def _forward_params(model) -> set[str]:
@@ -212,9 +180,8 @@ def _worker(run: _Run, model, device, threads: int | None = None) -> None:
     more threads than cores makes OpenMP spin and can run 10x slower).
     """
     budget = [run.budget]  # this worker's budget; shrinks after an out-of-memory error
-    previous = torch.get_num_threads()
     if threads:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # predict_ids restores the setting afterwards
     try:
         while not run.stop.is_set():
             try:
@@ -225,9 +192,6 @@ def _worker(run: _Run, model, device, threads: int | None = None) -> None:
     except BaseException:
         run.stop.set()  # the other workers stop at their next batch
         raise
-    finally:
-        if threads:
-            torch.set_num_threads(previous)  # the setting outlives the thread: put it back
 
 
 def cpu_threads(devices: Sequence[torch.device]) -> int | None:
@@ -284,19 +248,22 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
     todo = np.flatnonzero(~done)
     for b in plan_batches(lengths[todo], token_budget):
         run.work.put(todo[b])
+    threads, previous = cpu_threads(devs), torch.get_num_threads()
     try:
         with ThreadPoolExecutor(len(devs), thread_name_prefix="lmsys-infer") as pool:
-            threads = cpu_threads(devs)
             futures = [pool.submit(_worker, run, m, d, threads if d.type == "cpu" else None)
                        for m, d in zip(replicas, devs)]
             for fut, dev in zip(futures, devs):
                 err = fut.exception()
                 if err is not None:
-                    err.add_note(f"lmsys_pref.infer: the worker on {dev} failed; run stopped")
+                    if hasattr(err, "add_note"):  # Python >= 3.11
+                        err.add_note(f"lmsys_pref.infer: the worker on {dev} failed; run stopped")
                     raise err
         if not run.done.all():  # stopped from outside (e.g. the other TTA pass failed)
             raise ScoringStopped(f"scoring stopped with {int((~run.done).sum())} rows unscored")
     finally:
+        if threads:  # a worker's setting outlives its thread: put the process's back
+            torch.set_num_threads(previous)
         bar.close()
         if store is not None:
             store.save(run.logits, run.done)

@@ -129,8 +129,7 @@ def load_base(cfg, tokenizer, device: str = "cpu"):
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=3, problem_type=problem, dtype=dtype, **kwargs)
         if gguf:  # weights are dequantized; the GGUF marker would block save_pretrained
-            model.hf_quantizer = None
-            model.config.quantization_config = None
+            model.hf_quantizer, model.is_quantized = None, False
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
         if quant is None:
@@ -233,7 +232,8 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
         model = PeftModel.from_pretrained(base, str(model_dir))
     else:
         model = _load_full(model_dir, cfg, device)
-    model.to(device) if cfg.quantization in ("", "none") else None
+    if cfg.quantization in ("", "none"):  # bitsandbytes layers were placed by device_map
+        model.to(device)
     return model.eval(), tokenizer, cfg
 
 

@@ -32,25 +32,35 @@ class LMPredictor:
 
     def __init__(self, model_dir: str | Path, **overrides):
         from . import infer, models
+        from .configs.encoder import EncoderConfig
+        from .configs.lm import LMConfig
 
         self.model_dir = runs.resolve_model_dir(model_dir)
         self.progress = bool(overrides.pop("progress", True))
         self.cache_dir = overrides.pop("cache_dir", None)
-        saved = runs.read_model_meta(self.model_dir).get("config", {})
-        self.devices = infer.parse_devices(overrides.get("devices") or saved.get("devices", "auto"))
+        meta = runs.read_model_meta(self.model_dir)
+        cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
+        unknown = sorted(set(overrides) - set(cls.field_names()))
+        if unknown:  # before the slow model load
+            raise ValueError(f"{self.model_dir}: unknown setting(s) {unknown} for a {cls.__name__}")
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        self.devices = infer.parse_devices(overrides.get("devices")
+                                           or meta.get("config", {}).get("devices", "auto"))
         loaded: dict = {}
         for dev in self.devices:  # same device twice ("cpu,cpu") shares one copy of the weights
-            if dev not in loaded:
-                loaded[dev] = models.load_for_inference(self.model_dir, device=str(dev))
-        _, self.tokenizer, cfg = loaded[self.devices[0]]
+            if dev not in loaded:  # overrides such as model_id (base model moved) apply here
+                loaded[dev] = models.load_for_inference(self.model_dir, device=str(dev),
+                                                        **overrides)
+        _, self.tokenizer, self.cfg = loaded[self.devices[0]]
         self.replicas = [loaded[d][0] for d in self.devices]
-        known = set(type(cfg).field_names())
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"{self.model_dir}: unknown setting(s) {unknown} for a "
-                             f"{type(cfg).__name__}")
-        self.cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
         self.stats: dict = {}
+
+    def cache_key(self) -> str:
+        """The model's identity for cached scores: its folder, files' times and settings that
+        change scores without changing the token ids."""
+        stamp = max((p.stat().st_mtime_ns for p in self.model_dir.iterdir() if p.is_file()),
+                    default=0)
+        return f"{self.model_dir.resolve()}|{stamp}|{self.cfg.quantization}|{self.cfg.dtype}"
 
     def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
         """(n, 3) probabilities of `df`'s rows in order; `tta` None = the saved setting."""
@@ -58,7 +68,7 @@ class LMPredictor:
 
         probs, stats = infer.predict_frame(
             self.replicas, self.tokenizer, df, self.cfg, tta, progress=self.progress,
-            cache_dir=self.cache_dir, cache_key=str(self.model_dir.resolve()), return_stats=True)
+            cache_dir=self.cache_dir, cache_key=self.cache_key(), return_stats=True)
         self.stats = stats.to_dict() | {"rows": len(df), "scored_rows": stats.rows}
         return probs
 

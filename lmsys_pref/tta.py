@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +92,8 @@ def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]] | None
                             cache_path=_cache(cache_path, f"pass{k}"), return_stats=True,
                             stop_event=stop, desc=("original", "swapped")[k], **kwargs)
                 for k, rows in enumerate((input_ids, swapped_ids))]
-        wait(jobs, return_when=FIRST_EXCEPTION)
-        errors = [j.exception() for j in jobs if j.done() and j.exception() is not None]
+        wait(jobs)  # a failing worker sets `stop`: the other pass ends at its next batch
+        errors = [j.exception() for j in jobs if j.exception() is not None]
         errors.sort(key=lambda e: isinstance(e, ScoringStopped))  # the cause, not the echo
         if errors:
             raise errors[0]

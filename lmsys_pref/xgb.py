@@ -11,7 +11,7 @@ import pandas as pd
 import xgboost
 from tqdm.auto import tqdm
 
-from . import data, features, metrics, runs
+from . import data, features, metrics, postrules, runs
 from .configs.xgb import XGBConfig
 
 log = logging.getLogger("lmsys_pref")
@@ -114,6 +114,7 @@ def fit(cfg: XGBConfig) -> dict:
         rounds = int(np.mean(best)) if cfg.early_stopping_rounds > 0 else cfg.n_estimators
     booster = train_booster(cfg, feats, np.arange(len(train)), rounds or cfg.n_estimators)
     save(booster, cfg, out / "model")
+    postrules.save(postrules.fit(train), out / "model")  # used by `predict -p post_rules true`
     test_probs = None if test is None else predict_booster(booster, Features(test, cfg.tta == "swap"),
                                                                tta=cfg.tta)
     result["seconds"] = round(time.time() - t0, 2)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,16 @@ from lmsys_pref import infer
 from lmsys_pref.devices import parse_devices
 
 PAD = 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP barriers
+    stall; the engine's own thread handling is exercised by the 'cpu,cpu' cases."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +151,8 @@ def test_failing_worker_stops_the_run_with_its_error(rows):
     with pytest.raises(ValueError, match="boom") as err:
         infer.predict_ids(model, rows, pad_id=PAD, token_budget=100, devices="cpu,cpu",
                           progress=False)
-    assert any("failed" in n for n in getattr(err.value, "__notes__", []))
+    if sys.version_info >= (3, 11):  # the note names the failed device
+        assert any("worker on cpu failed" in n for n in err.value.__notes__)
     n_batches = len(infer.plan_batches([len(r) for r in rows], 100))
     assert model.calls < n_batches // 2  # the other worker stopped instead of finishing
 
@@ -188,3 +200,9 @@ def test_two_gpus_match_one(tiny_llama, rows):
     devices = ",".join(f"cuda:{i}" for i in range(torch.cuda.device_count()))
     many = infer.predict_ids(tiny_llama, rows, pad_id=PAD, devices=devices, progress=False)
     np.testing.assert_allclose(one, many, atol=1e-4)
+
+
+def test_no_rows_gives_an_empty_result():
+    probs, stats = infer.predict_ids(Echo(), [], pad_id=PAD, devices="cpu,cpu", progress=False,
+                                     return_stats=True)
+    assert probs.shape == (0, 3) and stats.rows == 0 and stats.padding_efficiency == 1.0

@@ -125,3 +125,10 @@ def test_bad_input_fails_clearly(xgb_run, tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown field"):
         predict.parse_args(["--model-dir", "m", "--data-dir", "d", "--out-dir", "o",
                             "-p", "batch_rows", "4"])
+
+
+def test_lm_predictor_rejects_unknown_settings(lm_run):
+    with pytest.raises(ValueError, match="unknown setting"):
+        runs.load_predictor(lm_run, batch_rows=4)
+    with pytest.raises(ValueError, match="not visible|unknown device"):
+        runs.load_predictor(lm_run, devices="cuda:7")

@@ -11,6 +11,16 @@ from lmsys_pref import data, infer, tta
 PAD = 0
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP barriers
+    stall; the engine's own thread handling is exercised by the 'cpu,cpu' cases."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_llama():
     from transformers import AutoModelForSequenceClassification, LlamaConfig
