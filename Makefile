@@ -24,7 +24,7 @@ PRESET_ARG = $(if $(PRESET),--preset $(PRESET))
 
 .PHONY: help install test test-all test-slow demo train-xgb train-gemma train-llama train-roberta \
         predict predict-dist train-ddp bias report blend calibrate eda batch kernels kaggle-wheels push-kernel bench \
-        sample clean
+        sample strip-notebooks clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -84,6 +84,7 @@ blend: $(INSTALLED) ## blend RUNS="dir dir ..." with OOF-fitted weights -> OUT_D
 	$(RUN) blend --runs $(RUNS) --out-dir $(or $(OUT_DIR),runs/blend) $(BLEND_ARGS)
 
 eda: $(INSTALLED) ## EDA notebook on DATA_DIR -> OUT_DIR/eda.ipynb + figures
+	mkdir -p $(or $(OUT_DIR),runs/eda)
 	$(PY) -m papermill notebooks/eda.ipynb $(or $(OUT_DIR),runs/eda)/eda.ipynb -p data_dir $(DATA_DIR) -p out_dir $(or $(OUT_DIR),runs/eda) --cwd .
 
 batch: $(INSTALLED) ## papermill grid GRID=<yaml> DATA_DIR OUT_DIR -> one folder per run + summary.csv/.md
@@ -103,6 +104,9 @@ bench: $(INSTALLED) ## speed/quality benchmarks -> benchmarks/results/*.json + B
 
 sample: $(INSTALLED) ## regenerate the bundled sample in data/sample
 	$(PY) data/make_sample.py --out data/sample
+
+strip-notebooks: ## strip outputs from notebooks/*.ipynb before committing
+	$(PY) -m lmsys_pref.nbstrip notebooks/*.ipynb
 
 clean: ## remove runs/ and build outputs
 	rm -rf runs kaggle_kernels/build .pytest_cache

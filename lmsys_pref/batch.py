@@ -60,26 +60,30 @@ def load_grid(grid: str | Path | list[dict]) -> list[dict[str, Any]]:
         raise ConfigError(f"{where}: expected a non-empty YAML list of runs")
     seen: set[str] = set()
     for i, run in enumerate(runs):
-        entry = f"{where}: entry {i + 1}"
-        if not isinstance(run, dict) or "name" not in run or "baseline" not in run:
-            raise ConfigError(f"{entry}: each run needs at least `name` and `baseline`; got {run!r}")
-        name = str(run["name"])
-        if not _NAME.match(name) or name in seen:
-            raise ConfigError(f"{entry}: name {name!r} is "
-                              f"{'used twice' if name in seen else 'not a safe folder name'}")
-        seen.add(name)
-        if set(run) - RUN_KEYS:
-            raise ConfigError(f"{entry} ({name}): unknown key(s) {sorted(set(run) - RUN_KEYS)}; "
-                              f"known: {sorted(RUN_KEYS)}")
-        fallback = run.get("fallback") or {}
-        if not isinstance(run.get("parameters") or {}, dict) or not isinstance(fallback, dict) \
-                or not isinstance(fallback.get("parameters") or {}, dict):
-            raise ConfigError(f"{entry} ({name}): `parameters` must be a mapping")
-        if set(fallback) - {"preset", "parameters"}:
-            raise ConfigError(f"{entry} ({name}): `fallback` takes `preset` and `parameters`")
+        _check_entry(run, f"{where}: entry {i + 1}", seen)
     return [_resolve({"name": str(r["name"]), "baseline": str(r["baseline"]),
                       "preset": r.get("preset"), "parameters": dict(r.get("parameters") or {})},
                      r.get("fallback")) for r in runs]
+
+
+def _check_entry(run: Any, entry: str, seen: set[str]) -> None:
+    """Raise `ConfigError` naming `entry` when a grid entry is malformed; records its name."""
+    if not isinstance(run, dict) or "name" not in run or "baseline" not in run:
+        raise ConfigError(f"{entry}: each run needs at least `name` and `baseline`; got {run!r}")
+    name = str(run["name"])
+    if not _NAME.match(name) or name in seen:
+        raise ConfigError(f"{entry}: name {name!r} is "
+                          f"{'used twice' if name in seen else 'not a safe folder name'}")
+    seen.add(name)
+    if set(run) - RUN_KEYS:
+        raise ConfigError(f"{entry} ({name}): unknown key(s) {sorted(set(run) - RUN_KEYS)}; "
+                          f"known: {sorted(RUN_KEYS)}")
+    fallback = run.get("fallback") or {}
+    if not all(isinstance(m, dict) for m in (run.get("parameters") or {}, fallback,
+                                             fallback.get("parameters") or {})):
+        raise ConfigError(f"{entry} ({name}): `parameters` must be a mapping")
+    if set(fallback) - {"preset", "parameters"}:
+        raise ConfigError(f"{entry} ({name}): `fallback` takes `preset` and `parameters`")
 
 
 def missing_model_package(preset: str | None) -> str | None:
@@ -106,8 +110,8 @@ def _resolve(run: dict, fallback: dict | None) -> dict:
 
 def _settings(run: dict, data_dir: str | Path | None) -> dict[str, Any]:
     """What a finished run must match to be skipped on a re-run."""
-    return {"baseline": run["baseline"], "preset": run["preset"],
-            "parameters": run["parameters"], "data_dir": data_dir and str(Path(data_dir).resolve())}
+    return {"baseline": run["baseline"], "preset": run["preset"], "parameters": run["parameters"],
+            "data_dir": data_dir and str(Path(data_dir).resolve())}
 
 
 def is_finished(run_dir: str | Path, settings: dict | None = None) -> bool:
@@ -166,7 +170,8 @@ def run_one(run: dict, data_dir: str | Path | None, run_dir: Path, progress: boo
             raise RuntimeError(f"the notebook finished without writing {missing} in {run_dir}")
         status, error = "ok", ""
     except Exception as err:  # noqa: BLE001 - any failure is one row; the other runs go on
-        status, error = "failed", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        status, error = "failed", f"{type(err).__name__}: {first_line}"
         log.error("run %s failed: %s", run["name"], error)
     seconds = time.time() - t0
     if run_dir.exists():  # an unknown baseline fails before the folder exists

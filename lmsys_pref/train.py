@@ -115,6 +115,10 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
                       train_dataset=train_ds, eval_dataset=val_ds if cfg.eval_steps > 0 else None,
                       data_collator=DataCollatorWithPadding(tokenizer),
                       compute_metrics=partial(_eval_metrics, objective=cfg.objective))
+    # a PeftModel's forward takes **kwargs, so the Trainer assumes the model divides the loss by
+    # the accumulation count itself; sequence classifiers do not: loss and gradients would be
+    # summed over the accumulated batches instead of averaged
+    trainer.model_accepts_loss_kwargs = False
     ckpt = out_dir / "checkpoints"
     last = get_last_checkpoint(str(ckpt)) if cfg.resume and ckpt.is_dir() else None
     if last:

@@ -6,7 +6,7 @@ import dataclasses
 from . import BaseConfig
 
 # The fields a saved model's own config also has; `None` here keeps the saved value.
-MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget")
+MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget", "model_id")
 
 
 @dataclasses.dataclass
@@ -33,6 +33,9 @@ class PredictConfig(BaseConfig):
     token_budget: int | None = None
     """Padded tokens per batch (rows x longest row); halved automatically on CUDA out-of-memory.
     None keeps the saved setting."""
+    model_id: str | None = None
+    """Where the base weights of a LoRA model live now, e.g.
+    '/kaggle/input/gemma-2/transformers/gemma-2-2b-it/2' on Kaggle; None keeps the saved one."""
     post_rules: bool = False
     """Replace the predictions of empty-answer and identical-answer rows by the probabilities
     learned from training data (model_dir/postrules.json, else data_dir/train.csv)."""
