@@ -23,7 +23,7 @@ def run(shared: Path | None, quick: bool) -> dict:
     """Train through the same door as `make train-gemma`, then read metrics.json."""
     if shared is None or not (Path(shared) / "train.csv").exists():
         return {"skipped": "real data not found"}
-    rows = 200 if quick else 800
+    rows = 200 if quick else 1500
     params = ["-p", "max_train_rows", str(rows)]
     cmd = [sys.executable, "-m", "lmsys_pref", "train", "gemma", "--preset", "gemma3-270m",
            "--data-dir", str(shared), "--out-dir", str(OUT), *params]

@@ -54,3 +54,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP barriers
+    stall; the engine's own thread handling is exercised by the 'cpu,cpu' cases."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_llama_classifier(vocab_size: int = 128, seed: int = 0, pad_id: int = 0):
+    """A random 2-layer Llama sequence classifier (3 labels, SDPA attention)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, LlamaConfig
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      num_labels=3, pad_token_id=pad_id, max_position_embeddings=256,
+                      attn_implementation="sdpa")
+    return AutoModelForSequenceClassification.from_config(cfg).eval()

@@ -6,31 +6,18 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny_llama_classifier
 from lmsys_pref import data, infer, tta
 
 PAD = 0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP barriers
-    stall; the engine's own thread handling is exercised by the 'cpu,cpu' cases."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_llama():
-    from transformers import AutoModelForSequenceClassification, LlamaConfig
-
-    torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=30522, hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      num_labels=3, pad_token_id=PAD, max_position_embeddings=256,
-                      attn_implementation="sdpa")
-    return AutoModelForSequenceClassification.from_config(cfg).eval()
+    return tiny_llama_classifier(vocab_size=30522, seed=1, pad_id=PAD)
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,7 @@ class LMConfig(BaseConfig):
     devices: str = "auto"
     """Devices for scoring: 'auto', 'cpu', 'cpu,cpu', 'cuda:0,cuda:1'."""
     tta: str = "none"
-    """Test-time augmentation: 'none' or 'swap' (average with the mapped-back swapped scores)."""
+    """Test-time augmentation: 'none', 'swap' (average with the mapped-back swapped scores) or
+    'swap_device' (the swapped pass on its own device(s), as the 1st-place solution)."""
     token_budget: int = 16384
     """Padded tokens per inference batch."""
