@@ -50,9 +50,9 @@ def padding_table(lengths: np.ndarray) -> tuple[list[tuple[str, float]], dict]:
             ("unsorted batches of 4, padded to the longest", infer.padding_efficiency(lengths, unsorted4)),
             (f"ours: sorted, {BUDGET}-token budget, 1,500 rows", infer.padding_efficiency(
                 lengths, infer.plan_batches(lengths, BUDGET))),
-            (f"ours: 1,500 rows x swap TTA (3,000 scored)", infer.padding_efficiency(
+            ("ours: 1,500 rows x swap TTA (3,000 scored)", infer.padding_efficiency(
                 tta, infer.plan_batches(tta, BUDGET))),
-            (f"ours: tiled to 25k rows x swap TTA (50k scored)", infer.padding_efficiency(
+            ("ours: tiled to 25k rows x swap TTA (50k scored)", infer.padding_efficiency(
                 tiled, infer.plan_batches(tiled, BUDGET)))]
     return rows, {"mean_length": float(lengths.mean()), "truncated_share": float((lengths == 2048).mean())}
 

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import scorecache
+from . import models, scorecache
 from .batching import collate, padding_efficiency, plan_batches  # noqa: F401 (public here too)
 from .devices import parse_devices, replicate
 
@@ -95,22 +95,8 @@ def _forward(model, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     return logits.float().cpu().numpy()
 
 
-def to_probs(logits: np.ndarray, objective: str = "ce") -> np.ndarray:
-    """Class probabilities from raw outputs: `models.to_probs` when present, same rules else."""
-    try:
-        from .models import to_probs as _models_to_probs
-    except ImportError:  # the engine works with any classifier, even without the LM module
-        _models_to_probs = None
-    if _models_to_probs is not None:
-        return np.asarray(_models_to_probs(logits, objective), dtype=np.float64)
-    z = np.asarray(logits, dtype=np.float64)
-    if objective == "ce":
-        z = np.exp(z - z.max(1, keepdims=True))
-    elif objective == "mse":  # regression on the one-hot targets: as models.to_probs
-        z = np.clip(z, 1e-3, 1.0)
-    else:
-        raise ValueError(f"unknown objective {objective!r}; expected 'ce' or 'mse'")
-    return z / z.sum(1, keepdims=True)
+# One rule for turning head outputs into probabilities, shared with training (re-exported).
+to_probs = models.to_probs
 
 
 class _Run:

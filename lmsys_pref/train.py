@@ -80,19 +80,7 @@ def predict(model, tokenizer, df: pd.DataFrame, cfg, tta: str | None = None) -> 
     """(n, 3) probabilities of `df`'s rows through `lmsys_pref.infer` (swap TTA when asked)."""
     from . import infer
     model.eval()
-    if hasattr(infer, "predict_frame"):
-        return infer.predict_frame(model, tokenizer, df, cfg, tta=tta)
-    device = str(next(model.parameters()).device)
-
-    def once(frame: pd.DataFrame) -> np.ndarray:
-        ids = prompt.encode(frame, tokenizer, cfg)
-        return infer.predict_ids(model, ids, pad_id=tokenizer.pad_token_id, devices=device,
-                                 token_budget=cfg.token_budget, objective=cfg.objective)
-
-    probs = once(df)
-    if (tta or cfg.tta) == "swap":
-        probs = (probs + data.swap(once(data.swap(df)))) / 2
-    return probs
+    return infer.predict_frame(model, tokenizer, df, cfg, tta=tta)
 
 
 def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFrame,

@@ -1,6 +1,5 @@
 """Metrics match Kaggle's scoring; submissions hold exactly the test ids in order."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from lmsys_pref import metrics, submission
