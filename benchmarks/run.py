@@ -52,6 +52,13 @@ def render() -> Path:
         parts.append(f"- Command: `{res.get('command', 'make bench')}`")
         parts.append(f"- Machine: {res.get('machine', '?')}; date {res.get('date', '?')}\n")
         parts.append(res.get("markdown", "").rstrip() + "\n")
+    missing = [p.stem for p in sorted(HERE.glob("bench_*.py"))
+               if not (RESULTS / f"{p.stem[len('bench_'):]}.json").exists()]
+    if missing:  # say which figures are absent instead of leaving a silent gap
+        parts.append("## Not measured yet\n")
+        parts.append("These benches have no stored figures (they skip without their hardware or "
+                     "data; GPU benches need CUDA): " + ", ".join(f"`{m}`" for m in missing) +
+                     ". Run `make bench` where they can run.\n")
     out = ROOT / "BENCHMARKS.md"
     out.write_text("\n".join(parts))
     return out
