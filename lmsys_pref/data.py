@@ -158,13 +158,21 @@ def load_split(path: str | Path, *, labelled: bool | None = None,
     return df
 
 
-def load_competition(data_dir: str | Path, *, lenient: bool = False
-                     ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Load `train.(csv|parquet)` and, when present, `test.(csv|parquet)` from a folder."""
+def load_competition(data_dir: str | Path, *, lenient: bool = False, max_train_rows: int = 0,
+                     max_test_rows: int = 0) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Load `train.(csv|parquet)` and, when present, `test.(csv|parquet)` from a folder.
+
+    `max_train_rows` / `max_test_rows` keep only the first N rows of each (0 = all), for quick
+    runs; the whole file is still validated.
+    """
     data_dir = Path(data_dir)
     train = load_split(find_file(data_dir, "train"), labelled=True, lenient=lenient)
     test_path = find_file(data_dir, "test", required=False)
     test = load_split(test_path, labelled=False, lenient=lenient) if test_path else None
+    if max_train_rows:
+        train = train.iloc[:max_train_rows].reset_index(drop=True)
+    if test is not None and max_test_rows:
+        test = test.iloc[:max_test_rows].reset_index(drop=True)
     return train, test
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import data, metrics, models, prompt, runs
+from . import data, metrics, models, postrules, prompt, runs
 
 log = logging.getLogger("lmsys_pref.train")
 HISTORY = "log_history.json"
@@ -136,16 +136,6 @@ def _pissa_init(model, cfg, out_dir: Path) -> Path | None:
     return path
 
 
-def load_data(cfg) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Train (first `max_train_rows`) and test (first `max_test_rows`) frames of `cfg.data_dir`."""
-    train_df, test_df = data.load_competition(cfg.data_dir, lenient=cfg.lenient)
-    if cfg.max_train_rows:
-        train_df = train_df.iloc[:cfg.max_train_rows].reset_index(drop=True)
-    if test_df is not None and cfg.max_test_rows:
-        test_df = test_df.iloc[:cfg.max_test_rows].reset_index(drop=True)
-    return train_df, test_df
-
-
 def setup(cfg) -> None:
     """Thread count and seeds before anything is built."""
     if cfg.torch_threads:
@@ -170,7 +160,10 @@ def fit(cfg) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
-    train_df, test_df = load_data(cfg)
+    train_df, test_df = data.load_competition(cfg.data_dir, lenient=cfg.lenient,
+                                              max_train_rows=cfg.max_train_rows,
+                                              max_test_rows=cfg.max_test_rows)
+    postrules.save(postrules.fit(train_df), out / "model")  # used by `predict -p post_rules true`
     if cfg.kind == "encoder" and getattr(cfg, "n_folds", 0) > 1:
         from .encoder import fit_kfold
         return fit_kfold(cfg, train_df, test_df, t0)

@@ -98,9 +98,8 @@ def fit(cfg: XGBConfig) -> dict:
         The metrics written to `metrics.json`.
     """
     t0 = time.time()
-    train, test = data.load_competition(cfg.data_dir, lenient=cfg.lenient)
-    if cfg.max_train_rows:
-        train = train.iloc[: cfg.max_train_rows].reset_index(drop=True)
+    train, test = data.load_competition(cfg.data_dir, lenient=cfg.lenient,
+                                        max_train_rows=cfg.max_train_rows)
     out = Path(cfg.out_dir)
     result: dict[str, Any] = {"n_train": len(train), "n_test": 0 if test is None else len(test)}
     feats = Features(train, with_swap=cfg.swap_augment or cfg.tta == "swap")

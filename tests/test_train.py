@@ -41,7 +41,8 @@ def test_gemma_run_folder_contract(gemma_run, quirks_dir):
     cfg, m = gemma_run
     out = runs.resolve_model_dir(cfg.out_dir).parent
     for name in ("submission.csv", "metrics.json", "val.csv", "loss.png", "log_history.json",
-                 "model/adapter_model.safetensors", "model/tokenizer", "model/lmsys_pref.json"):
+                 "model/adapter_model.safetensors", "model/tokenizer", "model/lmsys_pref.json",
+                 "model/postrules.json"):
         assert (out / name).exists(), name
     assert runs.read_model_meta(out)["kind"] == "lm"
     test = data.load_split(quirks_dir / "test.csv", lenient=True)

@@ -57,6 +57,7 @@ def test_fit_writes_the_run_contract(run, quirks_dir):
     assert sub["id"].tolist() == test["id"].tolist()
     oof = pd.read_csv(out / "oof.csv")
     assert sorted(oof["id"]) == sorted(data.load_split(quirks_dir / "train.csv")["id"])
+    assert (out / "model" / "postrules.json").exists()
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("cv_log_loss", "cv_accuracy", "n_train", "n_test", "seconds"):
         assert key in saved
