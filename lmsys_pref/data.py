@@ -205,6 +205,29 @@ def swap(obj):
     return out
 
 
+TTA_MODES = ("none", "swap", "swap_device")
+
+
+def check_tta(mode) -> str:
+    """The TTA mode, validated; None and False mean 'none', True means 'swap'."""
+    if mode is None or mode is False:
+        return "none"
+    if mode is True:
+        return "swap"
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta: unknown mode {mode!r}; expected one of {TTA_MODES}")
+    return mode
+
+
+def combine_swapped(p: np.ndarray, p_swapped: np.ndarray) -> np.ndarray:
+    """Swap TTA: the mean of the direct probabilities and the swapped rows' mapped back to A/B
+    order; symmetric by construction (scoring the swapped rows gives the swapped result)."""
+    p, p_swapped = np.asarray(p, dtype=np.float64), np.asarray(p_swapped, dtype=np.float64)
+    if p.shape != p_swapped.shape:
+        raise ValueError(f"swap TTA: shapes differ {p.shape} vs {p_swapped.shape}")
+    return (p + swap(p_swapped)) / 2
+
+
 def augment_with_swap(df: pd.DataFrame) -> pd.DataFrame:
     """Return the rows followed by their swapped copies (ids repeat; `swapped` marks copies)."""
     return pd.concat([df.assign(swapped=False), swap(df).assign(swapped=True)],

@@ -81,20 +81,20 @@ def gather(part: np.ndarray | None, index: np.ndarray, n_rows: int, error: str |
 
 
 def predict_ids(model, input_ids: list[list[int]], **kwargs) -> np.ndarray | None:
-    """`infer.predict_ids` across the ranks of the process group.
+    """`infer.engine.predict_ids` across the ranks of the process group.
 
-    Each rank scores its shard on its own device (kwargs as `infer.predict_ids`, without
+    Each rank scores its shard on its own device (kwargs as `engine.predict_ids`, without
     `devices`); rank 0 returns the (n, 3) probabilities in input order, the others None.
     """
-    from . import infer
+    from .infer import engine
 
     rank, world, device = init()
     if world == 1:
-        return infer.predict_ids(model, input_ids, devices=[device], **kwargs)
+        return engine.predict_ids(model, input_ids, devices=[device], **kwargs)
     idx = shard([len(r) for r in input_ids], rank, world)
     probs, error = None, None
     try:
-        probs = infer.predict_ids(model, [input_ids[i] for i in idx], devices=[device], **kwargs)
+        probs = engine.predict_ids(model, [input_ids[i] for i in idx], devices=[device], **kwargs)
     except Exception as err:  # reported to rank 0 through the gather, then re-raised here
         error = f"{type(err).__name__}: {err}"
     out = gather(probs, idx, len(input_ids), error)
@@ -154,7 +154,7 @@ def predict(cfg) -> dict | None:
 
 
 def train(baseline: str, cfg) -> dict:
-    """`train.fit` in DDP: the HF Trainer syncs gradients over the ranks.
+    """`lm.fit.fit` in DDP: the HF Trainer syncs gradients over the ranks.
 
     Rank 0 writes the run folder; the other ranks write theirs under `out_dir/.rank<r>` (their
     copies of the same model, deleted at the end) so that no two processes write one file.
@@ -162,7 +162,7 @@ def train(baseline: str, cfg) -> dict:
     """
     import shutil
 
-    from . import train as train_mod
+    from .lm import fit as fit_mod
 
     rank, world, device = init()
     if baseline == "xgb":
@@ -171,7 +171,7 @@ def train(baseline: str, cfg) -> dict:
     cfg = cfg.replace(devices=str(device), out_dir=out_dir)
     if world > 1:
         cfg.resume = False
-    result = train_mod.fit(cfg)
+    result = fit_mod.fit(cfg)
     if world > 1:
         dist.barrier()
         if rank != 0:

@@ -2,12 +2,12 @@
 
 Writes OUT_DIR/submission.csv (the test ids in order; only once every row is scored, so a
 failed run leaves no partial file) and OUT_DIR/predict.json (rows, tokens, seconds,
-tokens_per_s, padding_efficiency, ...). Also home of `LMPredictor`, the predictor that
-`infer.load_predictor` returns for LM and encoder models.
+tokens_per_s, padding_efficiency, ...).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import time
@@ -21,56 +21,23 @@ from .configs import parse_params
 from .configs.predict import PredictConfig
 
 log = logging.getLogger("lmsys_pref.predict")
+# kind -> "module:callable(model_dir, **overrides) -> predictor"; imported on use so that an
+# XGBoost model is scored without importing torch.
+LOADERS = {
+    "xgb": "lmsys_pref.xgb:load_predictor",
+    "lm": "lmsys_pref.infer.predictor:load_predictor",
+    "encoder": "lmsys_pref.infer.predictor:load_predictor",
+}
 
 
-class LMPredictor:
-    """A saved LM or encoder classifier behind the `predict_proba(df, tta=None)` protocol.
-
-    One replica is loaded per distinct device of `devices`; `stats` holds the last call's
-    `InferStats.to_dict()`.
-    """
-
-    def __init__(self, model_dir: str | Path, **overrides):
-        from . import infer, models
-        from .configs.encoder import EncoderConfig
-        from .configs.lm import LMConfig
-
-        self.model_dir = runs.resolve_model_dir(model_dir)
-        self.progress = bool(overrides.pop("progress", True))
-        self.cache_dir = overrides.pop("cache_dir", None)
-        meta = runs.read_model_meta(self.model_dir)
-        cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
-        unknown = sorted(set(overrides) - set(cls.field_names()))
-        if unknown:  # before the slow model load
-            raise ValueError(f"{self.model_dir}: unknown setting(s) {unknown} for a {cls.__name__}")
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        self.devices = infer.parse_devices(overrides.get("devices")
-                                           or meta.get("config", {}).get("devices", "auto"))
-        loaded: dict = {}
-        for dev in self.devices:  # same device twice ("cpu,cpu") shares one copy of the weights
-            if dev not in loaded:  # overrides such as model_id (base model moved) apply here
-                loaded[dev] = models.load_for_inference(self.model_dir, device=str(dev),
-                                                        **overrides)
-        _, self.tokenizer, self.cfg = loaded[self.devices[0]]
-        self.replicas = [loaded[d][0] for d in self.devices]
-        self.stats: dict = {}
-
-    def cache_key(self) -> str:
-        """The model's identity for cached scores: its folder, files' times and settings that
-        change scores without changing the token ids."""
-        stamp = max((p.stat().st_mtime_ns for p in self.model_dir.iterdir() if p.is_file()),
-                    default=0)
-        return f"{self.model_dir.resolve()}|{stamp}|{self.cfg.quantization}|{self.cfg.dtype}"
-
-    def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
-        """(n, 3) probabilities of `df`'s rows in order; `tta` None = the saved setting."""
-        from . import infer
-
-        probs, stats = infer.predict_frame(
-            self.replicas, self.tokenizer, df, self.cfg, tta, progress=self.progress,
-            cache_dir=self.cache_dir, cache_key=self.cache_key(), return_stats=True)
-        self.stats = stats.to_dict() | {"rows": len(df), "scored_rows": stats.rows}
-        return probs
+def load_predictor(model_dir: str | Path, **overrides):
+    """Load any saved model; the returned object has `predict_proba(df, tta=None) -> (n, 3)`."""
+    model_dir = runs.resolve_model_dir(model_dir)
+    kind = runs.read_model_meta(model_dir)["kind"]
+    if kind not in LOADERS:
+        raise ValueError(f"{model_dir}: unknown model kind {kind!r}; known {sorted(LOADERS)}")
+    module, fn = LOADERS[kind].split(":")
+    return getattr(importlib.import_module(module), fn)(model_dir, **overrides)
 
 
 def load_test(cfg: PredictConfig) -> pd.DataFrame:
@@ -84,7 +51,7 @@ def load_model(cfg: PredictConfig, **extra):
     overrides = {k: v for k, v in cfg.model_overrides().items() if k != "tta"}
     if kind in ("lm", "encoder"):
         overrides.update(progress=cfg.progress, cache_dir=cfg.cache_dir)
-    return runs.load_predictor(cfg.model_dir, **overrides, **extra), kind
+    return load_predictor(cfg.model_dir, **overrides, **extra), kind
 
 
 def tta_for(kind: str, tta: str | None) -> str | None:

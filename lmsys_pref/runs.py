@@ -8,7 +8,6 @@ OUT_DIR/
 """
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from pathlib import Path
@@ -21,13 +20,6 @@ from . import submission
 from .data import LABEL_COLS
 
 MODEL_META = "lmsys_pref.json"
-# kind -> "module:callable(model_dir, **overrides) -> predictor"; imported lazily so that an
-# XGBoost run never imports torch.
-LOADERS = {
-    "xgb": "lmsys_pref.xgb:load_predictor",
-    "lm": "lmsys_pref.infer:load_predictor",
-    "encoder": "lmsys_pref.infer:load_predictor",
-}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -88,7 +80,7 @@ def write_outputs(out_dir: str | Path, *, test_ids: Sequence[int] | None,
 
 
 def write_model_meta(model_dir: str | Path, kind: str, config: dict, **extra: Any) -> Path:
-    """Mark a folder as a saved model of `kind` so `load_predictor` can find its loader."""
+    """Mark a folder as a saved model of `kind` so `predict.load_predictor` can find its loader."""
     return save_json(Path(model_dir) / MODEL_META, {"kind": kind, "config": config, **extra})
 
 
@@ -107,13 +99,3 @@ def resolve_model_dir(path: str | Path) -> Path:
         return path / "model"
     raise FileNotFoundError(f"{path}: no {MODEL_META} here or in {path / 'model'}; "
                             "is it the OUT_DIR of a train run?")
-
-
-def load_predictor(model_dir: str | Path, **overrides: Any):
-    """Load any saved model; the returned object has `predict_proba(df) -> (n, 3)`."""
-    model_dir = resolve_model_dir(model_dir)
-    kind = read_model_meta(model_dir)["kind"]
-    if kind not in LOADERS:
-        raise ValueError(f"{model_dir}: unknown model kind {kind!r}; known {sorted(LOADERS)}")
-    module, fn = LOADERS[kind].split(":")
-    return getattr(importlib.import_module(module), fn)(model_dir, **overrides)

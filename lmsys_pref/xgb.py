@@ -73,7 +73,7 @@ def predict_booster(booster: xgboost.Booster, feats: Features, rows: np.ndarray 
     if tta != "swap":
         raise ValueError(f"tta must be 'none' or 'swap', got {tta!r}")
     ps = booster.predict(xgboost.DMatrix(feats.swapped.iloc[rows]), iteration_range=rounds)
-    return (p + data.swap(ps)) / 2
+    return data.combine_swapped(p, ps)
 
 
 def _has_best(booster: xgboost.Booster) -> bool:

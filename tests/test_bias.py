@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import bias, cli, data, judge_sets, runs
+from lmsys_pref import bias, cli, data, judge_sets, predict, runs
 from lmsys_pref.configs.bias import BiasConfig
 
 
@@ -162,7 +162,7 @@ def load_predictor(model_dir, **kw):
 def test_cli_on_registered_model(tmp_path, quirks_dir, monkeypatch):
     (tmp_path / "fake_bias_model.py").write_text(MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(runs.LOADERS, "fake", "fake_bias_model:load_predictor")
+    monkeypatch.setitem(predict.LOADERS, "fake", "fake_bias_model:load_predictor")
     runs.write_model_meta(tmp_path / "run" / "model", "fake", {})
     out = tmp_path / "out"
     assert cli.main(["bias", "--model-dir", str(tmp_path / "run"), "--data-dir", str(quirks_dir),

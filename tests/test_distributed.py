@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from lmsys_pref import distributed, infer
+from lmsys_pref import distributed
+from lmsys_pref.infer import batching, engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,7 @@ class Rows(torch.utils.data.Dataset):
 
 
 def collate(batch):
-    ids, mask = infer.collate([b["input_ids"] for b in batch], 0, "cpu")
+    ids, mask = batching.collate([b["input_ids"] for b in batch], 0, "cpu")
     return {"input_ids": ids, "attention_mask": mask,
             "labels": torch.tensor([b["labels"] for b in batch])}
 
@@ -85,7 +86,7 @@ def test_two_gloo_processes_score_in_order_and_train_in_ddp(tmp_path):
     # fork: the children inherit the imported torch/transformers (spawn re-imports: ~10 s)
     mp.start_processes(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True,
                        start_method="fork")
-    want = infer.predict_ids(tiny_model().eval(), rows(), pad_id=0, devices="cpu",
+    want = engine.predict_ids(tiny_model().eval(), rows(), pad_id=0, devices="cpu",
                              progress=False)
     np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), want, atol=1e-6)
     w0, w1 = np.load(tmp_path / "weights0.npy"), np.load(tmp_path / "weights1.npy")
@@ -151,7 +152,7 @@ def torchrun(*args: str) -> None:
 @pytest.mark.slow
 def test_torchrun_ddp_training_then_sharded_scoring(tmp_path, quirks_dir):
     """The tiny-llama preset trained by DDP over 2 gloo ranks, then scored over 2 ranks."""
-    from lmsys_pref import data, runs, submission
+    from lmsys_pref import data, predict, submission
 
     run = tmp_path / "run"
     torchrun("train", "llama", "--preset", "tiny-llama", "--data-dir", str(quirks_dir),
@@ -162,7 +163,7 @@ def test_torchrun_ddp_training_then_sharded_scoring(tmp_path, quirks_dir):
              str(tmp_path / "out"), "-p", "tta", "swap")
     test = data.load_split(quirks_dir / "test.csv")
     got = submission.read(tmp_path / "out" / "submission.csv", test["id"].tolist())
-    want = runs.load_predictor(run, devices="cpu", progress=False).predict_proba(test, tta="swap")
+    want = predict.load_predictor(run, devices="cpu", progress=False).predict_proba(test, tta="swap")
     np.testing.assert_allclose(got.iloc[:, 1:].to_numpy(), want, atol=1e-5)
     summary = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert summary["world_size"] == 2 and summary["rows"] == len(test)

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from conftest import tiny_llama_classifier
-from lmsys_pref import infer
-from lmsys_pref.devices import parse_devices
+from lmsys_pref.infer import batching, engine
+from lmsys_pref.lm import heads
+from lmsys_pref.infer.devices import parse_devices
 
 PAD = 0
 
@@ -57,7 +58,7 @@ def logits_of(probs: np.ndarray) -> np.ndarray:
 
 def test_plan_batches_covers_every_row_within_budget():
     lengths = np.array([5, 50, 7, 50, 300, 1, 20, 20, 20])
-    batches = infer.plan_batches(lengths, token_budget=100)
+    batches = batching.plan_batches(lengths, token_budget=100)
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(len(lengths)))
     assert flat[0] == 4  # longest first; the 300-token row exceeds the budget and goes alone
@@ -70,19 +71,19 @@ def test_plan_batches_covers_every_row_within_budget():
 
 def test_padding_efficiency_is_real_over_computed_tokens():
     lengths = [10, 8, 3, 3]
-    assert infer.padding_efficiency(lengths, [[0, 1], [2, 3]]) == pytest.approx(24 / 26)
-    assert infer.padding_efficiency(lengths, [[0, 1, 2, 3]]) == pytest.approx(24 / 40)
+    assert batching.padding_efficiency(lengths, [[0, 1], [2, 3]]) == pytest.approx(24 / 26)
+    assert batching.padding_efficiency(lengths, [[0, 1, 2, 3]]) == pytest.approx(24 / 40)
     rows = [[1] * n for n in lengths]
-    _, stats = infer.predict_ids(Echo(), rows, pad_id=PAD, token_budget=20, devices="cpu",
+    _, stats = engine.predict_ids(Echo(), rows, pad_id=PAD, token_budget=20, devices="cpu",
                                  progress=False, return_stats=True)
     # budget 20: [10, 8] -> 2 x 10, [3, 3] -> 2 x 3
     assert (stats.tokens, stats.computed_tokens, stats.batches) == (24, 26, 2)
     assert stats.padding_efficiency == pytest.approx(24 / 26)
-    assert infer.last_stats is stats and stats.rows == 4 and stats.tokens_per_s > 0
+    assert engine.last_stats is stats and stats.rows == 4 and stats.tokens_per_s > 0
 
 
 def test_every_row_returned_in_input_order(rows):
-    probs = infer.predict_ids(Echo(), rows, pad_id=PAD, token_budget=200, devices="cpu,cpu",
+    probs = engine.predict_ids(Echo(), rows, pad_id=PAD, token_budget=200, devices="cpu,cpu",
                               progress=False)
     assert probs.shape == (len(rows), 3)
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-12)
@@ -92,14 +93,14 @@ def test_every_row_returned_in_input_order(rows):
 
 
 def test_scores_independent_of_budget_devices_and_order(tiny_llama, rows):
-    alone = np.concatenate([infer.predict_ids(tiny_llama, [r], pad_id=PAD, devices="cpu",
+    alone = np.concatenate([engine.predict_ids(tiny_llama, [r], pad_id=PAD, devices="cpu",
                                               progress=False) for r in rows])
     for budget, devices in [(64, "cpu"), (4096, "cpu"), (300, "cpu,cpu"), (100000, "cpu,cpu")]:
-        probs = infer.predict_ids(tiny_llama, rows, pad_id=PAD, token_budget=budget,
+        probs = engine.predict_ids(tiny_llama, rows, pad_id=PAD, token_budget=budget,
                                   devices=devices, progress=False)
         np.testing.assert_allclose(probs, alone, atol=2e-6, err_msg=f"{budget} {devices}")
     perm = np.random.default_rng(1).permutation(len(rows))
-    shuffled = infer.predict_ids(tiny_llama, [rows[i] for i in perm], pad_id=PAD,
+    shuffled = engine.predict_ids(tiny_llama, [rows[i] for i in perm], pad_id=PAD,
                                  token_budget=500, devices="cpu,cpu", progress=False)
     np.testing.assert_allclose(shuffled, alone[perm], atol=2e-6)
     assert np.ptp(alone, axis=0).max() > 1e-3  # the model tells rows apart: the test can fail
@@ -107,19 +108,19 @@ def test_scores_independent_of_budget_devices_and_order(tiny_llama, rows):
 
 def test_mse_objective_clips_and_renormalises():
     rows = [[5, 1, 1], [2, 1]]  # Echo logits [5, 3, 0] and [2, 2, 0]
-    probs = infer.predict_ids(Echo(), rows, pad_id=PAD, objective="mse", devices="cpu",
+    probs = engine.predict_ids(Echo(), rows, pad_id=PAD, objective="mse", devices="cpu",
                               progress=False)
     np.testing.assert_allclose(probs, [[1 / 2.001, 1 / 2.001, 0.001 / 2.001]] * 2, atol=1e-9)
     with pytest.raises(ValueError, match="objective"):
-        infer.to_probs(np.zeros((1, 3)), "hinge")
+        heads.to_probs(np.zeros((1, 3)), "hinge")
 
 
 def test_out_of_memory_halves_the_budget_and_retries(rows, caplog):
     model = Echo(oom_above=400)
-    with caplog.at_level(logging.WARNING, logger="lmsys_pref.infer"):
-        probs, stats = infer.predict_ids(model, rows, pad_id=PAD, token_budget=3000,
+    with caplog.at_level(logging.WARNING, logger="lmsys_pref.infer.engine"):
+        probs, stats = engine.predict_ids(model, rows, pad_id=PAD, token_budget=3000,
                                          devices="cpu", progress=False, return_stats=True)
-    want = infer.predict_ids(Echo(), rows, pad_id=PAD, devices="cpu", progress=False)
+    want = engine.predict_ids(Echo(), rows, pad_id=PAD, devices="cpu", progress=False)
     np.testing.assert_allclose(probs, want, atol=1e-12)
     assert stats.oom_retries >= 3  # 3000 -> 1500 -> 750 -> 375
     assert "token budget halved to 375" in caplog.text
@@ -128,18 +129,18 @@ def test_out_of_memory_halves_the_budget_and_retries(rows, caplog):
 
 def test_out_of_memory_on_one_row_is_an_error():
     with pytest.raises(RuntimeError, match="single row of 50 tokens"):
-        infer.predict_ids(Echo(oom_above=10), [[1] * 50], pad_id=PAD, devices="cpu",
+        engine.predict_ids(Echo(oom_above=10), [[1] * 50], pad_id=PAD, devices="cpu",
                           progress=False)
 
 
 def test_failing_worker_stops_the_run_with_its_error(rows):
     model = Echo(fail_on=rows[int(np.argmax([len(r) for r in rows]))][0])  # fails at once
     with pytest.raises(ValueError, match="boom") as err:
-        infer.predict_ids(model, rows, pad_id=PAD, token_budget=100, devices="cpu,cpu",
+        engine.predict_ids(model, rows, pad_id=PAD, token_budget=100, devices="cpu,cpu",
                           progress=False)
     if sys.version_info >= (3, 11):  # the note names the failed device
         assert any("worker on cpu failed" in n for n in err.value.__notes__)
-    n_batches = len(infer.plan_batches([len(r) for r in rows], 100))
+    n_batches = len(batching.plan_batches([len(r) for r in rows], 100))
     assert model.calls < n_batches // 2  # the other worker stopped instead of finishing
 
 
@@ -148,18 +149,18 @@ def test_cache_resumes_where_a_failed_run_stopped(rows, tmp_path):
     lengths = np.array([len(r) for r in rows])
     shortest = rows[int(np.argmin(lengths))][0]  # scored last: longest first
     with pytest.raises(ValueError):
-        infer.predict_ids(Echo(fail_on=shortest), rows, pad_id=PAD, token_budget=100,
+        engine.predict_ids(Echo(fail_on=shortest), rows, pad_id=PAD, token_budget=100,
                           devices="cpu", progress=False, cache_path=cache)
     assert cache.exists()
     resumed = Echo()
-    probs, stats = infer.predict_ids(resumed, rows, pad_id=PAD, token_budget=100, devices="cpu",
+    probs, stats = engine.predict_ids(resumed, rows, pad_id=PAD, token_budget=100, devices="cpu",
                                      progress=False, cache_path=cache, return_stats=True)
-    np.testing.assert_allclose(probs, infer.predict_ids(Echo(), rows, pad_id=PAD,
+    np.testing.assert_allclose(probs, engine.predict_ids(Echo(), rows, pad_id=PAD,
                                                         devices="cpu", progress=False))
     assert 0 < stats.cached_rows < len(rows)
     assert sum(s[0] for s in resumed.shapes) == len(rows) - stats.cached_rows
     other = Echo()  # other rows: the cache is stale and ignored
-    infer.predict_ids(other, rows[:-1], pad_id=PAD, devices="cpu", progress=False,
+    engine.predict_ids(other, rows[:-1], pad_id=PAD, devices="cpu", progress=False,
                       cache_path=cache)
     assert sum(s[0] for s in other.shapes) == len(rows) - 1
 
@@ -177,18 +178,18 @@ def test_parse_devices():
 
 def test_empty_row_is_an_error():
     with pytest.raises(ValueError, match="row 1 has no tokens"):
-        infer.predict_ids(Echo(), [[1, 2], []], pad_id=PAD, devices="cpu", progress=False)
+        engine.predict_ids(Echo(), [[1, 2], []], pad_id=PAD, devices="cpu", progress=False)
 
 
 @pytest.mark.gpu
 def test_two_gpus_match_one(tiny_llama, rows):
-    one = infer.predict_ids(tiny_llama, rows, pad_id=PAD, devices="cuda:0", progress=False)
+    one = engine.predict_ids(tiny_llama, rows, pad_id=PAD, devices="cuda:0", progress=False)
     devices = ",".join(f"cuda:{i}" for i in range(torch.cuda.device_count()))
-    many = infer.predict_ids(tiny_llama, rows, pad_id=PAD, devices=devices, progress=False)
+    many = engine.predict_ids(tiny_llama, rows, pad_id=PAD, devices=devices, progress=False)
     np.testing.assert_allclose(one, many, atol=1e-4)
 
 
 def test_no_rows_gives_an_empty_result():
-    probs, stats = infer.predict_ids(Echo(), [], pad_id=PAD, devices="cpu,cpu", progress=False,
+    probs, stats = engine.predict_ids(Echo(), [], pad_id=PAD, devices="cpu,cpu", progress=False,
                                      return_stats=True)
     assert probs.shape == (0, 3) and stats.rows == 0 and stats.padding_efficiency == 1.0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmsys_pref import heads, models
+from lmsys_pref.lm import heads, models
 from lmsys_pref.configs.lm import LMConfig
 
 KBIT_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
@@ -38,14 +38,14 @@ def test_resolve_forms(tmp_path):
 
 def test_to_probs():
     logits = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, -1.0]])
-    p = models.to_probs(logits, "ce")
+    p = heads.to_probs(logits, "ce")
     assert np.allclose(p[0], 1 / 3) and np.allclose(p.sum(1), 1)
     assert p[1].argmax() == 0
-    q = models.to_probs(np.array([[1.2, -0.5, 0.3], [0.0, 0.0, 0.0]]), "mse")
+    q = heads.to_probs(np.array([[1.2, -0.5, 0.3], [0.0, 0.0, 0.0]]), "mse")
     assert np.allclose(q[0], np.array([1.0, 1e-3, 0.3]) / 1.301)
     assert np.allclose(q[1], 1 / 3)
     with pytest.raises(ValueError, match="objective"):
-        models.to_probs(logits, "hinge")
+        heads.to_probs(logits, "hinge")
 
 
 def test_three_layer_head_is_trainable_and_saved(tmp_path):
@@ -70,10 +70,10 @@ def _train_a_little(model, tok, steps: int = 3) -> None:
 
 @pytest.mark.parametrize("init,head_layers", [("default", 1), ("pissa_niter_2", 3)])
 def test_save_reload_identical_logits(tmp_path, init, head_layers):
-    from lmsys_pref.train import _pissa_init
+    from lmsys_pref.lm.train import pissa_init
     cfg = tiny_cfg(tmp_path, lora_init=init, head_layers=head_layers)
     model, tok = models.build(cfg)
-    pissa = _pissa_init(model, cfg, tmp_path)
+    pissa = pissa_init(model, cfg, tmp_path)
     _train_a_little(model, tok)
     model.eval()
     want = model(**batch(tok)).logits

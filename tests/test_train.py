@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lmsys_pref import data, metrics, models, prompt, runs, train
+from lmsys_pref import data, metrics, runs
+from lmsys_pref.lm import fit, heads, models, prompt, train
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 
@@ -23,7 +24,7 @@ def reload_logits(run_dir, df):
     """Logits of `df` from the model saved in `run_dir`, one padded batch, plus its config."""
     model, tok, cfg = models.load_for_inference(run_dir, "cpu")
     ids = prompt.encode(df, tok, cfg)
-    from lmsys_pref.infer import collate
+    from lmsys_pref.infer.batching import collate
     x, mask = collate(ids, tok.pad_token_id, "cpu")
     with torch.no_grad():
         return model(input_ids=x, attention_mask=mask).logits, cfg
@@ -34,7 +35,7 @@ def gemma_run(tmp_path_factory, quirks_dir):
     out = tmp_path_factory.mktemp("gemma")
     cfg = LMConfig.from_preset("tiny-gemma2", data_dir=str(quirks_dir), out_dir=str(out),
                                lenient=True, untuned_baseline=True, epochs=2)
-    return cfg, train.fit(cfg)
+    return cfg, fit.fit(cfg)
 
 
 def test_gemma_run_folder_contract(gemma_run, quirks_dir):
@@ -70,7 +71,7 @@ def test_gemma_reload_identical_logits(gemma_run, quirks_dir):
     _, va = data.holdout(df["label"].to_numpy(), cfg.val_frac, cfg.seed)
     logits, cfg2 = reload_logits(cfg.out_dir, df.iloc[va])
     val = pd.read_csv(f"{cfg.out_dir}/val.csv")
-    np.testing.assert_allclose(models.to_probs(logits, "ce"), val.iloc[:, 2:].to_numpy(),
+    np.testing.assert_allclose(heads.to_probs(logits, "ce"), val.iloc[:, 2:].to_numpy(),
                                atol=1e-5)
 
 
@@ -91,26 +92,26 @@ def test_llama_three_layer_head_swap_and_reload(tmp_path, quirks_dir):
     cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
                                lenient=True, head_layers=3, swap_augment=True, max_steps=3,
                                lora_init="pissa_niter_2", tta="swap")
-    m = train.fit(cfg)
+    m = fit.fit(cfg)
     assert m["steps"] == 3 and m["n_train"] == 32
     df = data.load_split(quirks_dir / "train.csv", lenient=True).iloc[:5]
     logits, cfg2 = reload_logits(tmp_path, df)
     assert cfg2.head_layers == 3 and cfg2.lora_init == "pissa_niter_2"
     model, tok, _ = models.load_for_inference(tmp_path)
     again = train.predict(model, tok, df, cfg2.replace(tta="none"))
-    np.testing.assert_allclose(models.to_probs(logits, "ce"), again, atol=1e-5)
+    np.testing.assert_allclose(heads.to_probs(logits, "ce"), again, atol=1e-5)
 
 
 def test_resume_from_last_checkpoint(tmp_path, quirks_dir, caplog):
     cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
                                lenient=True, max_steps=2, save_steps=2)
-    first = train.fit(cfg)
+    first = fit.fit(cfg)
     assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
-    caplog.set_level("INFO", logger="lmsys_pref.train")
-    m = train.fit(cfg.replace(max_steps=4))  # picks up at step 2, runs 2 more
+    caplog.set_level("INFO", logger="lmsys_pref.lm.fit")
+    m = fit.fit(cfg.replace(max_steps=4))  # picks up at step 2, runs 2 more
     assert any("resuming from" in r.getMessage() and "checkpoint-2" in r.getMessage()
                for r in caplog.records)
-    hist = runs.load_json(tmp_path / train.HISTORY)
+    hist = runs.load_json(tmp_path / fit.HISTORY)
     steps = [h["step"] for h in hist if "loss" in h]
     assert m["steps"] == 4 and steps == [1, 2, 3, 4]  # the restored log continues
     assert [h["loss"] for h in hist if "loss" in h][:2] == pytest.approx(
@@ -120,7 +121,7 @@ def test_resume_from_last_checkpoint(tmp_path, quirks_dir, caplog):
 def test_roberta_kfold_mse(tmp_path, quirks_dir):
     cfg = EncoderConfig.from_preset("tiny-roberta", data_dir=str(quirks_dir),
                                     out_dir=str(tmp_path), lenient=True, max_steps=2)
-    m = train.fit(cfg)
+    m = fit.fit(cfg)
     oof = pd.read_csv(tmp_path / "oof.csv")
     assert len(oof) == 40 and oof["id"].is_unique
     assert m["cv_log_loss"] == pytest.approx(
@@ -131,5 +132,5 @@ def test_roberta_kfold_mse(tmp_path, quirks_dir):
     df = data.load_split(quirks_dir / "train.csv", lenient=True)
     _, va = data.kfold(df["label"].to_numpy(), 2, cfg.seed)[m["best_fold"]]
     logits, _ = reload_logits(tmp_path, df.iloc[va])
-    np.testing.assert_allclose(models.to_probs(logits, "mse"),
+    np.testing.assert_allclose(heads.to_probs(logits, "mse"),
                                oof.iloc[va, 2:].to_numpy(), atol=1e-5)

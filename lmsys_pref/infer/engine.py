@@ -29,11 +29,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import models, scorecache
+from ..lm.heads import to_probs
+from . import scorecache
 from .batching import collate, padding_efficiency, plan_batches  # noqa: F401 (public here too)
 from .devices import parse_devices, replicate
 
-log = logging.getLogger("lmsys_pref.infer")
+log = logging.getLogger("lmsys_pref.infer.engine")
 last_stats: "InferStats | None" = None  # stats of the latest predict_ids call (see module doc)
 OOM_ERRORS = (getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError,)
 
@@ -93,10 +94,6 @@ def _forward(model, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
         out = model(input_ids=ids, attention_mask=mask, **kwargs)
     logits = out.logits if hasattr(out, "logits") else (out[0] if isinstance(out, tuple) else out)
     return logits.float().cpu().numpy()
-
-
-# One rule for turning head outputs into probabilities, shared with training (re-exported).
-to_probs = models.to_probs
 
 
 class _Run:
@@ -243,7 +240,7 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
                 err = fut.exception()
                 if err is not None:
                     if hasattr(err, "add_note"):  # Python >= 3.11
-                        err.add_note(f"lmsys_pref.infer: the worker on {dev} failed; run stopped")
+                        err.add_note(f"lmsys_pref.infer.engine: the worker on {dev} failed; run stopped")
                     raise err
         if not run.done.all():  # stopped from outside (e.g. the other TTA pass failed)
             raise ScoringStopped(f"scoring stopped with {int((~run.done).sum())} rows unscored")
@@ -258,66 +255,3 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
     last_stats = run.stats
     probs = to_probs(run.logits, objective) if len(input_ids) else np.zeros((0, 3))
     return (probs, run.stats) if return_stats else probs
-
-
-def pad_id_of(model, tokenizer=None) -> int:
-    """The id to pad with: the model's `pad_token_id` (HF classifiers pool the last token that
-    differs from it), else the tokenizer's; the model config gets it when it had none."""
-    first = model[0] if isinstance(model, (list, tuple)) else model
-    config = getattr(first, "config", None)
-    pad = getattr(config, "pad_token_id", None)
-    if pad is None and tokenizer is not None:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        for m in (model if isinstance(model, (list, tuple)) else [model]):
-            if getattr(m, "config", None) is not None:
-                m.config.pad_token_id = pad
-    if pad is None:
-        raise ValueError("no pad token id: set model.config.pad_token_id or tokenizer.pad_token")
-    return int(pad)
-
-
-def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress: bool = True,
-                  cache_dir: str | Path | None = None, cache_key: str = "",
-                  return_stats: bool = False):
-    """Encode a frame with `prompt.encode`, score it (with TTA) and return (n, 3) probabilities.
-
-    Args:
-        model: a classifier or one replica per entry of `cfg.devices`.
-        tokenizer: the model's tokenizer.
-        df: rows as `data.load_split` returns them.
-        cfg: an `LMConfig`/`EncoderConfig` (devices, tta, max_length, token_budget, objective,
-            layout, ...).
-        tta: "none", "swap" or "swap_device"; None = `cfg.tta`.
-        progress: tqdm progress bar.
-        cache_dir: folder for resumable partial predictions (None = off).
-        cache_key: extra identity of the model for the cache (e.g. its folder).
-        return_stats: return `(probs, InferStats)`; the stats of all passes together are also
-            left in `infer.last_stats`.
-    """
-    global last_stats
-    from . import data, prompt, tta as tta_mod
-
-    mode = tta_mod.check_mode(tta if tta is not None else getattr(cfg, "tta", "none"))
-    ids = prompt.encode(df, tokenizer, cfg)
-    swapped = prompt.encode(data.swap(df), tokenizer, cfg) if mode != "none" else None
-    cache = Path(cache_dir) / "scores.npz" if cache_dir else None
-    probs, stats = tta_mod.score(
-        model, ids, swapped, mode=mode, devices=getattr(cfg, "devices", "auto"),
-        cache_path=cache, pad_id=pad_id_of(model, tokenizer),
-        token_budget=getattr(cfg, "token_budget", 16384), objective=getattr(cfg, "objective", "ce"),
-        progress=progress, cache_key=cache_key)
-    last_stats = stats
-    return (probs, stats) if return_stats else probs
-
-
-def load_predictor(model_dir: str | Path, **overrides):
-    """`runs.LOADERS` entry for kinds "lm" and "encoder": a `predict.LMPredictor`.
-
-    Args:
-        model_dir: a run folder or its model/ folder.
-        **overrides: config fields to change (devices, tta, max_length, token_budget, ...)
-            plus `progress` and `cache_dir`.
-    """
-    from .predict import LMPredictor
-
-    return LMPredictor(model_dir, **overrides)

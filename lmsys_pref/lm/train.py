@@ -1,16 +1,11 @@
-"""Training the transformer baselines with the Hugging Face `Trainer`.
+"""The training loop of the transformer baselines: one model, one split, the Hugging Face `Trainer`.
 
-`fit(cfg)` is the one entry point for LMConfig (Gemma/Llama LoRA on an 80/20 holdout) and
-EncoderConfig (RoBERTa/MiniLM, k-fold; delegated to `lmsys_pref.encoder.fit_kfold`). It writes
-the run-folder contract into `cfg.out_dir`: submission.csv, metrics.json, val.csv (oof.csv for
-k-fold), model/ (adapter + head + tokenizer + lmsys_pref.json), log_history.json, loss.png and
-checkpoints/ (the Trainer's, for resuming an interrupted run).
+`train_one` trains on some rows and scores others; `lmsys_pref.lm.fit` builds the holdout and
+k-fold runs from it. Checkpoints go to `<out_dir>/checkpoints` (the Trainer's, for resuming).
 """
 from __future__ import annotations
 
-import json
 import logging
-import time
 from functools import partial
 from pathlib import Path
 
@@ -18,10 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import data, metrics, models, postrules, prompt, runs
+from .. import data, metrics
+from ..infer import predictor
+from . import heads, models, prompt
 
-log = logging.getLogger("lmsys_pref.train")
-HISTORY = "log_history.json"
+log = logging.getLogger("lmsys_pref.lm.train")
 
 
 class RowDataset(torch.utils.data.Dataset):
@@ -41,15 +37,14 @@ class RowDataset(torch.utils.data.Dataset):
 
 def training_device(cfg) -> str:
     """The device training runs on: the first entry of `cfg.devices` ('auto' = cuda:0 or cpu)."""
-    from .devices import parse_devices
-    return str(parse_devices(cfg.devices)[0])
+    return str(predictor.parse_devices(cfg.devices)[0])
 
 
 def _eval_metrics(eval_pred, objective: str) -> dict:
     logits, labels = eval_pred
     labels = np.asarray(labels)
     labels = labels.argmax(1) if labels.ndim == 2 else labels
-    probs = models.to_probs(np.asarray(logits), objective)
+    probs = heads.to_probs(np.asarray(logits), objective)
     return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
 
 
@@ -77,10 +72,9 @@ def training_args(cfg, out_dir: str | Path, device: str):
 
 
 def predict(model, tokenizer, df: pd.DataFrame, cfg, tta: str | None = None) -> np.ndarray:
-    """(n, 3) probabilities of `df`'s rows through `lmsys_pref.infer` (swap TTA when asked)."""
-    from . import infer
+    """(n, 3) probabilities of `df`'s rows through the inference engine (swap TTA when asked)."""
     model.eval()
-    return infer.predict_frame(model, tokenizer, df, cfg, tta=tta)
+    return predictor.predict_frame(model, tokenizer, df, cfg, tta=tta)
 
 
 def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFrame,
@@ -124,7 +118,7 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
             "steps": trainer.state.global_step}
 
 
-def _pissa_init(model, cfg, out_dir: Path) -> Path | None:
+def pissa_init(model, cfg, out_dir: Path) -> Path | None:
     """Save the PiSSA starting adapter: needed to save the result as LoRA of the original base."""
     if cfg.lora_r <= 0 or not str(cfg.lora_init).startswith("pissa"):
         return None
@@ -142,83 +136,3 @@ def setup(cfg) -> None:
         torch.set_num_threads(cfg.torch_threads)
     from transformers import set_seed
     set_seed(cfg.seed)
-
-
-def fit(cfg) -> dict:
-    """Train a transformer baseline and write its run folder; returns the metrics.
-
-    Args:
-        cfg: an LMConfig (holdout of `val_frac`) or an EncoderConfig (k-fold when
-            `n_folds` > 1, see `lmsys_pref.encoder.fit_kfold`).
-
-    Returns:
-        The metrics written to metrics.json: `val_log_loss` (or `cv_log_loss`), `accuracy`,
-        `n_train`, `n_val`, `n_test`, `seconds`, `steps`, `untuned_val_log_loss` when asked.
-    """
-    t0 = time.time()
-    setup(cfg)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
-    train_df, test_df = data.load_competition(cfg.data_dir, lenient=cfg.lenient,
-                                              max_train_rows=cfg.max_train_rows,
-                                              max_test_rows=cfg.max_test_rows)
-    postrules.save(postrules.fit(train_df), out / "model")  # used by `predict -p post_rules true`
-    if cfg.kind == "encoder" and getattr(cfg, "n_folds", 0) > 1:
-        from .encoder import fit_kfold
-        return fit_kfold(cfg, train_df, test_df, t0)
-    tr, va = data.holdout(train_df["label"].to_numpy(), cfg.val_frac, cfg.seed)
-    model, tokenizer = models.build(cfg, training_device(cfg))
-    pissa = _pissa_init(model, cfg, out)
-    res = train_one(cfg, model, tokenizer, train_df.iloc[tr], train_df.iloc[va], out)
-    models.save(model, tokenizer, cfg, out / "model", pissa)
-    val_labels = train_df["label"].to_numpy()[va]
-    m = summarize(res, val_labels, "val_log_loss", n_train=len(tr), n_val=len(va))
-    return finish(cfg, model, tokenizer, test_df, m, res["history"], t0,
-                  runs.probs_frame(train_df["id"].to_numpy()[va], res["val_probs"], val_labels),
-                  "val.csv")
-
-
-def summarize(res: dict, labels, key: str, **extra) -> dict:
-    """Metrics of one scored set (`res` from `train_one`, or an OOF equivalent)."""
-    m = {key: metrics.log_loss(labels, res["val_probs"]),
-         "accuracy": metrics.accuracy(labels, res["val_probs"]), **extra,
-         "steps": res.get("steps"), "train_loss_first": res.get("train_loss_first"),
-         "train_loss_last": res.get("train_loss_last")}
-    if res.get("untuned_probs") is not None:
-        m["untuned_" + key] = metrics.log_loss(labels, res["untuned_probs"])
-    return m
-
-
-def finish(cfg, model, tokenizer, test_df, m: dict, history: list, t0: float,
-           oof: pd.DataFrame, oof_name: str) -> dict:
-    """Score the test set, write the run folder and the loss curve; returns the metrics."""
-    out = Path(cfg.out_dir)
-    test_probs = predict(model, tokenizer, test_df, cfg) if test_df is not None else None
-    m.update(n_test=0 if test_df is None else len(test_df), seconds=round(time.time() - t0, 1),
-             model_id=cfg.model_id, preset_kind=cfg.kind)
-    runs.save_json(out / HISTORY, history)
-    runs.write_outputs(out, test_ids=None if test_df is None else test_df["id"].to_numpy(),
-                       test_probs=test_probs, metrics=m, oof=oof, oof_name=oof_name)
-    plot_history(out)
-    log.info("%s: %s", out, json.dumps({k: v for k, v in m.items() if "loss" in k}))
-    return m
-
-
-def plot_history(run_dir: str | Path):
-    """Training loss and validation log loss per step from log_history.json -> loss.png."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    hist = runs.load_json(Path(run_dir) / HISTORY)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, style in (("loss", "-"), ("eval_log_loss", "o--")):
-        pts = [(h["step"], h[key]) for h in hist if key in h and h[key] is not None]
-        if pts:
-            ax.plot(*zip(*pts), style, label="train loss" if key == "loss" else "val log loss")
-    ax.axhline(np.log(3), color="grey", lw=0.8, ls=":", label="uniform (1.0986)")
-    ax.set(xlabel="optimizer step", ylabel="loss", title=Path(run_dir).name)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(Path(run_dir) / "loss.png", dpi=100)
-    return fig

@@ -19,34 +19,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
-import numpy as np
-
-from . import data
+from .. import data
 from .devices import parse_devices, replicate
+from .engine import InferStats, ScoringStopped, predict_ids
 
-log = logging.getLogger("lmsys_pref.tta")
-MODES = ("none", "swap", "swap_device")
-
-
-def check_mode(mode: str | None) -> str:
-    """The TTA mode, validated; None and False mean 'none', True means 'swap'."""
-    if mode is None or mode is False:
-        return "none"
-    if mode is True:
-        return "swap"
-    if mode not in MODES:
-        raise ValueError(f"tta: unknown mode {mode!r}; expected one of {MODES}")
-    return mode
-
-
-def combine(p: np.ndarray, p_swapped: np.ndarray) -> np.ndarray:
-    """Mean of the direct probabilities and the swapped pass mapped back to A/B order."""
-    p, p_swapped = np.asarray(p, dtype=np.float64), np.asarray(p_swapped, dtype=np.float64)
-    if p.shape != p_swapped.shape:
-        raise ValueError(f"tta.combine: shapes differ {p.shape} vs {p_swapped.shape}")
-    return (p + data.swap(p_swapped)) / 2
-
-
+log = logging.getLogger("lmsys_pref.infer.tta")
 def _cache(path: str | Path | None, tag: str) -> Path | None:
     return None if path is None else Path(path).with_name(f"{Path(path).stem}.{tag}.npz")
 
@@ -68,9 +45,7 @@ def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]] | None
     Returns:
         (probs (n, 3), InferStats of all passes together).
     """
-    from .infer import InferStats, ScoringStopped, predict_ids
-
-    mode = check_mode(mode)
+    mode = data.check_tta(mode)
     devs = parse_devices(devices)
     n = len(input_ids)
     if mode != "none" and (swapped_ids is None or len(swapped_ids) != n):
@@ -84,7 +59,7 @@ def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]] | None
     if mode == "swap":
         p, stats = predict_ids(model, list(input_ids) + list(swapped_ids), devices=devs,
                                cache_path=_cache(cache_path, "swap"), return_stats=True, **kwargs)
-        return combine(p[:n], p[n:]), stats
+        return data.combine_swapped(p[:n], p[n:]), stats
     replicas = replicate(model, devs)
     t0, stop = time.perf_counter(), threading.Event()  # one failing pass stops the other
     with ThreadPoolExecutor(2, thread_name_prefix="lmsys-tta") as pool:
@@ -98,4 +73,4 @@ def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]] | None
         if errors:
             raise errors[0]
         (p, s0), (p_sw, s1) = [j.result() for j in jobs]
-    return combine(p, p_sw), InferStats.combine([s0, s1], time.perf_counter() - t0)
+    return data.combine_swapped(p, p_sw), InferStats.combine([s0, s1], time.perf_counter() - t0)

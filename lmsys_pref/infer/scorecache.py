@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-log = logging.getLogger("lmsys_pref.infer")
+log = logging.getLogger("lmsys_pref.infer.scorecache")
 
 
 def fingerprint(input_ids: Sequence[Sequence[int]], key: str = "") -> str:

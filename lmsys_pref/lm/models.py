@@ -15,13 +15,15 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from . import heads, runs
+from .. import runs
+from ..configs.encoder import EncoderConfig
+from ..configs.lm import LMConfig
+from . import heads
 
-log = logging.getLogger("lmsys_pref.models")
+log = logging.getLogger("lmsys_pref.lm.models")
 CACHE = Path(os.environ.get("LMSYS_PREF_CACHE", Path.home() / ".cache" / "lmsys_pref"))
 TOKENIZER_DIR = "tokenizer"
 FULL_WEIGHTS = "model.safetensors"
@@ -219,8 +221,6 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
         overrides: config fields to change, e.g. `model_id` when the base model lives
             elsewhere (a Kaggle input path) or `quantization`.
     """
-    from .configs.encoder import EncoderConfig
-    from .configs.lm import LMConfig
     model_dir = runs.resolve_model_dir(model_dir)
     meta = runs.read_model_meta(model_dir)
     cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
@@ -249,20 +249,3 @@ def _load_full(model_dir: Path, cfg, device: str):
         raise ValueError(f"{model_dir / FULL_WEIGHTS}: weights do not fit the model "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.to(device, resolve_dtype(cfg.dtype, device))
-
-
-def to_probs(logits, objective: str = "ce") -> np.ndarray:
-    """Class probabilities from raw head outputs (torch tensor or numpy array).
-
-    "ce": softmax. "mse" (regression on one-hot targets): clip to [1e-3, 1], renormalise.
-    """
-    z = logits.detach().float().cpu().numpy() if isinstance(logits, torch.Tensor) \
-        else np.asarray(logits, dtype=np.float64)
-    z = z.astype(np.float64)
-    if objective == "ce":
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-    elif objective == "mse":
-        z = np.clip(z, 1e-3, 1.0)
-    else:
-        raise ValueError(f"objective: unknown {objective!r}; expected 'ce' or 'mse'")
-    return z / z.sum(axis=1, keepdims=True)

@@ -7,6 +7,7 @@ saved next to the adapter (peft `modules_to_save`).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -84,3 +85,20 @@ def install(model, n_layers: int = 1, seed: int | None = None) -> nn.Module:
     finally:
         torch.random.set_rng_state(gen_state)
     return getattr(model, head_name(model))
+
+
+def to_probs(logits, objective: str = "ce") -> np.ndarray:
+    """Class probabilities from raw head outputs (torch tensor or numpy array).
+
+    "ce": softmax. "mse" (regression on one-hot targets): clip to [1e-3, 1], renormalise.
+    """
+    z = logits.detach().float().cpu().numpy() if isinstance(logits, torch.Tensor) \
+        else np.asarray(logits, dtype=np.float64)
+    z = z.astype(np.float64)
+    if objective == "ce":
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+    elif objective == "mse":
+        z = np.clip(z, 1e-3, 1.0)
+    else:
+        raise ValueError(f"objective: unknown {objective!r}; expected 'ce' or 'mse'")
+    return z / z.sum(axis=1, keepdims=True)

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .data import TEXT_COLS
+from ..data import TEXT_COLS
 
 LAYOUTS = ("gemma", "turns")
 SIDES = ("left", "right")

@@ -1,0 +1,119 @@
+"""The predictor: a saved LM or encoder classifier scoring data frames (prompt encoding, swap
+TTA, one replica per device) through the engine. `predict_frame` also scores the holdout rows
+of a training run. Imports point one way: engine <- tta <- predictor <- commands and training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import data, runs
+from ..configs.encoder import EncoderConfig
+from ..configs.lm import LMConfig
+from ..lm import models, prompt
+from . import engine
+from .tta import score as score_with_tta
+from .devices import parse_devices
+
+
+def pad_id_of(model, tokenizer=None) -> int:
+    """The id to pad with: the model's `pad_token_id` (HF classifiers pool the last token that
+    differs from it), else the tokenizer's; the model config gets it when it had none."""
+    first = model[0] if isinstance(model, (list, tuple)) else model
+    config = getattr(first, "config", None)
+    pad = getattr(config, "pad_token_id", None)
+    if pad is None and tokenizer is not None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        for m in (model if isinstance(model, (list, tuple)) else [model]):
+            if getattr(m, "config", None) is not None:
+                m.config.pad_token_id = pad
+    if pad is None:
+        raise ValueError("no pad token id: set model.config.pad_token_id or tokenizer.pad_token")
+    return int(pad)
+
+
+def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress: bool = True,
+                  cache_dir: str | Path | None = None, cache_key: str = "",
+                  return_stats: bool = False):
+    """Encode a frame with `prompt.encode`, score it (with TTA) and return (n, 3) probabilities.
+
+    Args:
+        model: a classifier or one replica per entry of `cfg.devices`.
+        tokenizer: the model's tokenizer.
+        df: rows as `data.load_split` returns them.
+        cfg: an `LMConfig`/`EncoderConfig` (devices, tta, max_length, token_budget, objective,
+            layout, ...).
+        tta: "none", "swap" or "swap_device"; None = `cfg.tta`.
+        progress: tqdm progress bar.
+        cache_dir: folder for resumable partial predictions (None = off).
+        cache_key: extra identity of the model for the cache (e.g. its folder).
+        return_stats: return `(probs, InferStats)`; the stats of all passes together are also
+            left in `infer.last_stats`.
+    """
+    mode = data.check_tta(tta if tta is not None else getattr(cfg, "tta", "none"))
+    ids = prompt.encode(df, tokenizer, cfg)
+    swapped = prompt.encode(data.swap(df), tokenizer, cfg) if mode != "none" else None
+    cache = Path(cache_dir) / "scores.npz" if cache_dir else None
+    probs, stats = score_with_tta(
+        model, ids, swapped, mode=mode, devices=getattr(cfg, "devices", "auto"),
+        cache_path=cache, pad_id=pad_id_of(model, tokenizer),
+        token_budget=getattr(cfg, "token_budget", 16384), objective=getattr(cfg, "objective", "ce"),
+        progress=progress, cache_key=cache_key)
+    engine.last_stats = stats
+    return (probs, stats) if return_stats else probs
+
+
+def load_predictor(model_dir: str | Path, **overrides):
+    """`predict.LOADERS` entry for kinds "lm" and "encoder": an `LMPredictor`.
+
+    Args:
+        model_dir: a run folder or its model/ folder.
+        **overrides: config fields to change (devices, tta, max_length, token_budget, ...)
+            plus `progress` and `cache_dir`.
+    """
+    return LMPredictor(model_dir, **overrides)
+
+
+class LMPredictor:
+    """A saved LM or encoder classifier behind the `predict_proba(df, tta=None)` protocol.
+
+    One replica is loaded per distinct device of `devices`; `stats` holds the last call's
+    `InferStats.to_dict()`.
+    """
+
+    def __init__(self, model_dir: str | Path, **overrides):
+        self.model_dir = runs.resolve_model_dir(model_dir)
+        self.progress = bool(overrides.pop("progress", True))
+        self.cache_dir = overrides.pop("cache_dir", None)
+        meta = runs.read_model_meta(self.model_dir)
+        cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
+        unknown = sorted(set(overrides) - set(cls.field_names()))
+        if unknown:  # before the slow model load
+            raise ValueError(f"{self.model_dir}: unknown setting(s) {unknown} for a {cls.__name__}")
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        self.devices = parse_devices(overrides.get("devices")
+                                           or meta.get("config", {}).get("devices", "auto"))
+        loaded: dict = {}
+        for dev in self.devices:  # same device twice ("cpu,cpu") shares one copy of the weights
+            if dev not in loaded:  # overrides such as model_id (base model moved) apply here
+                loaded[dev] = models.load_for_inference(self.model_dir, device=str(dev),
+                                                        **overrides)
+        _, self.tokenizer, self.cfg = loaded[self.devices[0]]
+        self.replicas = [loaded[d][0] for d in self.devices]
+        self.stats: dict = {}
+
+    def cache_key(self) -> str:
+        """The model's identity for cached scores: its folder, files' times and settings that
+        change scores without changing the token ids."""
+        stamp = max((p.stat().st_mtime_ns for p in self.model_dir.iterdir() if p.is_file()),
+                    default=0)
+        return f"{self.model_dir.resolve()}|{stamp}|{self.cfg.quantization}|{self.cfg.dtype}"
+
+    def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
+        """(n, 3) probabilities of `df`'s rows in order; `tta` None = the saved setting."""
+        probs, stats = predict_frame(
+            self.replicas, self.tokenizer, df, self.cfg, tta, progress=self.progress,
+            cache_dir=self.cache_dir, cache_key=self.cache_key(), return_stats=True)
+        self.stats = stats.to_dict() | {"rows": len(df), "scored_rows": stats.rows}
+        return probs

@@ -1,0 +1,131 @@
+"""The house rules of imports: no cycles, and a torch-free core.
+
+Every import of a `lmsys_pref` module counts, at module level or inside a function, and so do
+the "module:function" strings of the lazy registries (cli.COMMANDS, predict.LOADERS): a cycle
+hidden behind a function-level import is still a cycle.
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "lmsys_pref"
+# The torch-free core (ARCHITECTURE.md): an XGBoost run, blends, reports and `predict` on an
+# XGBoost model never load torch.
+CORE = ("lmsys_pref.data", "lmsys_pref.features", "lmsys_pref.metrics", "lmsys_pref.submission",
+        "lmsys_pref.postrules", "lmsys_pref.runs", "lmsys_pref.xgb", "lmsys_pref.configs",
+        "lmsys_pref.blend", "lmsys_pref.report")
+TORCH_WORLD = ("torch", "transformers", "peft", "accelerate", "bitsandbytes")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def _resolve(node: ast.ImportFrom, here: str, is_pkg: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    base = here.split(".") if is_pkg else here.split(".")[:-1]
+    base = base[: len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(name: str) -> tuple[set[str], set[str]]:
+    """(lmsys_pref modules, third-party top-level names) imported anywhere in module `name`."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text())
+    ours, theirs = set(), set()
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            mod = _resolve(node, name, path.name == "__init__.py")
+            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in MODULES else mod
+                       for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and node.value.startswith("lmsys_pref.") and ":" in node.value:
+            targets = [node.value.split(":")[0]]  # a lazy registry entry
+        for t in targets:
+            if t.startswith("lmsys_pref"):
+                while t not in MODULES and "." in t:
+                    t = t.rsplit(".", 1)[0]
+                if t in MODULES and t != name and not MODULES[t].name == "__init__.py":
+                    ours.add(t)
+            else:
+                theirs.add(t.split(".")[0])
+    return ours, theirs
+
+
+GRAPH = {name: imports_of(name)[0] for name in MODULES}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node], _ = 1, stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node], _ = 2, stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def closure(name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        for nxt in GRAPH[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_graph_sees_function_level_and_registry_imports():
+    assert "lmsys_pref.infer.predictor" in GRAPH["lmsys_pref.predict"]  # LOADERS string
+    assert "lmsys_pref.lm.fit" in GRAPH["lmsys_pref.distributed"]  # inside a function
+
+
+def test_no_import_cycle_in_the_package():
+    assert find_cycle(GRAPH) is None, " -> ".join(find_cycle(GRAPH))
+
+
+@pytest.mark.parametrize("core", CORE)
+def test_the_core_never_reaches_torch(core):
+    names = [m for m in MODULES if m == core or m.startswith(core + ".")]
+    assert names, f"{core} is not a module of the package"
+    for name in names:
+        reached = {name} | closure(name)
+        assert not {m for m in reached if m.startswith(("lmsys_pref.lm", "lmsys_pref.infer"))}
+        for mod in reached:
+            third_party = imports_of(mod)[1]
+            assert not third_party & set(TORCH_WORLD), f"{name} reaches {mod}, which imports torch"
+
+
+def test_an_xgboost_run_and_predict_leave_torch_unimported():
+    code = ("import sys, lmsys_pref.xgb, lmsys_pref.predict, lmsys_pref.blend, lmsys_pref.cli;"
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
