@@ -63,6 +63,9 @@ def replicate(model, devices: Sequence[torch.device]) -> list:
         return list(model)
     by_device, out = {model_device(model): model}, []
     for dev in devices:
+        if dev not in by_device and getattr(model, "is_quantized", False):
+            raise ValueError(f"a quantized model cannot be copied to {dev}: load one replica per "
+                             "device from its saved folder (predict.load_predictor does)")
         if dev not in by_device:
             by_device[dev] = copy.deepcopy(model).to(dev)
         out.append(by_device[dev])

@@ -86,12 +86,26 @@ def _forward_params(model) -> set[str]:
         return set()
 
 
+def _cache_off(model) -> dict:
+    """`{"use_cache": False}` when the model (or, under peft, its base model) takes it.
+
+    A peft model's forward takes `**kwargs`, so its own signature hides `use_cache`; without the
+    flag a decoder builds a KV cache for every batch (about 100 KB per token on Gemma-2-2B)
+    that nothing reads, and the out-of-memory back-off shrinks batches for nothing.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"use_cache": False} if "use_cache" in _forward_params(base) else {}
+
+
+def run_model(model, ids: torch.Tensor, mask: torch.Tensor):
+    """The model's raw output for one batch, without gradients and without a KV cache."""
+    with torch.inference_mode():
+        return model(input_ids=ids, attention_mask=mask, **_cache_off(model))
+
+
 def _forward(model, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """Logits (rows, labels) of one batch as float32 numpy."""
-    # no KV cache: one forward pass per row, nothing to reuse
-    kwargs = {"use_cache": False} if "use_cache" in _forward_params(model) else {}
-    with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, **kwargs)
+    out = run_model(model, ids, mask)
     logits = out.logits if hasattr(out, "logits") else (out[0] if isinstance(out, tuple) else out)
     return logits.float().cpu().numpy()
 

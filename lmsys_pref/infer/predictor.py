@@ -13,8 +13,8 @@ from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
 from ..lm import models, prompt
 from . import engine
-from .tta import score as score_with_tta
 from .devices import parse_devices
+from .tta import score as score_with_tta
 
 
 def pad_id_of(model, tokenizer=None) -> int:
@@ -115,5 +115,6 @@ class LMPredictor:
         probs, stats = predict_frame(
             self.replicas, self.tokenizer, df, self.cfg, tta, progress=self.progress,
             cache_dir=self.cache_dir, cache_key=self.cache_key(), return_stats=True)
-        self.stats = stats.to_dict() | {"rows": len(df), "scored_rows": stats.rows}
+        self.stats = (stats.to_dict() | {"rows": len(df), "scored_rows": stats.rows}
+                      | models.describe(self.replicas[0]))
         return probs

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import data, metrics, postrules, runs
+from ..infer import predictor
 from . import models, train
 
 log = logging.getLogger("lmsys_pref.lm.fit")
@@ -53,8 +54,8 @@ def fit(cfg) -> dict:
     val_labels = train_df["label"].to_numpy()[va]
     m = score_metrics(res, val_labels, "val_log_loss", n_train=len(tr), n_val=len(va))
     return write_run(cfg, model, tokenizer, test_df, m, res["history"], t0,
-                  runs.probs_frame(train_df["id"].to_numpy()[va], res["val_probs"], val_labels),
-                  "val.csv")
+                     runs.probs_frame(train_df["id"].to_numpy()[va], res["val_probs"], val_labels),
+                     "val.csv")
 
 
 def score_metrics(res: dict, labels, key: str, **extra) -> dict:
@@ -68,11 +69,30 @@ def score_metrics(res: dict, labels, key: str, **extra) -> dict:
     return m
 
 
+def score_test(cfg, model, tokenizer, test_df: pd.DataFrame | None) -> np.ndarray | None:
+    """Test-set probabilities (with `cfg.tta`) of a trained model.
+
+    One device: the model in memory scores on the device it trained on. Several devices: one
+    replica per device is loaded from the saved model/ (a copy of a trained or quantized model
+    in memory is never made); an unquantized model in memory moves to the CPU first.
+    """
+    if test_df is None:
+        return None
+    devices = predictor.parse_devices(cfg.devices)
+    if len(devices) == 1:
+        return train.predict(model, tokenizer, test_df, cfg)
+    if not getattr(model, "is_quantized", False):
+        model.to("cpu")
+    scorer = predictor.LMPredictor(Path(cfg.out_dir) / "model", devices=cfg.devices)
+    return scorer.predict_proba(test_df)
+
+
 def write_run(cfg, model, tokenizer, test_df, m: dict, history: list, t0: float,
-           oof: pd.DataFrame, oof_name: str) -> dict:
+              oof: pd.DataFrame, oof_name: str) -> dict:
     """Score the test set, write the run folder and the loss curve; returns the metrics."""
     out = Path(cfg.out_dir)
-    test_probs = train.predict(model, tokenizer, test_df, cfg) if test_df is not None else None
+    m.update(models.describe(model))  # attention kernel and weights dtype actually used
+    test_probs = score_test(cfg, model, tokenizer, test_df)
     m.update(n_test=0 if test_df is None else len(test_df), seconds=round(time.time() - t0, 1),
              model_id=cfg.model_id, preset_kind=cfg.kind)
     runs.save_json(out / HISTORY, history)

@@ -4,6 +4,11 @@ A sequence classifier ends in one linear layer that maps a hidden state to the 3
 (`score` in decoders, `classifier` or `classifier.out_proj` in encoders). `install` replaces that
 layer with a small MLP when more layers are asked for; either way the head is trained in full and
 saved next to the adapter (peft `modules_to_save`).
+
+The head's weights are fp32, in training (the optimizer steps them) and when a saved model is
+scored, while the body runs in bf16 or fp16 and scoring runs without autocast: so every head
+casts its input to its own dtype and returns fp32 logits. A 1-layer head is a `CastingLinear`, state-dict compatible with `nn.Linear`, so a
+saved adapter still loads with plain transformers + peft.
 """
 from __future__ import annotations
 
@@ -14,8 +19,16 @@ from torch import nn
 HEAD_NAMES = ("score", "classifier")  # the classification head of HF decoder / encoder models
 
 
+class CastingLinear(nn.Linear):
+    """An `nn.Linear` that accepts hidden states of any float dtype (same state dict)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.to(self.weight.dtype)).float()
+
+
 class ScoreHead(nn.Sequential):
-    """`n_layers` linear layers (hidden -> hidden/2 -> hidden/4 -> labels) with GELU between."""
+    """`n_layers` linear layers (hidden -> hidden/2 -> hidden/4 -> labels) with GELU between;
+    the input is cast to the head's dtype, the logits come out in fp32."""
 
     def __init__(self, hidden: int, n_labels: int = 3, n_layers: int = 3, dropout: float = 0.1):
         sizes = [hidden] + [max(hidden // 2 ** (k + 1), n_labels) for k in range(n_layers - 1)]
@@ -24,6 +37,20 @@ class ScoreHead(nn.Sequential):
             layers += [nn.Linear(a, b), nn.GELU(), nn.Dropout(dropout)]
         layers.append(nn.Linear(sizes[-1], n_labels))
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.to(self[0].weight.dtype)).float()
+
+
+def _casting(layer: nn.Linear) -> CastingLinear:
+    """`layer` as a `CastingLinear` sharing its parameters (device and dtype unchanged)."""
+    if isinstance(layer, CastingLinear):
+        return layer
+    new = CastingLinear.__new__(CastingLinear)
+    nn.Module.__init__(new)
+    new.in_features, new.out_features = layer.in_features, layer.out_features
+    new.weight, new.bias = layer.weight, layer.bias
+    return new
 
 
 def head_name(model) -> str:
@@ -78,12 +105,15 @@ def install(model, n_layers: int = 1, seed: int | None = None) -> nn.Module:
         if n_layers == 1:
             if seed is not None:
                 _zero(layer)
+            setattr(parent, attr, _casting(layer).float())
         else:
             new = ScoreHead(layer.in_features, layer.out_features, n_layers)
             _zero(new[-1])
             setattr(parent, attr, new.to(layer.weight.device, torch.float32))
     finally:
         torch.random.set_rng_state(gen_state)
+    if parent is not model and isinstance(getattr(parent, "dense", None), nn.Linear):
+        parent.dense = _casting(parent.dense).float()  # an encoder head's first layer
     return getattr(model, head_name(model))
 
 

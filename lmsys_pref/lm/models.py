@@ -21,14 +21,15 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from .. import runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
-from . import heads
+from ..data import LABEL_COLS
+from . import heads, model_card
+from .precision import DTYPE_NAMES, choose_attention, resolve_dtype
 
 log = logging.getLogger("lmsys_pref.lm.models")
 CACHE = Path(os.environ.get("LMSYS_PREF_CACHE", Path.home() / ".cache" / "lmsys_pref"))
 TOKENIZER_DIR = "tokenizer"
 FULL_WEIGHTS = "model.safetensors"
 DOUBLE_QUANT = True  # the seeds quantized the quantization constants too (QLoRA)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _package_path(package: str) -> Path:
@@ -87,17 +88,6 @@ def load_tokenizer(source: str, gguf_file: str = ""):
     return tok
 
 
-def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype:
-    """'auto' = bf16 on a bf16 GPU, fp16 on other GPUs, fp32 on CPU."""
-    if name != "auto":
-        if name not in DTYPES:
-            raise ValueError(f"dtype: unknown {name!r}; expected auto/{'/'.join(DTYPES)}")
-        return DTYPES[name]
-    if torch.device(device).type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
 def _quant_config(cfg, dtype: torch.dtype):
     if cfg.quantization in ("", "none"):
         return None
@@ -110,26 +100,37 @@ def _quant_config(cfg, dtype: torch.dtype):
     raise ValueError(f"quantization: unknown {cfg.quantization!r}; expected none/4bit/8bit")
 
 
-def load_base(cfg, tokenizer, device: str = "cpu"):
-    """The base `AutoModelForSequenceClassification` (3 labels) with the configured head."""
-    dtype = resolve_dtype(cfg.dtype, device)
+def _base_config(cfg, tokenizer, path: str | None, gguf: str | None):
+    """The transformers config of the base model, before any weights are read."""
     problem = "regression" if cfg.objective == "mse" else "single_label_classification"
-    torch.manual_seed(cfg.seed)
     if cfg.random_init:
-        conf = AutoConfig.for_model(**{"vocab_size": len(tokenizer), **cfg.random_init},
+        return AutoConfig.for_model(**{"vocab_size": len(tokenizer), **cfg.random_init},
                                     num_labels=3, problem_type=problem,
                                     pad_token_id=tokenizer.pad_token_id)
-        model = AutoModelForSequenceClassification.from_config(conf).to(device, dtype)
+    kwargs = {"gguf_file": gguf} if gguf else {}
+    return AutoConfig.from_pretrained(path, num_labels=3, problem_type=problem, **kwargs)
+
+
+def load_base(cfg, tokenizer, device: str = "cpu"):
+    """The base `AutoModelForSequenceClassification` (3 labels) with the configured head.
+
+    The attention kernel is chosen per device (`precision.choose_attention`); the KV cache is
+    off (`use_cache=False`): every row is scored in one forward pass, a cache only costs memory.
+    """
+    dtype = resolve_dtype(cfg.dtype, device)
+    torch.manual_seed(cfg.seed)
+    path, gguf = (None, None) if cfg.random_init else resolve(cfg.model_id, cfg.gguf_file)
+    conf = _base_config(cfg, tokenizer, path, gguf)
+    attn = choose_attention(cfg.attn_implementation, conf, device)
+    kwargs = {"attn_implementation": attn} if attn else {}
+    if cfg.random_init:
+        model = AutoModelForSequenceClassification.from_config(conf, **kwargs).to(device, dtype)
     else:
-        path, gguf = resolve(cfg.model_id, cfg.gguf_file)
-        kwargs = {"gguf_file": gguf} if gguf else {}
-        if cfg.attn_implementation:
-            kwargs["attn_implementation"] = cfg.attn_implementation
         quant = _quant_config(cfg, dtype)
         if quant is not None:
             kwargs.update(quantization_config=quant, device_map={"": str(device)})
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=3, problem_type=problem, dtype=dtype, **kwargs)
+            path, config=conf, dtype=dtype, **kwargs, **({"gguf_file": gguf} if gguf else {}))
         if gguf:  # weights are dequantized; the GGUF marker would block save_pretrained
             model.hf_quantizer, model.is_quantized = None, False
             if hasattr(model.config, "quantization_config"):
@@ -137,8 +138,19 @@ def load_base(cfg, tokenizer, device: str = "cpu"):
         if quant is None:
             model.to(device)
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.use_cache = False
+    model.config.id2label = dict(enumerate(LABEL_COLS))
+    model.config.label2id = {name: i for i, name in enumerate(LABEL_COLS)}
     heads.install(model, cfg.head_layers, seed=cfg.seed)
     return model
+
+
+def describe(model) -> dict:
+    """What was loaded, for metrics.json: attention kernel and weights dtype."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dtype = next((p.dtype for p in base.parameters() if p.is_floating_point()), None)
+    return {"attn_implementation": getattr(base.config, "_attn_implementation", None),
+            "weights_dtype": DTYPE_NAMES.get(dtype, str(dtype))}
 
 
 def _lora_config(cfg, model):
@@ -179,7 +191,11 @@ def build(cfg, device: str = "cpu"):
 
 def save(model, tokenizer, cfg, model_dir: str | Path, pissa_init: str | Path | None = None
          ) -> Path:
-    """Save adapter + head (or the full model when `lora_r` is 0), tokenizer and metadata."""
+    """Save adapter + head (or the full model when `lora_r` is 0), tokenizer and metadata.
+
+    The folder also loads with plain tools where that is possible (README.md says how):
+    tokenizer at its root, `id2label` naming the three winner columns, `save_pretrained`.
+    """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     if cfg.lora_r > 0:
@@ -189,11 +205,9 @@ def save(model, tokenizer, cfg, model_dir: str | Path, pissa_init: str | Path | 
         if pissa_init:
             _add_head_weights(model, model_dir)
     else:
-        from safetensors.torch import save_file
-        model.config.save_pretrained(str(model_dir))
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(model_dir / FULL_WEIGHTS))
-    tokenizer.save_pretrained(str(model_dir / TOKENIZER_DIR))
+        model.save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
+    (model_dir / "README.md").write_text(model_card.readme(cfg))
     runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict())
     return model_dir
 
@@ -225,7 +239,8 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
     meta = runs.read_model_meta(model_dir)
     cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
     cfg = cls.from_dict(meta["config"]).replace(dtype=dtype, **overrides)
-    tokenizer = load_tokenizer(str(model_dir / TOKENIZER_DIR))
+    tok_dir = model_dir / TOKENIZER_DIR  # runs saved before the tokenizer moved to the root
+    tokenizer = load_tokenizer(str(tok_dir if tok_dir.is_dir() else model_dir))
     if cfg.lora_r > 0:
         from peft import PeftModel
         base = load_base(cfg, tokenizer, device)
@@ -239,13 +254,18 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
 
 def _load_full(model_dir: Path, cfg, device: str):
     """A fully fine-tuned model: its saved config, the configured head, the saved weights."""
+    dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.head_layers == 1:
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype)
+        heads.install(model, 1)
+        return model.to(device)
     from safetensors.torch import load_file
-    conf = AutoConfig.from_pretrained(str(model_dir))
-    model = AutoModelForSequenceClassification.from_config(conf)
-    heads.install(model, cfg.head_layers)
+    conf = AutoConfig.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_config(conf).to(dtype)
+    heads.install(model, cfg.head_layers)  # in fp32, as it was trained
     missing, unexpected = model.load_state_dict(load_file(str(model_dir / FULL_WEIGHTS)),
                                                 strict=False)
     if missing or unexpected:
         raise ValueError(f"{model_dir / FULL_WEIGHTS}: weights do not fit the model "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    return model.to(device, resolve_dtype(cfg.dtype, device))
+    return model.to(device)

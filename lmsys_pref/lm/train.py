@@ -6,16 +6,23 @@ k-fold runs from it. Checkpoints go to `<out_dir>/checkpoints` (the Trainer's, f
 from __future__ import annotations
 
 import logging
-from functools import partial
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import DistributedType
+from transformers import (
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 from .. import data, metrics
 from ..infer import predictor
-from . import heads, models, prompt
+from . import models, prompt
 
 log = logging.getLogger("lmsys_pref.lm.train")
 
@@ -40,21 +47,40 @@ def training_device(cfg) -> str:
     return str(predictor.parse_devices(cfg.devices)[0])
 
 
-def _eval_metrics(eval_pred, objective: str) -> dict:
-    logits, labels = eval_pred
-    labels = np.asarray(labels)
-    labels = labels.argmax(1) if labels.ndim == 2 else labels
-    probs = heads.to_probs(np.asarray(logits), objective)
-    return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
+class OneDeviceArguments(TrainingArguments):
+    """`TrainingArguments` that keep a single-process run on the one device it was given.
+
+    In one process the Trainer otherwise sees every GPU of the host: it wraps the model in
+    `DataParallel` (under which autocast does nothing) and multiplies the batch by the GPU
+    count, on cuda:0 whatever `devices` says. Several GPUs train with torchrun/accelerate
+    (DDP), where each process already owns one device; that path is left as it is.
+    """
+
+    def __init__(self, *args, device_name: str = "", **kwargs):
+        self.device_name = device_name  # read by _setup_devices, which __init__ may trigger
+        super().__init__(*args, **kwargs)
+
+    @cached_property
+    def _setup_devices(self) -> torch.device:
+        device = TrainingArguments._setup_devices.func(self)
+        state = self.distributed_state
+        distributed = state is not None and state.distributed_type != DistributedType.NO
+        pinned = torch.device(self.device_name or device)
+        if distributed or pinned.type != "cuda":
+            return device
+        self._n_gpu = 1
+        torch.cuda.set_device(pinned)  # accelerate places the model on the current device
+        return pinned
 
 
-def training_args(cfg, out_dir: str | Path, device: str):
-    """`TrainingArguments`: AdamW, warm-up + decay, accumulation, checkpointing, mixed precision."""
-    from transformers import TrainingArguments
+def training_args(cfg, out_dir: str | Path, device: str) -> OneDeviceArguments:
+    """`TrainingArguments` on `device`: AdamW, warm-up + decay, accumulation, checkpointing,
+    mixed precision following `cfg.dtype` (bf16 or fp16 autocast on a GPU)."""
     dtype = models.resolve_dtype(cfg.dtype, device)
     on_gpu = torch.device(device).type == "cuda"
     quantized = cfg.quantization not in ("", "none")  # prepare_model_for_kbit_training did it
-    return TrainingArguments(
+    return OneDeviceArguments(
+        device_name=device,
         output_dir=str(Path(out_dir) / "checkpoints"), seed=cfg.seed, data_seed=cfg.seed,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs,
@@ -64,17 +90,61 @@ def training_args(cfg, out_dir: str | Path, device: str):
         activation_checkpointing_kwargs={"use_reentrant": False},
         bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        eval_strategy="steps" if cfg.eval_steps > 0 else "no", eval_steps=cfg.eval_steps or None,
-        logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=1, report_to="none", use_cpu=not on_gpu,
-        label_names=["labels"], remove_unused_columns=False, disable_tqdm=False,
-        dataloader_num_workers=0)
+        eval_strategy="no", logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1, report_to="none",
+        use_cpu=not on_gpu, label_names=["labels"], remove_unused_columns=False,
+        disable_tqdm=False, dataloader_num_workers=0)
 
 
 def predict(model, tokenizer, df: pd.DataFrame, cfg, tta: str | None = None) -> np.ndarray:
-    """(n, 3) probabilities of `df`'s rows through the inference engine (swap TTA when asked)."""
+    """(n, 3) probabilities of `df`'s rows on the training device, through the engine.
+
+    Scoring stays on the device the model trained on: no copy of a trained (maybe quantized)
+    model is made while the Trainer's state still sits on a GPU.
+    """
     model.eval()
-    return predictor.predict_frame(model, tokenizer, df, cfg, tta=tta)
+    one_device = cfg.replace(devices=training_device(cfg))
+    return predictor.predict_frame(model, tokenizer, df, one_device, tta=tta)
+
+
+class HoldoutEval(TrainerCallback):
+    """Every `cfg.eval_steps` optimizer steps, the log loss of a fixed sample of the holdout.
+
+    The rows go through the length-sorted engine; the Trainer's own evaluation would pad
+    unsorted batches of `batch_size` and score the whole holdout each time (about doubling the
+    wall time of a Gemma-2 run). The whole holdout is scored once, after training.
+    """
+
+    def __init__(self, model, tokenizer, rows: pd.DataFrame, cfg):
+        self.model, self.tokenizer, self.rows, self.cfg = model, tokenizer, rows, cfg
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.cfg.eval_steps <= 0 or state.global_step % self.cfg.eval_steps:
+            return control
+        was_training = self.model.training
+        probs = predict(self.model, self.tokenizer, self.rows, self.cfg)
+        self.model.train(was_training)
+        loss = metrics.log_loss(self.rows["label"], probs)
+        state.log_history.append({"step": state.global_step, "epoch": state.epoch,
+                                  "eval_log_loss": loss, "eval_rows": len(self.rows)})
+        log.info("step %d: log loss %.4f on %d holdout rows", state.global_step, loss,
+                 len(self.rows))
+        return control
+
+
+def eval_sample(val_df: pd.DataFrame, cfg) -> pd.DataFrame:
+    """The fixed, seeded sample of at most `cfg.eval_rows` holdout rows scored during training."""
+    if len(val_df) <= cfg.eval_rows:
+        return val_df
+    return val_df.sample(n=cfg.eval_rows, random_state=cfg.seed)
+
+
+def _release(trainer) -> None:
+    """Drop the optimizer and scheduler states before scoring (GPU memory back)."""
+    trainer.optimizer = trainer.lr_scheduler = None
+    trainer.accelerator.free_memory()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFrame,
@@ -85,18 +155,14 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
         `val_probs`, `untuned_probs` (when `cfg.untuned_baseline`), `history` (the Trainer's
         log), `train_loss_first` / `train_loss_last` (first and last logged training loss).
     """
-    from transformers import DataCollatorWithPadding, Trainer
     from transformers.trainer_utils import get_last_checkpoint
     out_dir = Path(out_dir)
     untuned = predict(model, tokenizer, val_df, cfg) if cfg.untuned_baseline else None
     rows = data.augment_with_swap(train_df) if cfg.swap_augment else train_df
     train_ds = RowDataset(prompt.encode(rows, tokenizer, cfg), rows["label"], cfg.objective)
-    val_ds = RowDataset(prompt.encode(val_df, tokenizer, cfg), val_df["label"], cfg.objective)
-    device = training_device(cfg)
-    trainer = Trainer(model=model, args=training_args(cfg, out_dir, device),
-                      train_dataset=train_ds, eval_dataset=val_ds if cfg.eval_steps > 0 else None,
-                      data_collator=DataCollatorWithPadding(tokenizer),
-                      compute_metrics=partial(_eval_metrics, objective=cfg.objective))
+    trainer = Trainer(model=model, args=training_args(cfg, out_dir, training_device(cfg)),
+                      train_dataset=train_ds, data_collator=DataCollatorWithPadding(tokenizer),
+                      callbacks=[HoldoutEval(model, tokenizer, eval_sample(val_df, cfg), cfg)])
     # a PeftModel's forward takes **kwargs, so the Trainer assumes the model divides the loss by
     # the accumulation count itself; sequence classifiers do not: loss and gradients would be
     # summed over the accumulated batches instead of averaged
@@ -106,16 +172,18 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
     if last:
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
+    history, steps = list(trainer.state.log_history), trainer.state.global_step
+    _release(trainer)
     val_probs = predict(model, tokenizer, val_df, cfg)
-    history = list(trainer.state.log_history)
-    history.append({"step": trainer.state.global_step, "epoch": trainer.state.epoch,
-                    "eval_log_loss": metrics.log_loss(val_df["label"], val_probs)})
-    log.info("step %d: val log loss %.4f", trainer.state.global_step, history[-1]["eval_log_loss"])
+    history.append({"step": steps, "epoch": history[-1].get("epoch") if history else None,
+                    "eval_log_loss": metrics.log_loss(val_df["label"], val_probs),
+                    "eval_rows": len(val_df)})
+    log.info("step %d: val log loss %.4f (%d rows)", steps, history[-1]["eval_log_loss"],
+             len(val_df))
     losses = [h["loss"] for h in history if "loss" in h]
     return {"val_probs": val_probs, "untuned_probs": untuned, "history": history,
             "train_loss_first": losses[0] if losses else None,
-            "train_loss_last": losses[-1] if losses else None,
-            "steps": trainer.state.global_step}
+            "train_loss_last": losses[-1] if losses else None, "steps": steps}
 
 
 def pissa_init(model, cfg, out_dir: Path) -> Path | None:

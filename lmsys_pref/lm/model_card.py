@@ -1,0 +1,39 @@
+"""The README.md of a saved model folder: how to load it, with plain tools or with lmsys_pref."""
+from __future__ import annotations
+
+from ..data import LABEL_COLS
+
+MODEL_README = """# A {kind} model saved by lmsys_pref
+
+Three labels: {labels}.
+{how}
+The tokenizer is in this folder; `lmsys_pref.json` holds the run's whole config.
+With lmsys_pref: `lmsys-pref predict --model-dir <this folder> --data-dir <folder with test.csv>`.
+"""
+PLAIN_LORA = """Plain transformers + peft (1-layer head):
+
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoTokenizer
+    model = AutoPeftModelForSequenceClassification.from_pretrained(FOLDER, num_labels=3)
+    tokenizer = AutoTokenizer.from_pretrained(FOLDER)
+
+The base weights are read from `base_model_name_or_path` in adapter_config.json ({base});
+pass the rows through `lmsys_pref.lm.prompt.encode` to build the same inputs.
+"""
+PLAIN_FULL = """Plain transformers (1-layer head):
+`AutoModelForSequenceClassification.from_pretrained(FOLDER)` and `AutoTokenizer.from_pretrained(FOLDER)`.
+"""
+NEEDS_US = """This model needs lmsys_pref to load: {why}.
+"""
+
+
+def readme(cfg) -> str:
+    """The model folder's README: how to load it, with or without lmsys_pref."""
+    base = cfg.model_id
+    if cfg.head_layers > 1:
+        how = NEEDS_US.format(why=f"its {cfg.head_layers}-layer scoring head is lmsys_pref's")
+    elif cfg.random_init or base.startswith("pypi:") or cfg.gguf_file or base.endswith(".gguf"):
+        how = NEEDS_US.format(why=f"its base ({base}) is a random, PyPI or GGUF model")
+    else:
+        how = (PLAIN_LORA if cfg.lora_r > 0 else PLAIN_FULL).format(base=base)
+    return MODEL_README.format(kind=cfg.kind, labels=", ".join(LABEL_COLS), how=how)
