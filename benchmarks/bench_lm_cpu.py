@@ -7,13 +7,14 @@ below the uniform guess ln 3 = 1.0986.
 """
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from lmsys_pref import runs
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "bench_lm_cpu"
@@ -29,21 +30,23 @@ def run(shared: Path | None, quick: bool) -> dict:
            "--data-dir", str(shared), "--out-dir", str(OUT), *params]
     t0 = time.time()
     subprocess.run(cmd, cwd=ROOT, check=True)
-    m = json.loads((OUT / "metrics.json").read_text())
+    m = runs.read_metrics(OUT)  # eval "val": the holdout
     ln3 = math.log(3)
-    beats = m["val_log_loss"] < min(m["untuned_val_log_loss"], ln3)
+    beats = m["log_loss"] < min(m["untuned_log_loss"], ln3)
     md = (f"Gemma 3 270M (`gemma3-270m` preset: GGUF from the PyPI package, fp32, LoRA r16 on "
           f"q/k/v/o of layers 12-17, max_length 128, 1 epoch) on the first {rows} real rows "
-          f"({m['n_train']} train / {m['n_val']} validation, stratified), CPU only.\n\n"
+          f"({m['n_train'] - m['n_eval']} train / {m['n_eval']} validation, stratified), "
+          "CPU only.\n\n"
           "| | val log loss | accuracy |\n|---|---:|---:|\n"
-          f"| untuned (base + fresh head) | {m['untuned_val_log_loss']:.4f} | |\n"
+          f"| untuned (base + fresh head) | {m['untuned_log_loss']:.4f} | |\n"
           f"| uniform guess | {ln3:.4f} | |\n"
-          f"| **fine-tuned** | **{m['val_log_loss']:.4f}** | {m['accuracy']:.3f} |\n\n"
+          f"| **fine-tuned** | **{m['log_loss']:.4f}** | {m['accuracy']:.3f} |\n\n"
           f"{m['steps']} optimizer steps, {m['seconds']:.0f} s wall in all "
           f"(load, untuned scoring, training, scoring). Below both the untuned model and ln 3: "
           f"**{'yes' if beats else 'no'}**.\n")
     return {"title": "Offline real-model training on CPU (Gemma 3 270M LoRA)",
             "command": "make train-gemma PRESET=gemma3-270m DATA_DIR=../shared/data/"
-                       f"lmsys-chatbot-arena OUT_DIR=runs/bench_lm_cpu PARAMS=\"{shlex.join(params)}\"",
+                       f"lmsys-chatbot-arena OUT_DIR=runs/bench_lm_cpu "
+                       f"PARAMS=\"{shlex.join(params)}\"",
             "markdown": md, "metrics": m, "wall_seconds": round(time.time() - t0, 1),
             "below_untuned_and_uniform": beats}

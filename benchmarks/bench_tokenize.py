@@ -28,6 +28,7 @@ def run(shared: Path | None, quick: bool) -> dict:
         return {"skipped": "real data not found"}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # use both cores in the Rust batch
     import torch
+
     from lmsys_pref import data
     from lmsys_pref.configs.lm import LMConfig
     from lmsys_pref.lm.models import load_tokenizer

@@ -23,8 +23,8 @@ def quality(shared: Path, out: Path) -> dict:
     t0 = time.time()
     subprocess.run([sys.executable, "-m", "lmsys_pref", "train", "xgb", "--data-dir", str(shared),
                     "--out-dir", str(out)], check=True, capture_output=True)
-    m = runs.load_json(out / "metrics.json")
-    return {"cv_log_loss": round(m["cv_log_loss"], 4), "cv_accuracy": round(m["cv_accuracy"], 4),
+    m = runs.read_metrics(out)  # eval "oof": the 5-fold figures
+    return {"cv_log_loss": round(m["log_loss"], 4), "cv_accuracy": round(m["accuracy"], 4),
             "wall_s": round(time.time() - t0, 1)}
 
 
@@ -47,7 +47,7 @@ def full_scale(shared: Path, n_rows: int, tmp: Path) -> dict:
     t0 = time.time()
     subprocess.run([sys.executable, "-m", "lmsys_pref", "train", "xgb", "--data-dir", str(tmp),
                     "--out-dir", str(tmp / "run")], check=True, capture_output=True)
-    m = runs.load_json(tmp / "run" / "metrics.json")
+    m = runs.read_metrics(tmp / "run")
     return {"rows": n_rows, "wall_s": round(time.time() - t0, 1), "fit_s": m["seconds"],
             "fold_rounds": m.get("fold_rounds")}
 

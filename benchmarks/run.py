@@ -39,7 +39,21 @@ def machine() -> str:
             gpu = f", GPU {torch.cuda.get_device_name(0)}"
     except ImportError:
         pass
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM{gpu}, Python {platform.python_version()}"
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM{gpu}, "
+            f"Python {platform.python_version()}")
+
+
+GPU_GOALS = """Their goals (GPU path issue), to be measured with `make bench` and `make gpu-check`
+on a CUDA machine (figures with the device name):
+
+| measure | goal |
+|---|---|
+| Gemma-2-2B LoRA training, bf16, real length mix | >= 45% MFU (4N FLOPs/token, 790 TFLOP/s H100) |
+| scoring, Gemma-2-2B / 9B shapes, swap TTA, 25k rows | >= 55% / >= 60% MFU (2N FLOPs/token) |
+| scoring vs a naive loop (input order, batches of 4) | >= 2.5x |
+| Gemma-2-9B 4-bit scoring peak memory at 2048 | <= 14 GiB |
+| projected 2xT4 wall time, 25k rows x TTA (9B, FLOP ratio) | < 2 h |
+"""
 
 
 def render() -> Path:
@@ -59,6 +73,8 @@ def render() -> Path:
         parts.append("These benches have no stored figures (they skip without their hardware or "
                      "data; GPU benches need CUDA): " + ", ".join(f"`{m}`" for m in missing) +
                      ". Run `make bench` where they can run.\n")
+    if {"bench_lm_gpu", "bench_infer_gpu"} & set(missing):
+        parts.append(GPU_GOALS)
     out = ROOT / "BENCHMARKS.md"
     out.write_text("\n".join(parts))
     return out

@@ -8,6 +8,7 @@ models probed with the same seed see exactly the same inputs. A model is anythin
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 from pathlib import Path
 
@@ -15,9 +16,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import data, judge_sets, predict
-from .configs import parse_params
+from . import data, judge_sets, predict, runs
+from .configs import params_help, parse_params
 from .configs.bias import BiasConfig
+
+log = logging.getLogger("lmsys_pref")
 
 FILLER = ("It is worth keeping this in mind.", "This is an important point to consider.",
           "There are many ways to look at this question.", "I hope this helps you.",
@@ -207,14 +210,65 @@ def probe(predictor, df: pd.DataFrame, cfg: BiasConfig) -> dict:
     return out
 
 
+def scored_file(model_dir: str | Path) -> Path | None:
+    """The oof.csv or val.csv of the run that saved `model_dir` (its OUT_DIR, or OUT_DIR/model):
+    the file its metrics.json `eval` names, else whichever exists; None without one."""
+    model_dir = Path(model_dir)
+    for run_dir in [model_dir] + ([model_dir.parent] if model_dir.name == "model" else []):
+        names = list(runs.EVAL_FILES.values())
+        if (run_dir / "metrics.json").exists():
+            scored = runs.load_json(run_dir / "metrics.json").get("eval")
+            names = [runs.EVAL_FILES[scored]] if scored in runs.EVAL_FILES else names
+        found = [run_dir / n for n in names if (run_dir / n).exists()]
+        if found:
+            return found[0]
+    return None
+
+
+HELD_OUT_NOTES = {  # what the probed model saw of the rows, by the file that named them
+    "val.csv": "the run's holdout: the saved model never trained on them",
+    "oof.csv": "out of fold: each row was held out of one fold's model; a model saved from "
+               "every row (XGBoost's final fit) or averaging the folds trained on them too",
+}
+
+
+def select_rows(df: pd.DataFrame, cfg: BiasConfig, source: Path) -> tuple[pd.DataFrame, dict]:
+    """The rows to probe (`cfg.rows`) and the `rows` entry of bias.json saying which they are.
+
+    'held_out' keeps the rows whose ids the run scored without training on them (its val.csv or
+    oof.csv); with no such file, or when `source` (data_dir's train.csv) holds none of its ids
+    (a folder the run did not train on), every row is probed and the entry says why.
+    """
+    scored = scored_file(cfg.model_dir) if cfg.rows == "held_out" else None
+    info = {"rows_used": "all", "source": str(source), "n_available": len(df)}
+    if cfg.rows == "all":
+        return df, {**info, "note": "rows: all"}
+    if scored is None:
+        return df, {**info, "note": f"no oof.csv or val.csv beside {cfg.model_dir}: which rows "
+                    "the model trained on is unknown, so it may have trained on these"}
+    ids = runs.read_probs(scored)["id"]
+    keep = df["id"].isin(ids).to_numpy()
+    if not keep.any():
+        return df, {**info, "note": f"none of the {len(ids)} ids of {scored} is in {source}: "
+                    "not the run's training data, so every row is new to the model"}
+    if len(ids) > keep.sum():
+        log.warning("%s: %d of the %d ids of %s are not in the file; probing the others",
+                    source, len(ids) - keep.sum(), len(ids), scored)
+    return df[keep].reset_index(drop=True), {
+        "rows_used": "held_out" if scored.name == "val.csv" else "out_of_fold",
+        "source": str(scored), "n_available": int(keep.sum()),
+        "n_missing": int(len(ids) - keep.sum()), "note": HELD_OUT_NOTES[scored.name]}
+
+
 def run(cfg: BiasConfig) -> dict:
     """Load the model and the rows named by `cfg`, probe, write the outputs; returns bias.json."""
     from . import bias_report  # figures and markdown: matplotlib only when writing
 
     predictor = predict.load_predictor(cfg.model_dir)
-    df = data.load_split(data.find_file(cfg.data_dir, "train"), labelled=True,
-                         lenient=cfg.lenient)
-    result = {"model_dir": str(cfg.model_dir), "data_dir": str(cfg.data_dir),
+    path = data.find_file(cfg.data_dir, "train")
+    df, rows = select_rows(data.load_split(path, labelled=True, lenient=cfg.lenient), cfg, path)
+    log.info("bias: %s rows (%d) from %s", rows["rows_used"], len(df), rows["source"])
+    result = {"model_dir": str(cfg.model_dir), "data_dir": str(cfg.data_dir), "rows": rows,
               **probe(predictor, df, cfg), "config": cfg.to_dict()}
     bias_report.write(result, cfg.out_dir)
     return result
@@ -222,7 +276,8 @@ def run(cfg: BiasConfig) -> dict:
 
 def cli_main(argv: list[str]) -> int:
     """`python -m lmsys_pref bias --model-dir M --data-dir D --out-dir O [-p key value]`."""
-    ap = argparse.ArgumentParser(prog="lmsys_pref bias")
+    ap = argparse.ArgumentParser(prog="lmsys-pref bias", epilog=params_help(BiasConfig),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--out-dir", required=True)

@@ -83,12 +83,21 @@ def tone_line(result: dict) -> str:
             f"{conf - hedge:+.3f} expected score.\n")
 
 
+def rows_line(result: dict) -> str:
+    """Which rows were probed (bias.json `rows`, see `bias.select_rows`)."""
+    rows = result.get("rows")
+    if not rows:
+        return ""
+    return (f"Rows used: **{rows['rows_used']}**, {rows['n_available']} rows from "
+            f"`{rows['source']}` ({rows['note']}).\n")
+
+
 def markdown(result: dict, figs: dict[str, Path]) -> str:
     """The bias.md text."""
     human = result["verbosity"]["human"]
     shifts = {k: v for k, v in result["verbosity"].items() if k != "human"}
     parts = [f"# Bias probes\n\nModel `{result.get('model_dir', '?')}`, {result['n_rows']} rows "
-             f"of `{result.get('data_dir', '?')}`, seed {result['seed']}.\n",
+             f"of `{result.get('data_dir', '?')}`, seed {result['seed']}.\n", rows_line(result),
              "## Position\n\nflip_consistency: same argmax after swapping A/B and mapping back; "
              "mean_abs_gap: mean |p_a − p'_b|; first_wins_share: share of decided predictions "
              "won by the first position (human: share of A wins among non-ties).\n",

@@ -5,28 +5,32 @@ mixture) or log-linearly (a weighted geometric mean, the default: on the 1,500 r
 the mixture, see BENCHMARKS.md), then fits temperature and class bias on the pooled OOF.
 
 Both are fitted on out-of-fold predictions (`oof.csv`, or `val.csv`) with scipy and applied to
-the runs' test predictions (`submission.csv`). Because a fit on the OOF rows flatters itself,
-every output also carries a cross-fitted figure: the same fit made on k-1 folds and scored on
-the held-out fold (`*_cv_log_loss`), the honest estimate of what the step gains.
+the runs' test predictions (`submission.csv`). Runs that scored different rows (a k-fold run's
+every row, a holdout run's fifth) are fitted on the ids they all scored (`blend_inputs`, at least
+`MIN_SHARED_ROWS`); the test prediction pools every run. Because a fit on the OOF rows flatters
+itself, the output's oof.csv and metrics.json hold the cross-fitted rows: the same fit made on
+k-1 folds (rows sharing a prompt kept in one fold) and applied to the held-out fold
+(`*_cv_log_loss`), the honest estimate of what the step gains; weights.json / calibration.json
+also give the in-sample figures.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from . import data, metrics, runs, submission
-from .data import LABEL_COLS
-from .report import load_predictions
+from . import data, metrics, runs
+from .blend_inputs import MIN_SHARED_ROWS, Run, align, cv_groups, load_run
 
 log = logging.getLogger("lmsys_pref")
+CV_FOLDS = 5  # folds of the cross-fitted estimate
 
 
 @dataclasses.dataclass
@@ -111,88 +115,57 @@ def fit_weights(labels: Sequence[int], probs: Sequence[np.ndarray], method: str 
 
 
 def cross_fit(labels: np.ndarray, fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
-              n_splits: int = 5, seed: int = 42) -> np.ndarray:
-    """Out-of-fold outputs of `fit_predict(train_rows, held_rows)` (the honest estimate)."""
+              n_splits: int = CV_FOLDS, seed: int = 42, groups: np.ndarray | None = None
+              ) -> np.ndarray:
+    """Out-of-fold outputs of `fit_predict(train_rows, held_rows)` (the honest estimate);
+    `groups` (`data.fold_groups`) keep rows that share a prompt in one fold."""
     out = np.zeros((len(labels), 3))
-    for tr, va in data.kfold(labels, n_splits, seed):
+    for tr, va in data.kfold(labels, n_splits, seed, groups=groups):
         out[va] = fit_predict(tr, va)
     return out
 
 
-@dataclasses.dataclass
-class Run:
-    """The OOF and test predictions of one run folder."""
-
-    path: Path
-    ids: np.ndarray
-    labels: np.ndarray
-    oof: np.ndarray
-    test_ids: np.ndarray | None
-    test: np.ndarray | None
-
-
-def load_run(run_dir: str | Path) -> Run:
-    """Read a run folder's oof.csv|val.csv and, when present, submission.csv."""
-    run_dir = Path(run_dir)
-    preds, _ = load_predictions(run_dir)
-    sub_path = run_dir / "submission.csv"
-    sub = submission.read(sub_path) if sub_path.exists() else None
-    return Run(run_dir, preds["id"].to_numpy(), preds["label"].to_numpy(dtype=int),
-               preds[list(LABEL_COLS)].to_numpy(np.float64),
-               None if sub is None else sub["id"].to_numpy(),
-               None if sub is None else sub[list(LABEL_COLS)].to_numpy(np.float64))
-
-
-def align(loaded: list[Run]) -> list[Run]:
-    """Reorder every run's OOF rows to the first run's ids; the id sets and labels must agree.
-
-    Raises:
-        DataError: naming the run and the ids it lacks (or has in excess), or differing labels
-            or test ids.
-    """
-    ref = loaded[0]
-    out = [ref]
-    for r in loaded[1:]:
-        have, want = set(r.ids.tolist()), set(ref.ids.tolist())
-        missing, extra = sorted(want - have), sorted(have - want)
-        if missing or extra:
-            raise data.DataError(f"{r.path}: OOF ids differ from {ref.path}: missing "
-                                 f"{missing[:10]} ({len(missing)}), "
-                                 f"extra {extra[:10]} ({len(extra)})")
-        pos = pd.Series(np.arange(len(r.ids)), index=r.ids).loc[ref.ids].to_numpy()
-        if (r.labels[pos] != ref.labels).any():
-            bad = ref.ids[(r.labels[pos] != ref.labels).argmax()]
-            raise data.DataError(f"{r.path}: column 'label' of row id {bad} differs from "
-                                 f"{ref.path}")
-        if (r.test_ids is None) != (ref.test_ids is None) or (
-                r.test_ids is not None and not np.array_equal(r.test_ids, ref.test_ids)):
-            raise data.DataError(f"{r.path}/submission.csv: test ids differ from {ref.path}")
-        out.append(dataclasses.replace(r, ids=ref.ids, labels=ref.labels, oof=r.oof[pos]))
-    return out
-
-
 def write_run(out_dir: Path, ref: Run, oof: np.ndarray, test: np.ndarray | None,
-              metrics_: dict, name: str) -> Path:
+              metrics_: dict, details: dict, name: str) -> Path:
     """submission.csv (when test predictions exist), oof.csv, metrics.json and `name`.json."""
     runs.write_outputs(out_dir, test_ids=ref.test_ids, test_probs=test, metrics=metrics_,
                        oof=runs.probs_frame(ref.ids, oof, ref.labels))
-    runs.save_json(out_dir / name, metrics_)
+    runs.save_json(out_dir / name, details)
     return out_dir
 
 
-def calibrate(run_dir: str | Path, out_dir: str | Path, per_class_bias: bool = True) -> dict:
-    """Fit scaling on a run's OOF, apply it to OOF and test; returns (and writes) the figures."""
+def _metrics(ref: Run, honest: np.ndarray, t0: float, **optional) -> dict:
+    """metrics.json of a blend or calibration: the cross-fitted rows in the run vocabulary."""
+    n = len(ref.ids)
+    return runs.run_metrics(ref.labels, honest, eval="oof", n_train=n, seconds=time.time() - t0,
+                            n_test=0 if ref.test_ids is None else len(ref.test_ids), n_eval=n,
+                            n_folds=CV_FOLDS, **optional)
+
+
+def calibrate(run_dir: str | Path, out_dir: str | Path, per_class_bias: bool = True,
+              group_by: str = "prompt", data_dir: str | Path | None = None) -> dict:
+    """Fit scaling on a run's OOF and apply it to the test predictions.
+
+    Returns:
+        metrics.json (the cross-fitted scaled OOF rows, also in oof.csv; `runs.METRIC_KEYS`)
+        merged with calibration.json (temperature, bias, in-sample and cross-fitted figures).
+    """
+    t0 = time.time()
     r = load_run(run_dir)
+    groups, grouped = cv_groups([r], group_by, data_dir)
+    runs.prepare_out_dir(out_dir)  # the input is read: now OUT_DIR may be checked and cleared
     scale = fit_scaling(r.labels, r.oof, per_class_bias)
     honest = cross_fit(r.labels, lambda tr, va: fit_scaling(r.labels[tr], r.oof[tr],
-                                                            per_class_bias).apply(r.oof[va]))
+                                                            per_class_bias).apply(r.oof[va]),
+                       groups=groups)
     res = {"run": str(r.path), "n_oof": len(r.ids), **dataclasses.asdict(scale),
            "oof_log_loss_before": metrics.log_loss(r.labels, r.oof),
            "oof_log_loss_after": metrics.log_loss(r.labels, scale.apply(r.oof)),
-           "cv_log_loss_after": metrics.log_loss(r.labels, honest)}
-    write_run(Path(out_dir), r, scale.apply(r.oof),
-              None if r.test is None else scale.apply(r.test), res, "calibration.json")
-    return res
+           "cv_log_loss_after": metrics.log_loss(r.labels, honest), "cv_groups": grouped}
+    m = _metrics(r, honest, t0)
+    write_run(Path(out_dir), r, honest, None if r.test is None else scale.apply(r.test), m, res,
+              "calibration.json")
+    return {**m, **res}
 
 
 def _fit_blend(labels, probs, method: str, scale: bool, per_class_bias: bool):
@@ -202,23 +175,39 @@ def _fit_blend(labels, probs, method: str, scale: bool, per_class_bias: bool):
 
 
 def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "log",
-          scale: bool = True, per_class_bias: bool = True) -> dict:
-    """Blend runs with simplex weights fitted on their shared OOF rows, then (optionally) scale.
+          scale: bool = True, per_class_bias: bool = True, *,
+          min_shared_rows: int = MIN_SHARED_ROWS, group_by: str = "prompt",
+          data_dir: str | Path | None = None) -> dict:
+    """Blend runs with simplex weights fitted on the OOF rows they all scored, then scale.
 
     Args:
-        run_dirs: train-run folders with oof.csv (or val.csv) over the same ids, and
-            submission.csv over the same test ids (or none of them).
-        out_dir: gets submission.csv, oof.csv, weights.json and metrics.json.
+        run_dirs: train-run folders, each with oof.csv or val.csv (the one its metrics.json
+            `eval` names; the id sets may differ, the shared ids are used) and submission.csv
+            over the same test ids in the same order (or none of them).
+        out_dir: gets submission.csv (every run's test predictions pooled), oof.csv and
+            metrics.json (the cross-fitted blend of the shared rows) and weights.json.
         method: "log" (log-linear pool; with scaling, non-negative free weights on the runs'
             log-probabilities) or "linear" (mixture of probabilities).
         scale: fit temperature (+ per-class bias when `per_class_bias`) on the pooled OOF.
+        min_shared_rows: refuse a blend fitted on fewer shared rows than this.
+        group_by, data_dir: prompt groups of the cross-fitting folds (see `cv_groups`).
+
+    Returns:
+        metrics.json (`runs.METRIC_KEYS`: `log_loss` is the cross-fitted blend's, `n_shared_rows`,
+        `blend_weights`) merged with weights.json (per-run log losses and row counts, weights,
+        temperature, bias, in-sample `blend_oof_log_loss`, `blend_cv_log_loss`, `cv_groups`).
 
     Raises:
-        DataError: the runs' OOF ids, labels or test ids differ (naming the run and the ids).
+        SharedRowsError: fewer than `min_shared_rows` shared rows (naming each run's count).
+        DataError: the runs' labels or test ids differ (naming the run and the row id).
     """
     if not run_dirs:
         raise ValueError("blend: give at least one run folder")
-    loaded = align([load_run(d) for d in run_dirs])
+    t0 = time.time()
+    inputs = [load_run(d) for d in run_dirs]
+    loaded = align(inputs, min_shared_rows)
+    groups, grouped = cv_groups(loaded, group_by, data_dir)
+    runs.prepare_out_dir(out_dir)  # the inputs are read: now OUT_DIR may be checked and cleared
     ref, labels, oofs = loaded[0], loaded[0].labels, [r.oof for r in loaded]
     w, s = _fit_blend(labels, oofs, method, scale, per_class_bias)
 
@@ -226,34 +215,47 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
         wf, sf = _fit_blend(labels[tr], [p[tr] for p in oofs], method, scale, per_class_bias)
         return sf.apply(pool([p[va] for p in oofs], wf, method))
 
+    honest = cross_fit(labels, held_out, groups=groups)
     singles = {str(r.path): metrics.log_loss(labels, r.oof) for r in loaded}
-    blended = s.apply(pool(oofs, w, method))
-    res = {"runs": singles, "n_oof": len(labels), "method": method,
+    res = {"runs": singles, "run_rows": {str(r.path): {"file": str(r.source), "n_rows": len(r.ids)}
+                                         for r in inputs},
+           "n_shared_rows": len(labels), "n_oof": len(labels), "method": method,
            "weights": dict(zip(singles, w.tolist())), **dataclasses.asdict(s),
            "best_single_log_loss": min(singles.values()),
-           "blend_oof_log_loss": metrics.log_loss(labels, blended),
-           "blend_cv_log_loss": metrics.log_loss(labels, cross_fit(labels, held_out))}
+           "blend_oof_log_loss": metrics.log_loss(labels, s.apply(pool(oofs, w, method))),
+           "blend_cv_log_loss": metrics.log_loss(labels, honest), "cv_groups": grouped}
     test = None if ref.test is None else s.apply(pool([r.test for r in loaded], w, method))
-    out = write_run(Path(out_dir), ref, blended, test, res, "weights.json")
-    log.info("blend of %d runs -> %s: OOF log loss %.4f (cross-fitted %.4f), best single %.4f",
-             len(loaded), out, res["blend_oof_log_loss"], res["blend_cv_log_loss"],
-             res["best_single_log_loss"])
-    return res
+    m = _metrics(ref, honest, t0, n_shared_rows=len(labels), blend_weights=res["weights"])
+    out = write_run(Path(out_dir), ref, honest, test, m, res, "weights.json")
+    log.info("blend of %d runs on %d shared rows -> %s: cross-fitted log loss %.4f (in-sample "
+             "%.4f), best single %.4f", len(loaded), len(labels), out, res["blend_cv_log_loss"],
+             res["blend_oof_log_loss"], res["best_single_log_loss"])
+    return {**m, **res}
 
 
 def cli_main(argv: list[str]) -> int:
     """`python -m lmsys_pref blend --runs R1 R2 ... --out-dir O [--method log|linear] [--no-scale]
-    [--no-bias]`."""
+    [--no-bias] [--min-shared-rows N] [--group-by prompt|none] [--data-dir D]`."""
     ap = argparse.ArgumentParser(prog="lmsys_pref blend")
     ap.add_argument("--runs", nargs="+", required=True)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--method", choices=POOLS, default="log", help="pool of the runs")
     ap.add_argument("--no-scale", action="store_true", help="skip temperature scaling")
     ap.add_argument("--no-bias", action="store_true", help="temperature only, no class bias")
+    ap.add_argument("--min-shared-rows", type=int, default=MIN_SHARED_ROWS,
+                    help="refuse fewer rows scored by every run (default %(default)s)")
+    ap.add_argument("--group-by", choices=data.GROUP_BY, default="prompt",
+                    help="keep rows sharing a prompt in one cross-fitting fold")
+    ap.add_argument("--data-dir", help="train.csv with the runs' prompts (default: the runs' "
+                    "saved data_dir)")
     args = ap.parse_args(argv)
-    res = blend(args.runs, args.out_dir, args.method, not args.no_scale, not args.no_bias)
-    print(f"weights {res['weights']}\nOOF log loss: best single {res['best_single_log_loss']:.4f}"
-          f", blend {res['blend_oof_log_loss']:.4f} (cross-fitted {res['blend_cv_log_loss']:.4f})")
+    res = blend(args.runs, args.out_dir, args.method, not args.no_scale, not args.no_bias,
+                min_shared_rows=args.min_shared_rows, group_by=args.group_by,
+                data_dir=args.data_dir)
+    print(f"{res['n_shared_rows']} rows scored by every run; folds grouped by {res['cv_groups']}"
+          f"\nweights {res['weights']}\nlog loss on the shared rows: best single "
+          f"{res['best_single_log_loss']:.4f}, blend {res['blend_oof_log_loss']:.4f} in-sample, "
+          f"{res['blend_cv_log_loss']:.4f} cross-fitted")
     return 0
 
 

@@ -3,6 +3,12 @@
 After `load_split` every text column (`prompt`, `response_a`, `response_b`) holds a Python list
 of clean strings, one per conversation turn, and a labelled frame has an integer `label` column
 (0 = model_a wins, 1 = model_b wins, 2 = tie). Every later stage relies on that shape.
+
+Bad input is a `DataError` naming the file, the row id where there is one, and the column:
+ids must be integers (the competition's are; `row_30614122` is an error, not an opaque string),
+label cells must be 0 or 1 (an empty or NaN cell is an error), files are UTF-8 and
+comma-separated, and a split must hold at least one row (a header-only test.csv fails at load
+time, before any training, in every baseline).
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 log = logging.getLogger("lmsys_pref")
 
@@ -60,7 +66,8 @@ def decode_turns(value, *, where: str = "", lenient: bool = False) -> list[str]:
         except (json.JSONDecodeError, TypeError) as err:
             if lenient:
                 return [clean_text(str(value))]
-            raise DataError(f"{where}: not a valid JSON list ({err.msg if hasattr(err, 'msg') else err})") from None
+            reason = err.msg if hasattr(err, "msg") else err
+            raise DataError(f"{where}: not a valid JSON list ({reason})") from None
     if turns is None:
         return []
     if isinstance(turns, str):
@@ -76,35 +83,94 @@ def _is_missing(value) -> bool:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or parquet file as-is (no decoding)."""
+    """Read a CSV (UTF-8, comma-separated) or parquet file as-is (no decoding; ids as read).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataError: not UTF-8, not a parsable CSV (e.g. semicolon-separated) or parquet file.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path, dtype={"id": "int64"}, keep_default_na=False,
-                       na_values={c: [""] for c in TEXT_COLS})
+    try:
+        if path.suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype={"id": str}, keep_default_na=False, encoding="utf-8",
+                           na_values={c: [""] for c in TEXT_COLS + LABEL_COLS})
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text ({_first_bad_byte(path)}); save the file as "
+                        "UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: not a comma-separated file like the competition's "
+                        f"({_header_hint(path)}; pandas: {str(err).strip()})") from None
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        if isinstance(err, OSError) and err.errno is not None:
+            raise
+        raise DataError(f"{path}: not a readable {path.suffix} file ({err})") from None
+
+
+def _first_bad_byte(path: Path) -> str:
+    """Where a file stops being UTF-8 (pandas reports offsets inside its read chunk)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        return f"line {line}, byte {err.start}: {err.reason}"
+    return "a decoding error"
+
+
+def _header_hint(path: Path) -> str:
+    """What the first line of a file looks like: its delimiter and columns."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = f.readline().strip("\ufeff\r\n")
+    sep = max((",", ";", "\t", "|"), key=header.count)
+    return f"columns found in the header, split at {sep!r}: {header.split(sep)[:12]}"
 
 
 def _check_columns(df: pd.DataFrame, needed: Sequence[str], name: str) -> None:
     missing = [c for c in needed if c not in df.columns]
     if missing:
-        raise DataError(f"{name}: missing column(s) {missing}; found {list(df.columns)}")
+        hint = ""
+        if len(df.columns) == 1 and any(s in str(df.columns[0]) for s in (";", "\t", "|")):
+            hint = " (one column: the file is not comma-separated)"
+        raise DataError(f"{name}: missing column(s) {missing}; found {list(df.columns)[:12]}"
+                        f"{hint}")
 
 
-def _check_ids(df: pd.DataFrame, name: str) -> None:
-    dup = df["id"][df["id"].duplicated()]
+def check_ids(df: pd.DataFrame, name: str) -> pd.Series:
+    """The id column as int64; non-integer, empty or duplicate ids are a `DataError`."""
+    raw = df["id"]
+    ids = pd.to_numeric(raw, errors="coerce")
+    bad = ids.isna() | (ids != ids.round())
+    if bad.any():
+        pos = int(bad.to_numpy().argmax())
+        raise DataError(f"{name}: data row {pos + 1}: column 'id' is {raw.iloc[pos]!r}, expected "
+                        f"an integer id ({int(bad.sum())} such row(s))")
+    ids = ids.astype(np.int64)
+    dup = ids[ids.duplicated()]
     if len(dup):
         raise DataError(f"{name}: duplicate id(s) {dup.head(5).tolist()} in column 'id'")
+    return ids
 
 
 def _check_labels(df: pd.DataFrame, name: str) -> np.ndarray:
-    onehot = df[list(LABEL_COLS)].to_numpy()
+    raw = df[list(LABEL_COLS)]
+    values = raw.apply(pd.to_numeric, errors="coerce")
+    empty = values.isna().to_numpy()
+    if empty.any():
+        r, c = divmod(int(empty.argmax()), len(LABEL_COLS))
+        cell = raw.iloc[r, c]
+        shown = "empty" if _is_missing(cell) else repr(cell)
+        raise DataError(f"{name}: row id {df['id'].iloc[r]}: column '{LABEL_COLS[c]}' is {shown}, "
+                        f"expected 0 or 1 ({int(empty.any(1).sum())} row(s) with an empty or "
+                        "non-numeric label)")
+    onehot = values.to_numpy()
     bad = ~((onehot == 0) | (onehot == 1)).all(1) | (onehot.sum(1) != 1)
     if bad.any():
         row = df.loc[bad].iloc[0]
         raise DataError(f"{name}: row id {row['id']}: columns {list(LABEL_COLS)} are not one-hot "
-                        f"({[row[c] for c in LABEL_COLS]}); {int(bad.sum())} such row(s)")
+                        f"({[float(row[c]) for c in LABEL_COLS]}); {int(bad.sum())} such row(s)")
     return onehot.argmax(1)
 
 
@@ -130,8 +196,10 @@ def load_split(path: str | Path, *, labelled: bool | None = None,
     has_labels = all(c in df.columns for c in LABEL_COLS)
     if labelled and not has_labels:
         _check_columns(df, LABEL_COLS, name)
-    _check_ids(df, name)
+    if df.empty:
+        raise DataError(f"{name}: no data rows (only a header); a split needs at least one row")
     df = df.reset_index(drop=True)
+    df["id"] = check_ids(df, name)
     for col in TEXT_COLS:
         repaired, out = [], []
         missing = df.loc[df[col].map(_is_missing), "id"].tolist()
@@ -239,19 +307,75 @@ def onehot(labels: Iterable[int]) -> np.ndarray:
     return np.eye(3)[np.asarray(list(labels), dtype=int)]
 
 
-def holdout(labels: Sequence[int], val_frac: float = 0.2, seed: int = 42
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded, stratified train/validation row positions (the poster's 80/20 split)."""
+GROUP_BY = ("prompt", "none")
+
+
+def fold_groups(df: pd.DataFrame, group_by: str = "prompt") -> np.ndarray | None:
+    """Group ids for group-aware splits: rows in one group always land on the same side.
+
+    Args:
+        df: rows with a `prompt` column (decoded turn lists, as `load_split` returns, or text).
+        group_by: 'prompt' = rows with the same prompt text (every turn) share a group;
+            'none' = no groups (label-stratified splits only).
+
+    Returns:
+        An int array of group ids, one per row, or None for 'none'.
+    """
+    if group_by == "none":
+        return None
+    if group_by != "prompt":
+        raise ValueError(f"group_by: unknown value {group_by!r}; expected one of {GROUP_BY}")
+    if "prompt" not in df.columns:
+        raise DataError(f"group_by 'prompt': the frame has no 'prompt' column ({list(df.columns)})")
+    keys = df["prompt"].map(
+        lambda t: json.dumps(list(t)) if isinstance(t, (list, tuple, np.ndarray)) else str(t))
+    return pd.factorize(keys)[0].astype(np.int64)
+
+
+def _grouped(groups: Sequence[int] | None, n: int) -> np.ndarray | None:
+    """`groups` as an array when some group holds more than one row, else None: with singleton
+    groups a group-aware split equals the plain stratified one, so the ungrouped (better
+    stratified, and unchanged since before groups existed) split is used."""
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if len(groups) != n:
+        raise ValueError(f"groups: {len(groups)} entries for {n} rows")
+    return groups if len(np.unique(groups)) < n else None
+
+
+def holdout(labels: Sequence[int], val_frac: float = 0.2, seed: int = 42,
+            groups: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, stratified train/validation row positions (the poster's 80/20 split).
+
+    With `groups` (see `fold_groups`) no group is split: the validation rows are the first fold
+    of a seeded `StratifiedGroupKFold` with round(1 / val_frac) folds, so their share is
+    1 / round(1 / val_frac) (0.2 -> 20%, 0.15 -> 1/7).
+    """
     idx = np.arange(len(labels))
-    tr, va = train_test_split(idx, test_size=val_frac, random_state=seed, stratify=labels)
-    return np.sort(tr), np.sort(va)
+    groups = _grouped(groups, len(labels))
+    if groups is None:
+        tr, va = train_test_split(idx, test_size=val_frac, random_state=seed, stratify=labels)
+        return np.sort(tr), np.sort(va)
+    if not 0 < val_frac < 1:
+        raise ValueError(f"val_frac must be between 0 and 1, got {val_frac}")
+    return kfold(labels, max(2, round(1 / val_frac)), seed, groups)[0]
 
 
-def kfold(labels: Sequence[int], n_splits: int = 5, seed: int = 42
-          ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Seeded stratified k-fold row positions (the paper's 5-fold CV)."""
-    skf = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return list(skf.split(np.zeros(len(labels)), labels))
+def kfold(labels: Sequence[int], n_splits: int = 5, seed: int = 42,
+          groups: Sequence[int] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded stratified k-fold row positions (the paper's 5-fold CV).
+
+    With `groups` (see `fold_groups`) a seeded `StratifiedGroupKFold` keeps every group inside
+    one fold; when every group is a single row the folds equal the ungrouped ones.
+    """
+    groups = _grouped(groups, len(labels))
+    x = np.zeros(len(labels))
+    if groups is None:
+        return list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+                    .split(x, labels))
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return [(np.sort(tr), np.sort(va)) for tr, va in sgkf.split(x, labels, groups)]
 
 
 def tile(df: pd.DataFrame, n_rows: int) -> pd.DataFrame:

@@ -34,7 +34,8 @@ def init(backend: str | None = None) -> tuple[int, int, torch.device]:
     """
     cuda = torch.cuda.is_available()
     local = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device("cuda", local % torch.cuda.device_count()) if cuda else torch.device("cpu")
+    device = (torch.device("cuda", local % torch.cuda.device_count()) if cuda
+              else torch.device("cpu"))
     if cuda:
         torch.cuda.set_device(device)  # NCCL object collectives use the current device
     if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", 1)) > 1:
@@ -122,11 +123,14 @@ def predict(cfg) -> dict | None:
     import time
 
     from . import predict as predict_mod
+    from . import runs
 
     t0 = time.perf_counter()
     rank, world, device = init()
     if world == 1:
         return predict_mod.predict(cfg)
+    if rank == 0:
+        runs.prepare_out_dir(cfg.out_dir, predict_mod.PREDICT_OUTPUTS)
     test = predict_mod.load_test(cfg)
     chars = [sum(map(len, p + a + b)) for p, a, b in
              zip(test["prompt"], test["response_a"], test["response_b"])]

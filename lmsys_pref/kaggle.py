@@ -1,216 +1,29 @@
-"""Kaggle kernels from the project's notebooks, the offline wheels dataset, and pushing.
+"""Kaggle from the command line: build the kernels and the wheels, upload, follow, fetch.
 
-    python -m lmsys_pref kernels build  --out-dir kaggle_kernels/build --username ME
-    python -m lmsys_pref kernels wheels --out-dir kaggle_kernels/build/wheels --username ME
-    python -m lmsys_pref kernels push   --kernel gemma-infer --out-dir kaggle_kernels/build
+    python -m lmsys_pref kernels build        --out-dir kaggle_kernels/build --username ME
+    python -m lmsys_pref kernels wheels       --out-dir kaggle_kernels/build/wheels --username ME
+    python -m lmsys_pref kernels push-wheels  --out-dir kaggle_kernels/build/wheels
+    python -m lmsys_pref kernels push-model   --run-dir runs/gemma
+    python -m lmsys_pref kernels push         --kernel gemma-infer --out-dir kaggle_kernels/build
+    python -m lmsys_pref kernels status       [--kernel gemma-infer]
+    python -m lmsys_pref kernels output       --kernel gemma-infer --out-dir kaggle_kernels/output
 
-`build` writes one folder per kernel in `KERNELS`: the notebook prepared by papermill
-(`prepare_only`: Kaggle parameters injected, nothing executed) behind a first cell that installs
-lmsys_pref from the wheels dataset, plus `kernel-metadata.json`. Inference kernels come from
-`notebooks/predict.ipynb` (a model uploaded as a dataset); training kernels from the baseline's
-own notebook where training fits Kaggle's limits (XGBoost on CPU, RoBERTa-base on 2xT4; the LoRA
-LLMs train elsewhere and are scored here).
+Every upload/status/output command runs the `kaggle` CLI (`pip install -e ".[kaggle]"`) and stops
+first, with one line saying what is missing, when the CLI, the credentials or the username are.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import logging
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
-from . import nbstrip, notebooks
-from .runs import save_json
+from . import kernels, runs, submission, wheels
+from .kernels import KERNELS, METADATA, PLACEHOLDER_USER
 
-log = logging.getLogger("lmsys_pref.kaggle")
-
-COMPETITION = "lmsys-chatbot-arena"
-INPUT = "/kaggle/input"
-WORKING = "/kaggle/working"
-GPUS = "cuda:0,cuda:1"
-MACHINE_SHAPE = "NvidiaTeslaT4"  # Kaggle's "GPU T4 x2"
-PREFIX = "lmsys-pref"
-WHEELS = f"{PREFIX}-wheels"
-PLACEHOLDER_USER = "your-kaggle-username"
-METADATA = "kernel-metadata.json"
-REQUIRED = {"id": str, "title": str, "code_file": str, "language": str, "kernel_type": str,
-            "is_private": bool, "enable_gpu": bool, "enable_internet": bool,
-            "dataset_sources": list, "competition_sources": list, "kernel_sources": list,
-            "model_sources": list}
-
-
-def model_dataset(baseline: str) -> str:
-    """Slug of the dataset holding a trained run folder's model/ (uploaded by the user)."""
-    return f"{PREFIX}-{baseline}-model"
-
-
-@dataclasses.dataclass(frozen=True)
-class Kernel:
-    """One Kaggle kernel: its source notebook, the parameters injected, and what it mounts."""
-
-    notebook: str
-    """File in notebooks/."""
-    summary: str
-    """One line for `--help` and the README."""
-    params: dict = dataclasses.field(default_factory=dict)
-    """Notebook parameters on Kaggle (data_dir and out_dir are added for every kernel)."""
-    gpu: bool = False
-    """Needs the 2xT4 GPUs."""
-    datasets: tuple = ()
-    """Dataset sources besides the wheels: a slug is the user's own, `owner/slug` anyone's."""
-    models: tuple = ()
-    """Kaggle Models handles (`owner/model/framework/variation/version`) of base weights."""
-    base_model: str = ""
-    """Where the base weights are mounted; injected as `model_id` when the notebook has it."""
-
-
-_GEMMA = "google/gemma-2/transformers/gemma-2-2b-it/2"
-_LLAMA = "metaresearch/llama-3/transformers/8b-chat-hf/1"
-
-
-def _mounted(handle: str) -> str:
-    """Mount path of a Kaggle Models handle (the owner is not part of it)."""
-    return f"{INPUT}/{handle.split('/', 1)[1]}"
-
-
-KERNELS: dict[str, Kernel] = {
-    "xgb-train": Kernel("xgboost.ipynb", "XGBoost: trained and scored in the kernel (CPU)",
-                        {"preset": "xgb", "tta": "swap", "n_jobs": 0}),
-    "xgb-infer": Kernel("predict.ipynb", "score test.csv with an uploaded XGBoost run (CPU)",
-                        {"model_dir": f"{INPUT}/{model_dataset('xgb')}", "tta": "swap"},
-                        datasets=(model_dataset("xgb"),)),
-    "roberta-train": Kernel("roberta.ipynb", "RoBERTa-base MSE, k-fold, trained in the kernel",
-                            {"preset": "roberta-base", "devices": GPUS, "tta": "swap",
-                             "model_id": f"{INPUT}/roberta-base"},
-                            gpu=True, datasets=("roberta-base",)),
-    "roberta-infer": Kernel("predict.ipynb", "score test.csv with an uploaded RoBERTa run",
-                            {"model_dir": f"{INPUT}/{model_dataset('roberta')}", "devices": GPUS,
-                             "tta": "swap"}, gpu=True, datasets=(model_dataset("roberta"),)),
-    "gemma-infer": Kernel("predict.ipynb", "Gemma-2 LoRA adapter + head on 2xT4, swap TTA",
-                          {"model_dir": f"{INPUT}/{model_dataset('gemma')}", "devices": GPUS,
-                           "tta": "swap"}, gpu=True, datasets=(model_dataset("gemma"),),
-                          models=(_GEMMA,), base_model=_mounted(_GEMMA)),
-    "llama-infer": Kernel("predict.ipynb", "Llama-3 LoRA adapter + head on 2xT4, swap TTA",
-                          {"model_dir": f"{INPUT}/{model_dataset('llama')}", "devices": GPUS,
-                           "tta": "swap"}, gpu=True, datasets=(model_dataset("llama"),),
-                          models=(_LLAMA,), base_model=_mounted(_LLAMA)),
-}
-
-INSTALL_CELL = """\
-# Kaggle runs this offline: install lmsys_pref and its pinned dependencies from the wheels
-# dataset (`make kaggle-wheels`, uploaded as {dataset}).
-%pip install -q --no-index --find-links {path} -r {path}/requirements.txt"""
-
-
-def check_username(username: str | None) -> str:
-    """The Kaggle username from the option or $KAGGLE_USERNAME; a clear error when unusable."""
-    username = username or os.environ.get("KAGGLE_USERNAME") or ""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", username):
-        raise ValueError(f"Kaggle username {username!r} is not valid: pass --username "
-                         "(make ... KAGGLE_USERNAME=<you>) or set $KAGGLE_USERNAME")
-    return username
-
-
-def slug(name: str) -> str:
-    """Kernel slug; the title is the same words with spaces, so Kaggle derives the same slug."""
-    return f"{PREFIX}-{name}"
-
-
-def kernel_metadata(name: str, username: str, private: bool = True) -> dict[str, Any]:
-    """The kernel-metadata.json of kernel `name` for `username`."""
-    spec = KERNELS[name]
-    own = [d if "/" in d else f"{username}/{d}" for d in (WHEELS, *spec.datasets)]
-    meta = {"id": f"{username}/{slug(name)}", "title": slug(name).replace("-", " "),
-            "code_file": f"{slug(name)}.ipynb", "language": "python", "kernel_type": "notebook",
-            "is_private": private, "enable_gpu": spec.gpu, "enable_tpu": False,
-            "enable_internet": False, "dataset_sources": own,
-            "competition_sources": [COMPETITION], "kernel_sources": [],
-            "model_sources": list(spec.models)}
-    if spec.gpu:
-        meta["machine_shape"] = MACHINE_SHAPE
-    return meta
-
-
-def validate_metadata(meta: dict[str, Any], folder: str | Path | None = None) -> dict[str, Any]:
-    """Check a kernel-metadata.json mapping (and, with `folder`, that its code file is there).
-
-    Raises:
-        ValueError: naming the key that is missing or wrong.
-    """
-    where = f"{folder}/{METADATA}" if folder else METADATA
-    for key, typ in REQUIRED.items():
-        if not isinstance(meta.get(key), typ):
-            raise ValueError(f"{where}: {key!r} must be a {typ.__name__}, got {meta.get(key)!r}")
-    owner, _, kernel_slug = meta["id"].partition("/")
-    if not owner or not kernel_slug or meta["title"].lower().replace(" ", "-") != kernel_slug:
-        raise ValueError(f"{where}: id {meta['id']!r} must be <username>/<slug of the title>")
-    checks = {"language": meta["language"] == "python",
-              "kernel_type": meta["kernel_type"] == "notebook",
-              "enable_internet": meta["enable_internet"] is False,
-              "competition_sources": COMPETITION in meta["competition_sources"],
-              "dataset_sources": f"{owner}/{WHEELS}" in meta["dataset_sources"]}
-    for key, ok in checks.items():
-        if not ok:
-            raise ValueError(f"{where}: bad {key!r}: {meta[key]!r}")
-    if folder is not None and not (Path(folder) / meta["code_file"]).exists():
-        raise ValueError(f"{where}: code_file {meta['code_file']} is missing")
-    return meta
-
-
-def kernel_parameters(name: str, notebook_params: set[str]) -> dict[str, Any]:
-    """The Kaggle parameters of kernel `name`, checked against its notebook's parameters."""
-    spec = KERNELS[name]
-    params = {"data_dir": f"{INPUT}/{COMPETITION}", "out_dir": WORKING, **spec.params}
-    if spec.base_model and "model_id" in notebook_params:
-        params["model_id"] = spec.base_model
-    elif spec.base_model:
-        log.warning("%s: %s has no model_id parameter; the base weights are read from the path "
-                    "saved with the model", name, spec.notebook)
-    unknown = sorted(set(params) - notebook_params)
-    if unknown:
-        raise ValueError(f"kernel {name}: notebooks/{spec.notebook} has no parameter(s) "
-                         f"{unknown}; its parameters: {sorted(notebook_params)}")
-    return params
-
-
-def build_kernel(name: str, out_dir: str | Path, username: str, private: bool = True) -> Path:
-    """Write out_dir/<name>/ (prepared notebook + kernel-metadata.json); returns the folder."""
-    import nbformat
-    import papermill as pm
-
-    if name not in KERNELS:
-        raise ValueError(f"unknown kernel {name!r}; known: {sorted(KERNELS)}")
-    src = notebooks.NOTEBOOK_DIR / KERNELS[name].notebook
-    if not src.exists():
-        raise FileNotFoundError(f"{src}: notebook of kernel {name} is missing")
-    params = kernel_parameters(name, set(pm.inspect_notebook(str(src))))
-    meta = kernel_metadata(name, username, private)
-    folder = Path(out_dir) / name
-    folder.mkdir(parents=True, exist_ok=True)
-    dst = folder / meta["code_file"]
-    pm.execute_notebook(str(src), str(dst), parameters=params, prepare_only=True,
-                        kernel_name="python3", progress_bar=False)
-    nb = nbformat.read(str(dst), as_version=4)
-    cell = nbformat.v4.new_code_cell(INSTALL_CELL.format(dataset=f"{username}/{WHEELS}",
-                                                         path=f"{INPUT}/{WHEELS}"))
-    cell.metadata["tags"] = ["kaggle-install"]
-    nb.cells.insert(0, cell)
-    nbformat.write(nbstrip.strip(nb), str(dst))  # drops papermill's local paths too
-    save_json(folder / METADATA, validate_metadata(meta))
-    return folder
-
-
-def build_kernels(out_dir: str | Path, username: str, names: list[str] | None = None,
-                  private: bool = True) -> list[Path]:
-    """Build every kernel (or `names`) under `out_dir`."""
-    username = check_username(username)
-    logging.getLogger("papermill").setLevel(logging.WARNING)  # one line per kernel is enough
-    return [build_kernel(n, out_dir, username, private) for n in (names or list(KERNELS))]
+MODEL_BASELINES = {"xgb": "xgb", "encoder": "roberta"}  # run kind -> kernel family; lm: by name
 
 
 def credentials_found() -> bool:
@@ -222,41 +35,157 @@ def credentials_found() -> bool:
     return (config / "kaggle.json").exists() or (config / "access_token").exists()
 
 
+def kaggle_cli() -> str | None:
+    """Path of the kaggle CLI when it and the credentials are there; else prints why, None."""
+    exe = shutil.which("kaggle")
+    if exe is None:
+        print('error: the kaggle CLI is not installed: `.venv/bin/pip install -e ".[kaggle]"`')
+    elif not credentials_found():
+        print("error: no Kaggle credentials: put your API token in ~/.kaggle/kaggle.json "
+              "(kaggle.com > Settings > API > Create New Token) or set KAGGLE_USERNAME and "
+              "KAGGLE_KEY")
+    else:
+        return exe
+    return None
+
+
+def _user(username: str | None) -> str | None:
+    """The real Kaggle username, or None after printing why there is none."""
+    try:
+        username = kernels.check_username(username)
+    except ValueError as err:
+        print(f"error: {err}")
+        return None
+    if username == PLACEHOLDER_USER:
+        print("error: no Kaggle username: pass KAGGLE_USERNAME=<you> (or put your API token in "
+              "~/.kaggle/kaggle.json)")
+        return None
+    return username
+
+
 def push(folder: str | Path, username: str | None = None) -> int:
     """`kaggle kernels push -p <folder>`; returns its exit status (2 when it cannot start).
 
     `username` (optional) must own the built kernel; the placeholder user never pushes.
     """
-    folder = Path(folder)
+    folder, exe = Path(folder), kaggle_cli()
+    if exe is None:
+        return 2
     if not (folder / METADATA).exists():
         print(f"error: {folder / METADATA} not found; build it first with `make kernels`")
         return 2
-    meta = validate_metadata(json.loads((folder / METADATA).read_text()), folder)
-    if meta["id"].startswith(f"{PLACEHOLDER_USER}/"):
+    meta = kernels.validate_metadata(json.loads((folder / METADATA).read_text()), folder)
+    owner = meta["id"].split("/")[0]
+    if owner == PLACEHOLDER_USER:
         print(f"error: {folder} was built for the placeholder user; rebuild with "
               "`make kernels KAGGLE_USERNAME=<you>`")
         return 2
-    owner = meta["id"].split("/")[0]
     if username and username not in (owner, PLACEHOLDER_USER):
         print(f"error: {folder} was built for {owner}, not {username}; rebuild with "
               f"`make kernels KAGGLE_USERNAME={username}`")
         return 2
-    exe = shutil.which("kaggle")
-    if exe is None:
-        print("error: the kaggle CLI is not installed: `.venv/bin/pip install kaggle`")
-        return 2
-    if not credentials_found():
-        print("error: no Kaggle credentials: put your API token in ~/.kaggle/kaggle.json "
-              "(kaggle.com > Settings > API > Create New Token) or set KAGGLE_USERNAME and "
-              "KAGGLE_KEY")
-        return 2
     return subprocess.run([exe, "kernels", "push", "-p", str(folder)]).returncode
 
 
-def cli_main(argv: list[str]) -> int:
-    """`python -m lmsys_pref kernels build|wheels|push ...`."""
-    from . import wheels
+def push_dataset(exe: str, folder: Path, message: str, dir_mode: str = "skip") -> int:
+    """Create the dataset of `folder/dataset-metadata.json`, or a new version when it exists."""
+    dataset = json.loads((folder / "dataset-metadata.json").read_text())["id"]
+    found = subprocess.run([exe, "datasets", "status", dataset], capture_output=True)
+    exists = found.returncode == 0
+    cmd = ([exe, "datasets", "version", "-p", str(folder), "-m", message] if exists
+           else [exe, "datasets", "create", "-p", str(folder)])
+    print(f"{'new version of' if exists else 'creating'} dataset {dataset}")
+    return subprocess.run(cmd + ["--dir-mode", dir_mode]).returncode
 
+
+def push_wheels(folder: str | Path, username: str | None, message: str) -> int:
+    """Upload the wheels folder as <you>/lmsys-pref-wheels, after checking its rules."""
+    folder, username = Path(folder), _user(username)
+    exe = kaggle_cli() if username else None
+    if exe is None:
+        return 2
+    problems = wheels.check_wheel_set(folder)
+    if problems:
+        print(f"error: {folder} is not fit to upload ({problems[0]}); run `make kaggle-wheels`")
+        return 2
+    meta = wheels.dataset_metadata(username)
+    if json.loads((folder / "dataset-metadata.json").read_text())["id"] != meta["id"]:
+        runs.save_json(folder / "dataset-metadata.json", meta)
+    print(wheels.summary(folder))
+    return push_dataset(exe, folder, message)
+
+
+def model_baseline(meta: dict) -> str:
+    """Which kernel family (xgb, roberta, gemma, llama) a saved model's metadata belongs to."""
+    if meta.get("kind") in MODEL_BASELINES:
+        return MODEL_BASELINES[meta["kind"]]
+    text = json.dumps(meta.get("config", {})).lower()
+    found = [name for name in ("gemma", "llama") if name in text]
+    if meta.get("kind") != "lm" or len(found) != 1:
+        raise ValueError(f"cannot tell which kernel scores this {meta.get('kind')} model; pass "
+                         "--baseline xgb|roberta|gemma|llama (make push-model MODEL_BASELINE=)")
+    return found[0]
+
+
+def push_model(run_dir: str | Path, username: str | None, baseline: str | None,
+               message: str) -> int:
+    """Upload a run's model/ as <you>/lmsys-pref-<baseline>-model (the inference kernels' input).
+
+    Writes dataset-metadata.json into the model folder; subfolders are uploaded zipped (Kaggle
+    unpacks them).
+    """
+    username = _user(username)
+    exe = kaggle_cli() if username else None
+    if exe is None:
+        return 2
+    try:
+        model_dir = runs.resolve_model_dir(run_dir)
+        baseline = baseline or model_baseline(runs.read_model_meta(model_dir))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}")
+        return 2
+    name = kernels.model_dataset(baseline)
+    runs.save_json(model_dir / "dataset-metadata.json",
+                   {"title": name, "id": f"{username}/{name}", "licenses": [{"name": "other"}],
+                    "subtitle": f"lmsys_pref {baseline} model (model/ of a run folder)"})
+    return push_dataset(exe, model_dir, message, dir_mode="zip")
+
+
+def status(names: list[str], username: str | None) -> int:
+    """`kaggle kernels status` of each kernel; the worst exit status."""
+    username = _user(username)
+    exe = kaggle_cli() if username else None
+    if exe is None:
+        return 2
+    codes = [subprocess.run([exe, "kernels", "status", f"{username}/{kernels.slug(n)}"]).returncode
+             for n in names]
+    return max(codes)
+
+
+def output(name: str, out_dir: str | Path, username: str | None) -> int:
+    """Download kernel `name`'s output into out_dir/<name>/ and check its submission.csv."""
+    username = _user(username)
+    exe = kaggle_cli() if username else None
+    if exe is None:
+        return 2
+    dest = Path(out_dir) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    code = subprocess.run([exe, "kernels", "output", f"{username}/{kernels.slug(name)}",
+                           "-p", str(dest)]).returncode
+    if code:
+        return code
+    path = dest / "submission.csv"
+    if not path.exists():
+        print(f"error: the kernel's output has no submission.csv (see {dest}); has it finished? "
+              f"`make kernel-status KERNEL={name}`")
+        return 1
+    sub = submission.read(path)
+    submission.validate(sub, sub["id"], str(path))
+    print(f"{path}: {len(sub)} rows, submit it from the kernel's page (Output > Submit)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="lmsys_pref kernels", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="kernel folders with kernel-metadata.json")
@@ -264,24 +193,52 @@ def cli_main(argv: list[str]) -> int:
                    help="only this kernel (repeatable; default all)")
     b.add_argument("--public", action="store_true", help="is_private false")
     w = sub.add_parser("wheels", help="the offline wheels dataset folder")
-    w.add_argument("--no-deps", action="store_true", help="only the lmsys_pref wheel")
-    w.add_argument("--packages", nargs="+", help="only these dependencies")
-    w.add_argument("--python-version", default=wheels.PYTHON_VERSION)
+    w.add_argument("--no-deps", action="store_true", help="only the lmsys_pref wheel, offline")
+    w.add_argument("--python-version", action="append", default=None,
+                   help=f"CPython of the wheels, repeatable or comma list (default "
+                        f"{','.join(wheels.PYTHON_VERSIONS)}, the Kaggle image's)")
     w.add_argument("--glibc", default=wheels.GLIBC, help="oldest glibc of the target system")
     p = sub.add_parser("push", help="kaggle kernels push -p <out-dir>/<kernel>")
-    p.add_argument("--kernel", required=True, choices=sorted(KERNELS))
-    for parser in (b, w, p):
+    pw = sub.add_parser("push-wheels", help="upload the wheels folder (new version if it exists)")
+    pm = sub.add_parser("push-model", help="upload a run's model/ as <you>/lmsys-pref-<b>-model")
+    pm.add_argument("--run-dir", required=True, help="OUT_DIR of a train run, or its model/")
+    pm.add_argument("--baseline", choices=["xgb", "roberta", "gemma", "llama"],
+                    help="which inference kernel reads it (default: from the saved model)")
+    st = sub.add_parser("status", help="kaggle kernels status of the pushed kernels")
+    st.add_argument("--kernel", action="append", choices=sorted(KERNELS), help="default all")
+    o = sub.add_parser("output", help="download a kernel's output (submission.csv)")
+    for parser in (p, o):
+        parser.add_argument("--kernel", required=True, choices=sorted(KERNELS))
+    for parser in (pw, pm):
+        parser.add_argument("--message", default="update", help="version notes")
+    for parser in (b, w, p, pw, o):
         parser.add_argument("--out-dir", required=True)
+    for parser in (b, w, p, pw, pm, st, o):
         parser.add_argument("--username", default=None, help="Kaggle user (or $KAGGLE_USERNAME)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def cli_main(argv: list[str]) -> int:
+    """`python -m lmsys_pref kernels <command> ...`."""
+    args = _parser().parse_args(argv)
     if args.cmd == "build":
-        for folder in build_kernels(args.out_dir, args.username, args.kernel, not args.public):
+        for folder in kernels.build_kernels(args.out_dir, args.username, args.kernel,
+                                            not args.public):
             print(f"built {folder}")
     elif args.cmd == "wheels":
-        out = wheels.build_wheels(args.out_dir, check_username(args.username), WHEELS,
-                                  no_deps=args.no_deps, packages=args.packages,
-                                  python_version=args.python_version, glibc=args.glibc)
-        print(f"wheels dataset: {out} (upload: kaggle datasets create -p {out})")
-    else:
+        versions = wheels.parse_python_versions(args.python_version or wheels.PYTHON_VERSIONS)
+        out = wheels.build_wheels(args.out_dir, kernels.check_username(args.username),
+                                  python_versions=versions, glibc=args.glibc,
+                                  no_deps=args.no_deps)
+        print(f"{wheels.summary(out)}\nupload: make push-wheels")
+    elif args.cmd == "push":
         return push(Path(args.out_dir) / args.kernel, args.username)
+    elif args.cmd == "push-wheels":
+        return push_wheels(args.out_dir, args.username, args.message)
+    elif args.cmd == "push-model":
+        return push_model(args.run_dir, args.username, args.baseline, args.message)
+    elif args.cmd == "status":
+        return status(args.kernel or list(KERNELS), args.username)
+    else:
+        return output(args.kernel, args.out_dir, args.username)
     return 0

@@ -1,7 +1,8 @@
 """Strip outputs from notebooks so they stay reviewable in git.
 
-    python -m lmsys_pref.nbstrip notebooks/*.ipynb          # strip in place
-    python -m lmsys_pref.nbstrip --check notebooks/*.ipynb  # exit 1 if one has outputs
+    lmsys-pref nbstrip notebooks/*.ipynb          # strip in place (`make strip-notebooks`)
+    lmsys-pref nbstrip --check notebooks/*.ipynb  # exit 1 if one has outputs
+    python -m lmsys_pref.nbstrip < in.ipynb       # stdin -> stdout: the git filter (`make hooks`)
 
 Removes cell outputs, execution counts and run metadata (papermill, execution timing, widgets);
 keeps cell tags (the papermill `parameters` tag) and the kernelspec.
@@ -47,10 +48,15 @@ def strip_file(path: str | Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lmsys_pref.nbstrip", description=__doc__)
-    ap.add_argument("paths", nargs="+", type=Path)
+    """Strip (or `--check`) the notebooks named; with none, stdin to stdout (a git filter)."""
+    ap = argparse.ArgumentParser(prog="lmsys-pref nbstrip", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="*", type=Path, help="notebooks; none: stdin -> stdout")
     ap.add_argument("--check", action="store_true", help="only report; exit 1 if not stripped")
     args = ap.parse_args(argv)
+    if not args.paths:
+        nbformat.write(strip(nbformat.read(sys.stdin, as_version=4)), sys.stdout)
+        return 0
     bad = []
     for path in args.paths:
         if args.check:
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         elif strip_file(path):
             print(f"stripped {path}")
     for path in bad:
-        print(f"{path}: has outputs; run `python -m lmsys_pref.nbstrip {path}`")
+        print(f"{path}: has outputs; run `lmsys-pref nbstrip {path}`")
     return int(bool(bad))
 
 

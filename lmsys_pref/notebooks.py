@@ -3,14 +3,16 @@ and the notebook tests, so all three run the same code."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import ConfigError, parse_params
+from .configs import ConfigError, params_help, parse_params
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = Path(os.environ.get("LMSYS_PREF_NOTEBOOKS", REPO / "notebooks"))
@@ -38,6 +40,14 @@ BASELINES = {
 }
 
 
+# tqdm.auto inside a kernel without ipywidgets warns that it falls back to text bars, which is
+# what a papermill run wants (the bars stream to the terminal): that warning is noise here.
+TERMINAL_ONLY_WARNINGS = "ignore:IProgress not found:Warning"
+# Set in the kernels `execute` starts: their output goes to a file or a terminal, not a browser,
+# so progress is text (lm.train swaps the Trainer's HTML progress for its text one).
+HEADLESS_ENV = "LMSYS_PREF_HEADLESS"
+
+
 class NotebookError(RuntimeError):
     """A notebook cell raised; the message carries the original error line."""
 
@@ -54,11 +64,14 @@ def notebook_parameters(baseline: str, data_dir: str | None, out_dir: str,
     if unknown:
         raise ConfigError(f"baseline {baseline!r}: unknown parameter(s) {unknown}; "
                           f"known: {sorted(fields)}")
-    out = {**params, "out_dir": str(out_dir)}
+    values = {**params, "out_dir": str(out_dir)}
     if data_dir is not None:
-        out["data_dir"] = str(data_dir)
-    if spec.preset is not None or preset is not None:
-        out["preset"] = preset or spec.preset
+        values["data_dir"] = str(data_dir)
+    chosen = preset or spec.preset
+    cfg = spec.config_class().from_preset(chosen, **values)  # typed: ConfigError, before any work
+    out = {k: getattr(cfg, k) for k in values}  # converted values ("1e-4" -> 1e-4)
+    if chosen is not None:
+        out["preset"] = chosen
     return out
 
 
@@ -67,42 +80,147 @@ def run_notebook(baseline: str, out_dir: str | Path, data_dir: str | Path | None
                  progress: bool = True) -> Path:
     """Execute `notebooks/<baseline>.ipynb` into `out_dir`; returns the executed notebook's path.
 
+    With `progress`, the kernel's stdout and stderr (Trainer progress bars, losses, eval lines,
+    the run's log) stream to this terminal while the notebook runs.
+
     Raises:
         ConfigError: unknown baseline or parameter (before anything runs).
         NotebookError: a cell failed; the message names the notebook and the error.
     """
-    import papermill as pm
-
     params = notebook_parameters(baseline, data_dir and str(data_dir), str(out_dir), preset,
                                  params)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     src = NOTEBOOK_DIR / BASELINES[baseline].notebook
-    dst = out_dir / src.name
+    return execute(src, Path(out_dir) / src.name, params, stream=progress)
+
+
+def execute(src: str | Path, dst: str | Path, params: dict[str, Any],
+            stream: bool = False) -> Path:
+    """Run the notebook `src` with papermill into `dst` (cwd: the repository).
+
+    Args:
+        src: the notebook; dst: the executed copy (its folder is created).
+        params: papermill parameters (injected after the `parameters` cell).
+        stream: copy the kernel's stdout/stderr to ours as it comes, instead of nothing.
+
+    Raises:
+        NotebookError: a cell failed; the message names the notebook and the error.
+    """
+    import papermill as pm
+    from traitlets.config import Config
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # the kernel talks to us over local IPC sockets, not TCP on localhost: nothing to encrypt,
+    # so ipykernel has no "running over TCP without encryption" warning to print (Windows has
+    # no IPC sockets and keeps TCP)
+    transport = Config({"KernelManager": {"transport": "tcp" if os.name == "nt" else "ipc"}})
     try:
-        pm.execute_notebook(str(src), str(dst), parameters=params, progress_bar=progress,
-                            kernel_name="python3", cwd=str(REPO))
+        with _kernel_warnings(TERMINAL_ONLY_WARNINGS):
+            pm.execute_notebook(str(src), str(dst), parameters=params, progress_bar=False,
+                                kernel_name="python3", cwd=str(REPO), config=transport,
+                                stdout_file=sys.stdout if stream else None,
+                                stderr_file=sys.stderr if stream else None)
     except pm.PapermillExecutionError as err:
-        raise NotebookError(f"{src.name} failed in cell {err.exec_count}: {err.ename}: "
+        raise NotebookError(f"{Path(src).name} failed in cell {err.exec_count}: {err.ename}: "
                             f"{err.evalue} (executed notebook: {dst})") from None
     return dst
 
 
+@contextlib.contextmanager
+def _kernel_warnings(filters: str):
+    """Add `PYTHONWARNINGS` filters and `HEADLESS_ENV` for the kernels started inside the block
+    (they copy our environment when they start); ours is restored after."""
+    old = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", HEADLESS_ENV)}
+    os.environ["PYTHONWARNINGS"] = ",".join(f for f in (old["PYTHONWARNINGS"], filters) if f)
+    os.environ[HEADLESS_ENV] = "1"
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
+
+
+def train_parser(baseline: str | None = None, preset: str | None = None
+                 ) -> argparse.ArgumentParser:
+    """The `train` command's parser; with a baseline, its help lists every `-p` field (type,
+    default from the preset, docstring) from the config class."""
+    epilog = "`lmsys-pref train <baseline> --help` lists the baseline's parameters."
+    if baseline in BASELINES:
+        spec = BASELINES[baseline]
+        chosen = preset or spec.preset
+        cls = spec.config_class()
+        epilog = params_help(cls, cls.from_preset(chosen).to_dict(), chosen)
+    ap = argparse.ArgumentParser(prog="lmsys-pref train", epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 description="Train a baseline by executing its notebook.")
+    ap.add_argument("baseline", choices=sorted(BASELINES))
+    ap.add_argument("--data-dir", default=None, help="folder with train.csv and test.csv")
+    ap.add_argument("--out-dir", required=True, help="the run folder")
+    ap.add_argument("--preset", default=None, help="a preset name or YAML file (default: the "
+                    "baseline's: " + ", ".join(f"{k} {v.preset}" for k, v in BASELINES.items())
+                    + ")")
+    ap.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                    help="set a config field, repeatable (see below)")
+    return ap
+
+
+def preflight(baseline: str, params: dict[str, Any]) -> None:
+    """Checks before the notebook starts: OUT_DIR writable, the data files valid (named
+    errors in seconds, not after the kernel and the model have loaded)."""
+    from . import data, runs
+
+    cfg = BASELINES[baseline].config_class().from_preset(
+        params.get("preset"), **{k: v for k, v in params.items() if k != "preset"})
+    runs.prepare_out_dir(cfg.out_dir)
+    data.load_competition(REPO / cfg.data_dir, lenient=cfg.lenient)  # the notebook's cwd
+
+
 def cli_main(argv: list[str]) -> int:
     """`python -m lmsys_pref train <baseline> --out-dir D [--data-dir D] [--preset P] [-p k v]`."""
-    ap = argparse.ArgumentParser(prog="lmsys_pref train")
-    ap.add_argument("baseline", choices=sorted(BASELINES))
-    ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--out-dir", required=True)
-    ap.add_argument("--preset", default=None)
-    ap.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"))
-    args = ap.parse_args(argv)
+    if {"-h", "--help"} & set(argv):
+        preset = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else None
+        train_parser(next((a for a in argv if a in BASELINES), None), preset).print_help()
+        return 0
+    args = train_parser().parse_args(argv)
     t0 = time.time()
+    params = notebook_parameters(args.baseline, args.data_dir, args.out_dir,
+                                 args.preset or None, parse_params(args.param))
+    preflight(args.baseline, params)
     try:
         nb = run_notebook(args.baseline, args.out_dir, args.data_dir, args.preset or None,
                           parse_params(args.param))
     except NotebookError as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"done in {time.time() - t0:.0f}s: {nb}")
+    return 0
+
+
+def eda_main(argv: list[str]) -> int:
+    """`lmsys-pref eda --data-dir D --out-dir O [-p top_n 30]`: notebooks/eda.ipynb with
+    papermill -> O/eda.ipynb plus its figures (PNG) and tables (CSV)."""
+    import papermill as pm
+    import yaml
+
+    src = NOTEBOOK_DIR / "eda.ipynb"
+    known = pm.inspect_notebook(str(src))
+    ap = argparse.ArgumentParser(prog="lmsys-pref eda", description=eda_main.__doc__)
+    ap.add_argument("--data-dir", required=True, help="folder with train.csv (or .parquet)")
+    ap.add_argument("--out-dir", required=True, help="gets eda.ipynb, the figures and tables")
+    ap.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                    help="a parameter of the notebook: " + ", ".join(
+                        f"{k} ({v['inferred_type_name']}, {v['default']})"
+                        for k, v in known.items() if k not in ("data_dir", "out_dir")))
+    args = ap.parse_args(argv)
+    # the notebook has no config class: a value is YAML (`5` -> 5, `true` -> True)
+    params = {k: yaml.safe_load(v) for k, v in parse_params(args.param).items()}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(f"eda.ipynb: unknown parameter(s) {unknown}; known: {sorted(known)}")
+    out_dir = Path(args.out_dir).resolve()  # the kernel runs in the repository
+    params.update(data_dir=str(Path(args.data_dir).resolve()), out_dir=str(out_dir))
+    print(f"wrote {execute(src, out_dir / src.name, params, stream=True)}")
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -17,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from . import data, postrules, runs, submission
-from .configs import parse_params
+from .configs import params_help, parse_params
 from .configs.predict import PredictConfig
 
 log = logging.getLogger("lmsys_pref.predict")
+PREDICT_OUTPUTS = ("submission.csv", "predict.json")
 # kind -> "module:callable(model_dir, **overrides) -> predictor"; imported on use so that an
 # XGBoost model is scored without importing torch.
 LOADERS = {
@@ -80,9 +80,7 @@ def write_outputs(cfg: PredictConfig, test: pd.DataFrame, probs: np.ndarray, sta
         probs = postrules.apply(test, probs, rules)
         extra["post_rules_rows"] = postrules.count(test, rules)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = submission.write(test["id"].to_numpy(), probs, out / ".submission.csv.tmp")
-    os.replace(tmp, out / "submission.csv")
+    submission.write(test["id"].to_numpy(), probs, out / "submission.csv")  # atomic
     keys = ("rows", "tokens", "seconds", "tokens_per_s", "padding_efficiency")
     summary = {k: stats.get(k) for k in keys} | {"rows": len(test)} | extra
     summary |= {k: v for k, v in stats.items() if k not in summary}
@@ -97,6 +95,7 @@ def predict(cfg: PredictConfig) -> dict:
         The predict.json summary.
     """
     t0 = time.perf_counter()
+    runs.prepare_out_dir(cfg.out_dir, PREDICT_OUTPUTS)  # no stale submission left looking current
     test = load_test(cfg)
     predictor, kind = load_model(cfg)
     probs = predictor.predict_proba(test, tta=tta_for(kind, cfg.tta))
@@ -110,7 +109,9 @@ def predict(cfg: PredictConfig) -> dict:
 
 def parse_args(argv: list[str] | None, prog: str = "lmsys_pref predict") -> PredictConfig:
     """`--model-dir M --data-dir D --out-dir O [-p key value ...]` to a `PredictConfig`."""
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0],
+                                 epilog=params_help(PredictConfig),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", required=True, help="OUT_DIR of a train run, or its model/")
     ap.add_argument("--data-dir", required=True, help="folder with test.csv")
     ap.add_argument("--out-dir", required=True, help="where submission.csv, predict.json go")

@@ -1,6 +1,7 @@
 """Figures and `report.md` for a run folder: calibration, confusion, P/R/F1, loss by length/turns.
 
-Reads the run's out-of-fold (`oof.csv`) or validation (`val.csv`) predictions; lengths and turn
+Reads the rows the run scored: the file its metrics.json names (`eval`: oof -> `oof.csv`, val ->
+`val.csv`, see `runs.METRIC_KEYS`), else whichever of the two exists; lengths and turn
 counts come from the labelled data the run trained on (`data_dir` of the saved config in
 `model/lmsys_pref.json`, or the `data_dir` argument).
 """
@@ -23,20 +24,25 @@ from . import data, metrics, runs  # noqa: E402
 from .data import CLASS_NAMES, LABEL_COLS  # noqa: E402
 
 log = logging.getLogger("lmsys_pref")
-PRED_FILES = ("oof.csv", "val.csv")
+PRED_FILES = tuple(runs.EVAL_FILES.values())  # oof.csv, val.csv
 
 
 def load_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, Path]:
-    """The labelled predictions of a run (oof.csv, else val.csv) and the file they came from.
+    """The labelled predictions of a run and the file they came from: the one named by the
+    `eval` of its metrics.json, or (without one) oof.csv, else val.csv.
 
     Raises:
         FileNotFoundError: neither file exists.
         DataError: a needed column is missing or a label is not 0/1/2.
     """
     run_dir = Path(run_dir)
-    path = next((run_dir / n for n in PRED_FILES if (run_dir / n).exists()), None)
+    names = PRED_FILES
+    if (run_dir / "metrics.json").exists():
+        scored = runs.load_json(run_dir / "metrics.json").get("eval")
+        names = (runs.EVAL_FILES[scored],) if scored in runs.EVAL_FILES else names
+    path = next((run_dir / n for n in names if (run_dir / n).exists()), None)
     if path is None:
-        raise FileNotFoundError(f"{run_dir}: no {' or '.join(PRED_FILES)}; is it a train run?")
+        raise FileNotFoundError(f"{run_dir}: no {' or '.join(names)}; is it a train run?")
     df = runs.read_probs(path)
     missing = [c for c in ("id", "label", *LABEL_COLS) if c not in df.columns]
     if missing:
@@ -147,6 +153,9 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
     Length and turn sections need the training data; without it they are left out (noted).
     """
     run_dir = Path(run_dir)
+    if (run_dir / "metrics.json").exists() and not any((run_dir / n).exists()
+                                                       for n in PRED_FILES):
+        return _write_unscored(run_dir)
     preds, src = load_predictions(run_dir)
     labels = preds["label"].to_numpy(dtype=int)
     probs = preds[list(LABEL_COLS)].to_numpy(dtype=np.float64)
@@ -177,6 +186,17 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
     runs.save_json(run_dir / "report.json", ev)
     path = run_dir / "report.md"
     path.write_text("\n".join(parts))
+    return path
+
+
+def _write_unscored(run_dir: Path) -> Path:
+    """report.md of a run that scored no labelled row (e.g. XGBoost with n_folds 0 or 1)."""
+    log.warning("%s: no %s (no row was scored out of fold); report without figures", run_dir,
+                " or ".join(PRED_FILES))
+    path = run_dir / "report.md"
+    path.write_text(f"# Report: {run_dir.name}\n\nNo labelled row was scored out of fold "
+                    f"(no {' or '.join(PRED_FILES)}; e.g. `n_folds` 0 or 1, a final fit only), "
+                    "so there is no log loss, calibration or confusion matrix to show.\n")
     return path
 
 

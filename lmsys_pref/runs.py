@@ -2,24 +2,113 @@
 
 OUT_DIR/
   submission.csv   id + three probabilities, the test ids in test order
-  metrics.json     cv_log_loss or val_log_loss, accuracy, n_train, n_test, seconds, ...
-  oof.csv|val.csv  id + label + three probabilities for the rows scored out of fold
+  metrics.json     the scores of the run in one vocabulary (`METRIC_KEYS`, built by `run_metrics`):
+                   log_loss, accuracy, ece, eval ('oof' or 'val'), n_train, n_test, seconds, ...
+  oof.csv|val.csv  id + label + three probabilities of the rows metrics.json scored
+                   (`EVAL_FILES[metrics["eval"]]`)
   model/           all `predict` needs; model/lmsys_pref.json names the kind and config
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from . import metrics as scores
 from . import submission
-from .data import LABEL_COLS
+from .atomic import atomic_dir, atomic_path, is_temporary, write_text
+from .data import LABEL_COLS, DataError
 
+__all__ = ["atomic_dir", "atomic_path", "prepare_out_dir", "write_outputs"]  # + the rest
+
+log = logging.getLogger("lmsys_pref")
 MODEL_META = "lmsys_pref.json"
+
+# metrics.json: one vocabulary for every baseline (xgb, lm.fit) and every reader (grid,
+# notebook_view, report, benchmarks). `run_metrics` builds it; `check_metrics` enforces it.
+METRIC_KEYS = {
+    "log_loss": "multi-class log loss of the scored rows (the competition metric)",
+    "accuracy": "share of scored rows whose most probable class is the label",
+    "ece": "expected calibration error of the top-class probability (10 bins)",
+    "eval": "which rows were scored: 'oof' (k-fold, every labelled row), 'val' (a holdout) or "
+            "null (none: XGBoost with n_folds <= 1; the three scores are null too)",
+    "n_train": "labelled rows the run used (a holdout run trains on n_train - n_eval of them)",
+    "n_test": "test rows scored into submission.csv (0 without a test file)",
+    "seconds": "wall time of the whole run",
+}
+OPTIONAL_METRIC_KEYS = {
+    "n_eval": "rows scored (the holdout's size; n_train for OOF)",
+    "n_folds": "folds of a k-fold run",
+    "fold_log_losses": "log loss of each fold's held-out rows",
+    "best_fold": "the fold whose model is saved in model/ (k-fold transformer runs)",
+    "fold_rounds": "boosting rounds each fold stopped at (XGBoost)",
+    "steps": "optimizer steps, all folds together",
+    "untuned_log_loss": "log loss of the same rows before fine-tuning (base model + fresh head)",
+    "train_loss_first": "first logged training loss",
+    "train_loss_last": "last logged training loss",
+    "model_id": "the checkpoint that was fine-tuned",
+    "weights_dtype": "dtype the transformer's weights ran in (bf16, fp16, fp32; `dtype: auto`)",
+    "attn_implementation": "attention kernel the transformer ran with (`attn_implementation`)",
+    "n_shared_rows": "rows every blended run scored: the blend's weights are fitted on them",
+    "blend_weights": "weight of each blended run folder (`lmsys_pref.blend`)",
+}
+EVAL_FILES = {"oof": "oof.csv", "val": "val.csv"}  # metrics["eval"] -> the scored rows' file
+
+
+def run_metrics(labels: Sequence[int] | None, probs: np.ndarray | None, *, eval: str | None,
+                n_train: int, n_test: int, seconds: float, **optional: Any) -> dict[str, Any]:
+    """The metrics.json of a run: scores of the `eval` rows plus the run's sizes and time.
+
+    Args:
+        labels: class indices (0/1/2) of the scored rows; None when no row was scored.
+        probs: their (n, 3) probabilities (the rows of oof.csv or val.csv), or None.
+        eval: "oof" or "val", which rows were scored (None with `labels`).
+        n_train, n_test, seconds: see `METRIC_KEYS`.
+        **optional: keys of `OPTIONAL_METRIC_KEYS` (e.g. `n_folds=5`).
+
+    Raises:
+        ValueError: `eval` is not oof/val, or an optional key is not in the vocabulary.
+    """
+    m: dict[str, Any] = {"log_loss": None, "accuracy": None, "ece": None}
+    if labels is not None:
+        labels = np.asarray(labels, dtype=int)
+        probs = np.asarray(probs, dtype=np.float64)
+        m = {"log_loss": scores.log_loss(labels, probs),
+             "accuracy": scores.accuracy(labels, probs),
+             "ece": scores.calibration(labels, probs)["ece"]}
+    m.update(eval=eval, n_train=int(n_train), n_test=int(n_test),
+             seconds=round(float(seconds), 2), **optional)
+    return check_metrics(m)
+
+
+def check_metrics(m: dict[str, Any], where: str = "metrics") -> dict[str, Any]:
+    """`m` when it speaks the vocabulary (every key of `METRIC_KEYS`, nothing unknown).
+
+    Raises:
+        ValueError: naming `where` and the missing or unknown keys, or a bad `eval`.
+    """
+    missing = [k for k in METRIC_KEYS if k not in m]
+    unknown = sorted(set(m) - set(METRIC_KEYS) - set(OPTIONAL_METRIC_KEYS))
+    if missing or unknown:
+        raise ValueError(f"{where}: missing key(s) {missing}, unknown key(s) {unknown}; "
+                         "the vocabulary is lmsys_pref.runs.METRIC_KEYS (+ OPTIONAL_METRIC_KEYS)")
+    if m["eval"] not in EVAL_FILES and (m["eval"], m["log_loss"]) != (None, None):
+        raise ValueError(f"{where}: 'eval' is {m['eval']!r}, expected one of {sorted(EVAL_FILES)}"
+                         " (or null when no row was scored)")
+    return m
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's metrics.json, checked against the vocabulary (`check_metrics`)."""
+    path = Path(run_dir) / "metrics.json"
+    return check_metrics(load_json(path), str(path))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -39,15 +128,16 @@ def _jsonable(obj: Any) -> Any:
 
 
 def save_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON (numpy scalars and paths converted, NaN as null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
-    return path
+    """Write JSON atomically (numpy scalars and paths converted, NaN as null)."""
+    return write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
 
 
 def load_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """Read a JSON file; a broken one is a `DataError` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
 def probs_frame(ids: Sequence[int], probs: np.ndarray, labels: Sequence[int] | None = None
@@ -61,8 +151,18 @@ def probs_frame(ids: Sequence[int], probs: np.ndarray, labels: Sequence[int] | N
 
 
 def read_probs(path: str | Path) -> pd.DataFrame:
-    """Read an oof/val/submission file written by this module."""
-    return pd.read_csv(path)
+    """Read an oof/val/submission file written by this module.
+
+    Raises:
+        FileNotFoundError / DataError: naming the file (missing, empty or not a CSV).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not a readable CSV ({str(err).strip()})") from None
 
 
 def write_outputs(out_dir: str | Path, *, test_ids: Sequence[int] | None,
@@ -70,12 +170,51 @@ def write_outputs(out_dir: str | Path, *, test_ids: Sequence[int] | None,
                   oof_name: str = "oof.csv") -> Path:
     """Write submission.csv, metrics.json and oof.csv (or val.csv) into a run folder."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if test_ids is not None:
-        submission.write(test_ids, test_probs, out / "submission.csv")
     if oof is not None:
-        oof.to_csv(out / oof_name, index=False)
+        with atomic_path(out / oof_name) as tmp:
+            oof.to_csv(tmp, index=False)
     save_json(out / "metrics.json", metrics)
+    if test_ids is not None:  # last: a submission.csv means the whole run completed
+        submission.write(test_ids, test_probs, out / "submission.csv")
+    return out
+
+
+# What a run may leave in OUT_DIR; `prepare_out_dir` moves a previous run's copies aside.
+RUN_OUTPUTS = ("submission.csv", "oof.csv", "val.csv", "metrics.json", "predict.json",
+               "report.md", "report.json", "weights.json", "calibration.json", "model")
+PREVIOUS = "previous"
+
+
+def prepare_out_dir(out_dir: str | Path, outputs: Sequence[str] = RUN_OUTPUTS) -> Path:
+    """Make OUT_DIR ready for a run, before any work: create it, check it is writable, and move
+    what a previous run left (`outputs` that exist) into OUT_DIR/previous/ (replacing an older
+    one), so a stale submission.csv never looks like this run's. Temporaries of a killed run
+    are deleted.
+
+    Raises:
+        OSError: OUT_DIR cannot be created or written (the message names it).
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / ".write_test", "")
+        (out / ".write_test").unlink()
+    except OSError as err:
+        raise OSError(err.errno, f"OUT_DIR is not writable ({err.strerror})", str(out)) from None
+    for leftover in filter(is_temporary, out.iterdir()):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+    stale = [out / name for name in outputs if (out / name).exists()]
+    if stale:
+        previous = out / PREVIOUS
+        shutil.rmtree(previous, ignore_errors=True)
+        previous.mkdir()
+        for path in stale:
+            os.replace(path, previous / path.name)
+        log.warning("%s: moved the previous run's %s into %s", out, [p.name for p in stale],
+                    previous)
     return out
 
 

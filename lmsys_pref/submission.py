@@ -1,4 +1,9 @@
-"""Writing and checking `submission.csv`: exactly the test ids, in order, rows summing to 1."""
+"""Writing and checking `submission.csv`: exactly the test ids, in order, rows summing to 1.
+
+Probabilities are validated before anything is normalised: a row must be finite, non-negative
+and sum to 1 within `SUM_TOL` (rounding); only such rows are renormalised. [-1, -1, -2], NaN
+or [5, 0, 0] are a `SubmissionError` naming the file and the row id, never a silent fix.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,55 +12,97 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_path
 from .data import LABEL_COLS
 
 SUBMISSION_COLS = ("id",) + LABEL_COLS
+SUM_TOL = 1e-3  # rows summing to 1 +- this are rounding; they are renormalised on write
 
 
 class SubmissionError(ValueError):
     """A submission that Kaggle would reject or score wrongly."""
 
 
-def to_frame(ids: Sequence[int], probs: np.ndarray) -> pd.DataFrame:
-    """Probabilities (n, 3) for `ids` as a submission frame; rows renormalised to sum to 1."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape != (len(ids), 3):
-        raise SubmissionError(f"expected probabilities of shape ({len(ids)}, 3), got {probs.shape}")
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    df = pd.DataFrame(probs, columns=list(LABEL_COLS))
-    df.insert(0, "id", np.asarray(ids, dtype=np.int64))
+def check_probs(ids: Sequence, probs: np.ndarray, name: str = "submission") -> np.ndarray:
+    """`probs` as float64 (n, 3), or `SubmissionError` naming the first bad row's id.
+
+    A row is valid when finite, non-negative and summing to 1 within `SUM_TOL`.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape != (len(ids), 3):
+        raise SubmissionError(f"{name}: expected probabilities of shape ({len(ids)}, 3), "
+                              f"got {p.shape}")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(p).all(1) | (p < 0).any(1) | ~(np.abs(p.sum(1) - 1) <= SUM_TOL)
+    if bad.any():
+        i = int(bad.argmax())
+        raise SubmissionError(f"{name}: row id {np.asarray(ids)[i]}: probabilities "
+                              f"{p[i].tolist()} are not finite, non-negative and summing to 1 "
+                              f"(within {SUM_TOL}); {int(bad.sum())} such row(s)")
+    return p
+
+
+def _int_ids(ids, name: str) -> np.ndarray:
+    values = pd.Series(np.asarray(ids, dtype=object))
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.isna() | (numeric != numeric.round())
+    if bad.any():
+        raise SubmissionError(f"{name}: column 'id': {values[bad].iloc[0]!r} is not an integer "
+                              f"id ({int(bad.sum())} such row(s))")
+    return numeric.to_numpy().astype(np.int64)
+
+
+def to_frame(ids: Sequence[int], probs: np.ndarray, name: str = "submission") -> pd.DataFrame:
+    """Probabilities (n, 3) for `ids` as a submission frame, validated (`check_probs`), then
+    renormalised (rounding only)."""
+    p = check_probs(ids, probs, name)
+    df = pd.DataFrame(p / p.sum(axis=1, keepdims=True), columns=list(LABEL_COLS))
+    df.insert(0, "id", _int_ids(ids, name))
     return df
 
 
-def validate(sub: pd.DataFrame, test_ids: Sequence[int], name: str = "submission") -> pd.DataFrame:
-    """Raise `SubmissionError` unless `sub` holds exactly `test_ids` in order with valid rows."""
+def validate(sub: pd.DataFrame, test_ids: Sequence[int] | None, name: str = "submission"
+             ) -> pd.DataFrame:
+    """Raise `SubmissionError` unless `sub` holds valid rows with unique integer ids, and
+    exactly `test_ids` in order when they are given."""
     if list(sub.columns) != list(SUBMISSION_COLS):
         raise SubmissionError(f"{name}: columns {list(sub.columns)} != {list(SUBMISSION_COLS)}")
-    ids, want = sub["id"].to_numpy(), np.asarray(test_ids)
-    if len(ids) != len(want) or not (ids == want).all():
-        missing = sorted(set(want.tolist()) - set(ids.tolist()))[:5]
-        extra = sorted(set(ids.tolist()) - set(want.tolist()))[:5]
-        raise SubmissionError(f"{name}: ids differ from the test ids in order "
-                              f"({len(ids)} rows vs {len(want)}; missing {missing}, extra {extra})")
-    p = sub[list(LABEL_COLS)].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(p).all(1) | (p < 0).any(1) | (p > 1).any(1) | (np.abs(p.sum(1) - 1) > 1e-6)
-    if bad.any():
-        rid = ids[bad.argmax()]
-        raise SubmissionError(f"{name}: row id {rid}: probabilities {p[bad.argmax()].tolist()} "
-                              f"are not finite, in [0, 1] and summing to 1 ({int(bad.sum())} rows)")
+    ids = _int_ids(sub["id"], name)
+    if test_ids is not None:
+        want = np.asarray(test_ids)
+        if len(ids) != len(want) or not (ids == want).all():
+            missing = sorted(set(want.tolist()) - set(ids.tolist()))[:5]
+            extra = sorted(set(ids.tolist()) - set(want.tolist()))[:5]
+            raise SubmissionError(f"{name}: ids differ from the test ids in order ({len(ids)} "
+                                  f"rows vs {len(want)}; missing {missing}, extra {extra})")
+    dup = pd.Series(ids)[pd.Series(ids).duplicated()]
+    if len(dup):
+        raise SubmissionError(f"{name}: duplicate id(s) {dup.head(5).tolist()} in column 'id'")
+    values = sub[list(LABEL_COLS)].apply(pd.to_numeric, errors="coerce")
+    check_probs(ids, values.to_numpy(dtype=np.float64), name)
     return sub
 
 
 def write(ids: Sequence[int], probs: np.ndarray, path: str | Path) -> Path:
-    """Validate and write a submission CSV; returns its path."""
-    sub = validate(to_frame(ids, probs), ids, str(path))
+    """Validate and write a submission CSV atomically (whole or not at all); returns its path."""
+    sub = validate(to_frame(ids, probs, str(path)), ids, str(path))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sub.to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        sub.to_csv(tmp, index=False)
     return path
 
 
 def read(path: str | Path, test_ids: Sequence[int] | None = None) -> pd.DataFrame:
-    """Read a submission; validate it against `test_ids` when given."""
-    sub = pd.read_csv(path)
-    return validate(sub, test_ids, str(path)) if test_ids is not None else sub
+    """Read and validate a submission (against `test_ids` when given).
+
+    Raises:
+        FileNotFoundError, SubmissionError: naming the file (and the row id where there is one).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        sub = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise SubmissionError(f"{path}: not a readable CSV ({str(err).strip()})") from None
+    return validate(sub, test_ids, str(path))

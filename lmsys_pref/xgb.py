@@ -11,7 +11,7 @@ import pandas as pd
 import xgboost
 from tqdm.auto import tqdm
 
-from . import data, features, metrics, postrules, runs
+from . import data, features, postrules, runs
 from .configs.xgb import XGBConfig
 
 log = logging.getLogger("lmsys_pref")
@@ -46,15 +46,18 @@ class Features:
 
 
 def train_booster(cfg: XGBConfig, feats: Features, rows: np.ndarray,
-                  rounds: int | None = None) -> xgboost.Booster:
+                  rounds: int | None = None, groups: np.ndarray | None = None
+                  ) -> xgboost.Booster:
     """Fit one booster on `rows`; with early stopping on, a stratified 15% of them picks the round.
 
-    The stopping rows are held out of the fit (their swapped copies too), so out-of-fold scores
-    stay honest: the validation fold never chooses its own stopping round.
+    The stopping rows are held out of the fit (their swapped copies too, and with `groups`, the
+    other rows of their prompt group), so out-of-fold scores stay honest: the validation fold
+    never chooses its own stopping round.
     """
     params = booster_params(cfg)
     if rounds is None and cfg.early_stopping_rounds > 0 and len(rows) >= 40:
-        fit_pos, stop_pos = data.holdout(feats.labels[rows], 0.15, cfg.seed)
+        fit_pos, stop_pos = data.holdout(feats.labels[rows], 0.15, cfg.seed,
+                                         groups=None if groups is None else groups[rows])
         stop = feats.matrix(rows[stop_pos], False)
         return xgboost.train(params, feats.matrix(rows[fit_pos], cfg.swap_augment),
                              cfg.n_estimators, evals=[(stop, "stop")],
@@ -80,12 +83,17 @@ def _has_best(booster: xgboost.Booster) -> bool:
     return "best_iteration" in booster.attributes()
 
 
-def cross_validate(cfg: XGBConfig, feats: Features) -> tuple[np.ndarray, list[int]]:
-    """Out-of-fold probabilities for every training row and the stopping round of each fold."""
+def cross_validate(cfg: XGBConfig, feats: Features, groups: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, list[int]]:
+    """Out-of-fold probabilities for every training row and the stopping round of each fold.
+
+    `groups` (`data.fold_groups`) keep the rows of one group inside one fold.
+    """
     oof = np.zeros((len(feats.orig), 3))
     best = []
-    for tr, va in tqdm(data.kfold(feats.labels, cfg.n_folds, cfg.seed), desc="xgb folds"):
-        booster = train_booster(cfg, feats, tr)
+    folds = data.kfold(feats.labels, cfg.n_folds, cfg.seed, groups=groups)
+    for tr, va in tqdm(folds, desc="xgb folds"):
+        booster = train_booster(cfg, feats, tr, groups=groups)
         oof[va] = predict_booster(booster, feats, va, cfg.tta)
         best.append(booster.best_iteration + 1 if _has_best(booster) else cfg.n_estimators)
     return oof, best
@@ -98,28 +106,29 @@ def fit(cfg: XGBConfig) -> dict:
         The metrics written to `metrics.json`.
     """
     t0 = time.time()
+    out = runs.prepare_out_dir(cfg.out_dir)  # writable, no stale outputs: before any work
     train, test = data.load_competition(cfg.data_dir, lenient=cfg.lenient,
                                         max_train_rows=cfg.max_train_rows)
-    out = Path(cfg.out_dir)
-    result: dict[str, Any] = {"n_train": len(train), "n_test": 0 if test is None else len(test)}
     feats = Features(train, with_swap=cfg.swap_augment or cfg.tta == "swap")
-    oof_frame, rounds = None, None
+    oof, oof_frame, best, rounds = None, None, [], None
     if cfg.n_folds > 1:
-        oof, best = cross_validate(cfg, feats)
-        ev = metrics.evaluate(train["label"], oof)
-        result.update(cv_log_loss=ev["log_loss"], cv_accuracy=ev["accuracy"], cv=ev,
-                      fold_rounds=best)
+        oof, best = cross_validate(cfg, feats, data.fold_groups(train, cfg.group_by))
         oof_frame = runs.probs_frame(train["id"], oof, train["label"])
         rounds = int(np.mean(best)) if cfg.early_stopping_rounds > 0 else cfg.n_estimators
     booster = train_booster(cfg, feats, np.arange(len(train)), rounds or cfg.n_estimators)
-    save(booster, cfg, out / "model")
-    postrules.save(postrules.fit(train), out / "model")  # used by `predict -p post_rules true`
-    test_probs = None if test is None else predict_booster(booster, Features(test, cfg.tta == "swap"),
-                                                               tta=cfg.tta)
-    result["seconds"] = round(time.time() - t0, 2)
+    with runs.atomic_dir(out / "model") as model_dir:  # whole or absent
+        save(booster, cfg, model_dir)
+        postrules.save(postrules.fit(train), model_dir)  # for `predict -p post_rules true`
+    test_probs = None if test is None else predict_booster(
+        booster, Features(test, cfg.tta == "swap"), tta=cfg.tta)
+    scored = oof is not None  # with n_folds <= 1 no row is scored out of fold: null scores
+    result = runs.run_metrics(
+        train["label"] if scored else None, oof, eval="oof" if scored else None,
+        n_train=len(train), n_test=0 if test is None else len(test), seconds=time.time() - t0,
+        n_eval=len(train) if scored else 0, n_folds=cfg.n_folds, fold_rounds=best)
     runs.write_outputs(out, test_ids=None if test is None else test["id"],
                        test_probs=test_probs, metrics=result, oof=oof_frame)
-    log.info("xgb: cv log loss %s, %.0fs", result.get("cv_log_loss"), result["seconds"])
+    log.info("xgb: cv log loss %s, %.0fs", result["log_loss"], result["seconds"])
     return result
 
 
@@ -166,5 +175,9 @@ def plot_importance(run_dir: str | Path, top: int = 20):
     import matplotlib
     matplotlib.use("Agg")
     booster = load_predictor(run_dir).booster
+    if not booster.get_score(importance_type="total_gain"):  # stumps only: nothing to rank
+        log.warning("%s: the trees have no splits (tiny data or settings); no importance plot",
+                    run_dir)
+        return None
     return xgboost.plot_importance(booster, max_num_features=top, importance_type="total_gain",
                                    show_values=False)

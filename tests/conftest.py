@@ -79,3 +79,16 @@ def tiny_llama_classifier(vocab_size: int = 128, seed: int = 0, pad_id: int = 0)
                       num_labels=3, pad_token_id=pad_id, max_position_embeddings=256,
                       attn_implementation="sdpa")
     return AutoModelForSequenceClassification.from_config(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    """A random 2-layer Llama classifier over a 128-token vocabulary (seed 0, pad id 0)."""
+    return tiny_llama_classifier(vocab_size=128, seed=0, pad_id=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_30k():
+    """The same shape over BERT's 30,522-token vocabulary (seed 1, pad id 0), for rows that
+    come from a real tokenizer."""
+    return tiny_llama_classifier(vocab_size=30522, seed=1, pad_id=0)

@@ -86,6 +86,7 @@ def test_position_free_predictor_is_flip_consistent(train):
 def test_verbosity_and_assertiveness_shifts(train):
     base = Longer().predict_proba(train)
     res = bias.probe_shift(Longer(), train, base, bias.VERBOSITY, seed=1, k=3)
+    assert set(res) == {"repeat_sentences", "filler", "markdown"}
     for name, r in res.items():
         assert r["mean_shift"] > 0.01 and r["share_up"] == 1.0 and r["mean_log_len_change"] > 0
     flat = bias.probe_shift(Constant(), train, Constant().predict_proba(train),
@@ -132,6 +133,7 @@ def test_judge_sets_load_and_score(judge_bias_dir):
     assert refs["LLMBar/Natural"] == {"accuracy": 0.955, "agreement": 0.95}
     res = judge_sets.score(Constant(), judge_bias_dir, max_rows=20)
     # always "A": right in exactly one of the two orders, never the same verdict after a swap
+    assert len(res["subsets"]) == 19
     for name, s in res["subsets"].items():
         assert s["accuracy"] == pytest.approx(0.5) and s["agreement"] == 0.0, name
     assert res["subsets"]["LLMBar/Natural"]["reference_accuracy"] == 0.955
@@ -159,17 +161,28 @@ def load_predictor(model_dir, **kw):
 '''
 
 
-def test_cli_on_registered_model(tmp_path, quirks_dir, monkeypatch):
+@pytest.fixture
+def fake_model(tmp_path, monkeypatch):
+    """A registered model kind whose saved folder is tmp_path/run/model."""
     (tmp_path / "fake_bias_model.py").write_text(MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(predict.LOADERS, "fake", "fake_bias_model:load_predictor")
     runs.write_model_meta(tmp_path / "run" / "model", "fake", {})
+    return tmp_path / "run"
+
+
+def test_cli_on_registered_model(tmp_path, quirks_dir, fake_model):
     out = tmp_path / "out"
     assert cli.main(["bias", "--model-dir", str(tmp_path / "run"), "--data-dir", str(quirks_dir),
                      "--out-dir", str(out), "-p", "judge_bias_dir", "''"]) == 0
     res = json.loads((out / "bias.json").read_text())
     assert {"position", "verbosity", "self_enhancement"} <= set(res) and "judge_sets" not in res
     assert res["n_rows"] == 40 and res["config"]["kind"] == "bias"
+    # a model folder without oof.csv/val.csv: every row, and bias.json/bias.md say so
+    assert res["rows"]["rows_used"] == "all" and res["rows"]["n_available"] == 40
+    assert res["rows"]["source"] == str(quirks_dir / "train.csv")
+    assert "no oof.csv or val.csv" in res["rows"]["note"]
+    assert "Rows used: **all**, 40 rows from" in (out / "bias.md").read_text()
     assert res["position"]["none"]["first_wins_share"] > 0.5  # the +0.5 first-position logit
     assert res["verbosity"]["filler"]["mean_shift"] > 0
     text = (out / "bias.md").read_text()
@@ -181,7 +194,7 @@ def test_cli_on_registered_model(tmp_path, quirks_dir, monkeypatch):
 
 
 def test_xgb_model_with_judge_sets(tmp_path, quirks_dir, judge_bias_dir):
-    xgb = pytest.importorskip("lmsys_pref.xgb")
+    from lmsys_pref import xgb
     from lmsys_pref.configs.xgb import XGBConfig
     xgb.fit(XGBConfig(data_dir=str(quirks_dir), out_dir=str(tmp_path / "x"), n_folds=0,
                       n_estimators=10, n_jobs=1))
@@ -194,3 +207,42 @@ def test_xgb_model_with_judge_sets(tmp_path, quirks_dir, judge_bias_dir):
     assert res["judge_sets"]["overall"]["n"] == 190
     assert "## Judge-bias sets" in (tmp_path / "b" / "bias.md").read_text()
     assert (tmp_path / "b" / "bias_judge_sets.png").exists()
+
+
+def scored_rows(run_dir, ids, eval):
+    """The oof.csv / val.csv and metrics.json a train run leaves beside model/."""
+    probs = np.full((len(ids), 3), 1 / 3)
+    m = runs.run_metrics(np.zeros(len(ids), int), probs, eval=eval, n_train=40, n_test=0,
+                         seconds=0)
+    runs.write_outputs(run_dir, test_ids=None, test_probs=None, metrics=m,
+                       oof=runs.probs_frame(ids, probs, np.zeros(len(ids), int)),
+                       oof_name=runs.EVAL_FILES[eval])
+
+
+@pytest.mark.parametrize("eval,used", [("val", "held_out"), ("oof", "out_of_fold")])
+def test_probes_only_the_rows_the_run_held_out(tmp_path, quirks_dir, fake_model, eval, used):
+    train = data.load_split(quirks_dir / "train.csv")
+    held = train["id"].to_numpy()[[3, 1, 30, 17, 8, 22, 39, 12]]
+    scored_rows(fake_model, held, eval)
+    for model_dir in (fake_model, fake_model / "model"):  # the run folder or its model/
+        cfg = BiasConfig(model_dir=str(model_dir), data_dir=str(quirks_dir),
+                         out_dir=str(tmp_path / "out"), judge_bias_dir="")
+        rows = bias.select_rows(train, cfg, quirks_dir / "train.csv")[0]
+        assert sorted(rows["id"]) == sorted(held)
+    res = bias.run(cfg)
+    source = fake_model / runs.EVAL_FILES[eval]
+    assert res["n_rows"] == 8 and res["rows"]["source"] == str(source)
+    assert res["rows"]["rows_used"] == used and res["rows"]["n_missing"] == 0
+    assert json.loads((tmp_path / "out" / "bias.json").read_text())["rows"] == res["rows"]
+    assert f"Rows used: **{used}**, 8 rows from `{source}`" in (
+        tmp_path / "out" / "bias.md").read_text()
+    assert bias.run(cfg.replace(rows="all"))["n_rows"] == 40
+
+
+def test_fresh_labelled_folder_is_probed_in_full_and_said_so(tmp_path, quirks_dir, fake_model):
+    scored_rows(fake_model, np.arange(8), "val")  # ids that the fresh folder does not hold
+    cfg = BiasConfig(model_dir=str(fake_model), data_dir=str(quirks_dir),
+                     out_dir=str(tmp_path / "out"), judge_bias_dir="")
+    res = bias.run(cfg)
+    assert res["n_rows"] == 40 and res["rows"]["rows_used"] == "all"
+    assert "not the run's training data" in res["rows"]["note"]

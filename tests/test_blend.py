@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import blend, cli, data, metrics, runs, submission
+from lmsys_pref import blend, blend_inputs, cli, data, metrics, runs, submission
 
 
 def true_probs(n, seed=0):
@@ -22,11 +22,14 @@ def sharpen(p, power):
     return q / q.sum(1, keepdims=True)
 
 
-def fake_run(path, ids, labels, oof, test_ids=(7, 3, 5), seed=0):
-    """A run folder as a train run writes it: oof.csv, submission.csv, metrics.json."""
+def fake_run(path, ids, labels, oof, test_ids=(7, 3, 5), seed=0, eval="oof"):
+    """A run folder as a train run writes it: oof.csv (or val.csv), submission.csv and
+    metrics.json naming the scored file."""
     test = np.random.default_rng(seed).dirichlet([2, 2, 2], size=len(test_ids))
-    runs.write_outputs(path, test_ids=list(test_ids), test_probs=test, metrics={},
-                       oof=runs.probs_frame(ids, oof, labels))
+    m = runs.run_metrics(labels, oof, eval=eval, n_train=len(ids), n_test=len(test_ids),
+                         seconds=0)
+    runs.write_outputs(path, test_ids=list(test_ids), test_probs=test, metrics=m,
+                       oof=runs.probs_frame(ids, oof, labels), oof_name=runs.EVAL_FILES[eval])
     return path
 
 
@@ -99,10 +102,14 @@ def test_blend_writes_outputs_and_beats_each_run(tmp_path, method):
     saved = json.loads((out / "weights.json").read_text())
     assert sum(saved["weights"].values()) == pytest.approx(1.0) and saved["method"] == method
     submission.read(out / "submission.csv", [7, 3, 5])
-    oof = pd.read_csv(out / "oof.csv")
+    oof = pd.read_csv(out / "oof.csv")  # the cross-fitted rows: honest for any later reader
     assert oof["id"].tolist() == ids.tolist() and oof["label"].tolist() == y.tolist()
     assert metrics.log_loss(y, oof[list(data.LABEL_COLS)].to_numpy()) == pytest.approx(
-        res["blend_oof_log_loss"])
+        res["blend_cv_log_loss"])
+    m = runs.read_metrics(out)  # the run vocabulary
+    assert m["eval"] == "oof" and m["log_loss"] == pytest.approx(res["blend_cv_log_loss"])
+    assert m["n_shared_rows"] == m["n_eval"] == 600 and m["n_test"] == 3
+    assert m["blend_weights"] == pytest.approx(res["weights"]) and res["log_loss"] == m["log_loss"]
 
 
 def test_blend_aligns_rows_by_id(tmp_path):
@@ -119,20 +126,89 @@ def test_blend_aligns_rows_by_id(tmp_path):
     assert one["blend_oof_log_loss"] == pytest.approx(two["blend_oof_log_loss"], abs=1e-9)
 
 
-def test_blend_names_run_and_missing_ids(tmp_path):
+def test_blend_of_partly_overlapping_runs_uses_exactly_the_shared_ids(tmp_path):
+    p, y = true_probs(1300, seed=10)
+    q = sharpen(p * np.random.default_rng(11).uniform(0.5, 1.5, p.shape), 1.5)
+    kfold = fake_run(tmp_path / "kfold", np.arange(1000), y[:1000], p[:1000])  # oof.csv
+    perm = np.random.default_rng(0).permutation(np.arange(500, 1300))  # val.csv, other order
+    wrong = y.copy()
+    wrong[1000:] = (wrong[1000:] + 1) % 3  # labels of rows only one run scored do not matter
+    holdout = fake_run(tmp_path / "holdout", perm, wrong[perm], q[perm], seed=1, eval="val")
+    res = blend.blend([kfold, holdout], tmp_path / "b", min_shared_rows=500)
+    shared = np.arange(500, 1000)
+    fake_run(tmp_path / "k_shared", shared, y[shared], p[shared])
+    fake_run(tmp_path / "h_shared", shared, y[shared], q[shared], seed=1)
+    same = blend.blend([tmp_path / "k_shared", tmp_path / "h_shared"], tmp_path / "b2")
+    oof = pd.read_csv(tmp_path / "b" / "oof.csv")
+    assert oof["id"].tolist() == shared.tolist() and oof["label"].tolist() == y[shared].tolist()
+    assert res["n_shared_rows"] == runs.read_metrics(tmp_path / "b")["n_shared_rows"] == 500
+    assert res["run_rows"][str(holdout)] == {"file": str(holdout / "val.csv"), "n_rows": 800}
+    assert list(res["weights"].values()) == pytest.approx(list(same["weights"].values()), abs=1e-6)
+    assert res["blend_cv_log_loss"] == pytest.approx(same["blend_cv_log_loss"], abs=1e-9)
+    # the test prediction pools every run's submission.csv with the fitted weights and scaling
+    subs = [submission.read(d / "submission.csv")[list(data.LABEL_COLS)].to_numpy()
+            for d in (kfold, holdout)]
+    scale = blend.Scaling(res["temperature"], tuple(res["bias"]))
+    want = scale.apply(blend.pool(subs, np.array(list(res["weights"].values())), "log"))
+    got = submission.read(tmp_path / "b" / "submission.csv", [7, 3, 5])
+    np.testing.assert_allclose(got[list(data.LABEL_COLS)].to_numpy(), want, atol=1e-9)
+
+
+def test_blend_refuses_fewer_shared_rows_than_the_floor(tmp_path, capsys):
+    p, y = true_probs(450, seed=12)
+    a = fake_run(tmp_path / "a", np.arange(300), y[:300], p[:300])
+    b = fake_run(tmp_path / "b", np.arange(150, 450), y[150:], p[150:], eval="val")
+    assert blend.MIN_SHARED_ROWS == 200
+    with pytest.raises(blend_inputs.SharedRowsError) as err:
+        blend.blend([a, b], tmp_path / "o")
+    msg = str(err.value)
+    assert "\n" not in msg and "share 150 scored row(s)" in msg and "min_shared_rows=200" in msg
+    assert f"{a / 'oof.csv'} (300 rows)" in msg and f"{b / 'val.csv'} (300 rows)" in msg
+    assert not (tmp_path / "o").exists()  # refused before OUT_DIR is touched
+    assert blend.blend([a, b], tmp_path / "o", min_shared_rows=150)["n_shared_rows"] == 150
+    assert cli.main(["blend", "--runs", str(a), str(b), "--out-dir", str(tmp_path / "c")]) == 1
+    assert "share 150 scored row(s)" in capsys.readouterr().err
+    assert cli.main(["blend", "--runs", str(a), str(b), "--out-dir", str(tmp_path / "c"),
+                     "--min-shared-rows", "100"]) == 0
+    assert "150 rows scored by every run" in capsys.readouterr().out
+
+
+def test_blend_names_run_and_row_of_differing_labels_or_test_ids(tmp_path):
     p, y = true_probs(50, seed=7)
     fake_run(tmp_path / "full", np.arange(50), y, p)
-    fake_run(tmp_path / "part", np.arange(48), y[:48], p[:48])
-    with pytest.raises(data.DataError, match=r"part.*missing \[48, 49\]"):
-        blend.blend([tmp_path / "full", tmp_path / "part"], tmp_path / "o")
     y2 = y.copy()
     y2[3] = (y2[3] + 1) % 3
     fake_run(tmp_path / "relabel", np.arange(50), y2, p)
-    with pytest.raises(data.DataError, match="row id 3"):
-        blend.blend([tmp_path / "full", tmp_path / "relabel"], tmp_path / "o")
+    with pytest.raises(data.DataError, match="relabel/oof.csv: column 'label' of row id 3"):
+        blend.blend([tmp_path / "full", tmp_path / "relabel"], tmp_path / "o", min_shared_rows=0)
     fake_run(tmp_path / "othertest", np.arange(50), y, p, test_ids=(1, 2, 3))
     with pytest.raises(data.DataError, match="test ids"):
-        blend.blend([tmp_path / "full", tmp_path / "othertest"], tmp_path / "o")
+        blend.blend([tmp_path / "full", tmp_path / "othertest"], tmp_path / "o", min_shared_rows=0)
+
+
+def test_cross_fitting_folds_keep_prompts_together(tmp_path, monkeypatch):
+    p, y = true_probs(300, seed=13)
+    ids = np.arange(1000, 1300)
+    prompts = [f'["question {i // 3}"]' for i in range(300)]  # three rows per prompt
+    pd.DataFrame({"id": ids, "prompt": prompts, "response_a": '["A"]',
+                  "response_b": '["B"]'}).to_csv(tmp_path / "train.csv", index=False)
+    a = fake_run(tmp_path / "a", ids, y, p)
+    b = fake_run(tmp_path / "b", ids[::-1], y[::-1], sharpen(p, 1.5)[::-1])
+    splits, kfold = [], data.kfold
+
+    def spy(labels, n, seed=42, groups=None):
+        splits.extend(kfold(labels, n, seed, groups=groups))
+        return splits[-n:]
+
+    monkeypatch.setattr(data, "kfold", spy)
+    res = blend.blend([a, b], tmp_path / "o", data_dir=tmp_path)
+    assert res["cv_groups"] == f"prompt ({tmp_path / 'train.csv'})" and len(splits) == 5
+    group = np.arange(300) // 3  # in the first run's id order
+    assert all(not set(group[tr]) & set(group[va]) for tr, va in splits)
+    res = blend.blend([a, b], tmp_path / "o", group_by="none", data_dir=tmp_path)
+    assert res["cv_groups"].startswith("none") and any(
+        set(group[tr]) & set(group[va]) for tr, va in splits[5:])
+    assert blend.blend([a, b], tmp_path / "o")["cv_groups"].startswith("none (no train.csv")
 
 
 def test_calibrate_run_folder_and_cli(tmp_path, capsys):
@@ -156,7 +232,7 @@ def test_calibrate_run_folder_and_cli(tmp_path, capsys):
 
 
 def test_xgb_runs_end_to_end(tmp_path, quirks_dir):
-    xgb = pytest.importorskip("lmsys_pref.xgb")
+    from lmsys_pref import xgb
     from lmsys_pref.configs.xgb import XGBConfig
     dirs = []
     for seed in (1, 2):
@@ -164,7 +240,8 @@ def test_xgb_runs_end_to_end(tmp_path, quirks_dir):
                         n_estimators=20, seed=seed, n_jobs=1)
         xgb.fit(cfg)
         dirs.append(tmp_path / f"x{seed}")
-    res = blend.blend(dirs, tmp_path / "b")
+    res = blend.blend(dirs, tmp_path / "b", min_shared_rows=40)
     test_ids = data.load_split(quirks_dir / "test.csv")["id"].tolist()
     submission.read(tmp_path / "b" / "submission.csv", test_ids)
-    assert res["n_oof"] == 40 and res["blend_oof_log_loss"] <= res["best_single_log_loss"]
+    assert res["n_shared_rows"] == 40 and res["blend_oof_log_loss"] <= res["best_single_log_loss"]
+    assert res["cv_groups"] == f"prompt ({quirks_dir / 'train.csv'})"  # the runs' saved data_dir

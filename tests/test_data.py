@@ -133,3 +133,67 @@ def test_tile_gives_unique_ids(quirks_dir):
     df = data.load_split(quirks_dir / "train.csv")
     big = data.tile(df, 100)
     assert len(big) == 100 and big["id"].is_unique
+
+
+def grouped_frame(n_groups=40, seed=0):
+    """Rows whose prompts repeat 1-4 times (one label per row) and their group sizes."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, n_groups)
+    prompts = [[f"question {g}"] + (["follow-up"] if g % 3 == 0 else [])
+               for g, size in enumerate(sizes) for _ in range(size)]
+    return pd.DataFrame({"prompt": prompts, "label": rng.integers(0, 3, len(prompts))}), sizes
+
+
+def assert_groups_kept(groups, splits):
+    for tr, va in splits:
+        assert not set(groups[tr]) & set(groups[va])
+        assert len(tr) + len(va) == len(groups) and not set(tr) & set(va)
+
+
+def test_fold_groups_tie_rows_with_the_same_prompt():
+    df, sizes = grouped_frame()
+    g = data.fold_groups(df, "prompt")
+    assert g.dtype == np.int64 and len(np.unique(g)) == len(sizes)
+    assert np.bincount(g).tolist() == sizes.tolist()  # factorize numbers groups in row order
+    assert data.fold_groups(df, "none") is None
+    text = df.assign(prompt=df["prompt"].map(lambda t: "\n".join(t)))  # undecoded text works too
+    assert len(np.unique(data.fold_groups(text, "prompt"))) == len(sizes)
+    with pytest.raises(ValueError, match="group_by"):
+        data.fold_groups(df, "model")
+    with pytest.raises(data.DataError, match="'prompt' column"):
+        data.fold_groups(df.drop(columns="prompt"), "prompt")
+
+
+def test_grouped_splits_keep_each_prompt_on_one_side():
+    df, _ = grouped_frame(seed=1)
+    y, g = df["label"].to_numpy(), data.fold_groups(df, "prompt")
+    folds = data.kfold(y, 5, seed=3, groups=g)
+    assert_groups_kept(g, folds)
+    assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(len(df)))
+    assert data.kfold(y, 5, seed=3, groups=g)[2][1].tolist() == folds[2][1].tolist()  # seeded
+    tr, va = data.holdout(y, 0.2, seed=3, groups=g)
+    assert_groups_kept(g, [(tr, va)])
+    assert 0.1 < len(va) / len(df) < 0.3
+    # a row per group: exactly the ungrouped splits (runs without shared prompts are unchanged)
+    single = np.arange(len(y))
+    assert [v.tolist() for _, v in data.kfold(y, 4, 5, groups=single)] == [
+        v.tolist() for _, v in data.kfold(y, 4, 5)]
+    assert data.holdout(y, 0.2, 5, groups=single)[1].tolist() == data.holdout(y, 0.2, 5)[1].tolist()
+    with pytest.raises(ValueError, match="groups"):
+        data.kfold(y, 5, groups=g[:-1])
+
+
+def test_real_rows_sharing_a_prompt_never_straddle_a_split(arena_dir):
+    df = data.load_split(arena_dir / "train.csv", lenient=True)
+    y, g = df["label"].to_numpy(), data.fold_groups(df, "prompt")
+    assert (np.bincount(g)[g] > 1).sum() == 29  # the rows that share a prompt with another row
+    ungrouped = data.kfold(y, 5, seed=42)  # what happened before groups: shared prompts leak
+    assert any(set(g[tr]) & set(g[va]) for tr, va in ungrouped)
+    share = np.bincount(y) / len(y)
+    for seed in (0, 42):
+        folds = data.kfold(y, 5, seed, groups=g)
+        holdout = data.holdout(y, 0.2, seed, groups=g)
+        assert_groups_kept(g, folds + [holdout])
+        for _, va in folds + [holdout]:
+            assert abs(len(va) - 300) <= 10  # a fifth, give or take a group
+            np.testing.assert_allclose(np.bincount(y[va], minlength=3) / len(va), share, atol=0.03)

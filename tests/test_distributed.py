@@ -122,8 +122,8 @@ def test_merge_stats():
 def test_torchrun_predict_cli_matches_single_process(tmp_path, quirks_dir):
     """torchrun --nproc-per-node 2 -m lmsys_pref.distributed predict on a saved XGBoost model."""
     xgb = pytest.importorskip("lmsys_pref.xgb")
-    from lmsys_pref.configs.xgb import XGBConfig
     from lmsys_pref import submission
+    from lmsys_pref.configs.xgb import XGBConfig
 
     run = tmp_path / "run"
     xgb.fit(XGBConfig(data_dir=str(quirks_dir), out_dir=str(run), n_folds=0, n_estimators=10,
@@ -163,7 +163,8 @@ def test_torchrun_ddp_training_then_sharded_scoring(tmp_path, quirks_dir):
              str(tmp_path / "out"), "-p", "tta", "swap")
     test = data.load_split(quirks_dir / "test.csv")
     got = submission.read(tmp_path / "out" / "submission.csv", test["id"].tolist())
-    want = predict.load_predictor(run, devices="cpu", progress=False).predict_proba(test, tta="swap")
+    scorer = predict.load_predictor(run, devices="cpu", progress=False)
+    want = scorer.predict_proba(test, tta="swap")
     np.testing.assert_allclose(got.iloc[:, 1:].to_numpy(), want, atol=1e-5)
     summary = json.loads((tmp_path / "out" / "predict.json").read_text())
     assert summary["world_size"] == 2 and summary["rows"] == len(test)

@@ -9,20 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_llama_classifier
 from lmsys_pref.infer import batching, engine
-from lmsys_pref.lm import heads
 from lmsys_pref.infer.devices import parse_devices
+from lmsys_pref.lm import heads
 
 PAD = 0
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def tiny_llama():
-    return tiny_llama_classifier(vocab_size=128, seed=0, pad_id=PAD)
 
 
 @pytest.fixture(scope="module")

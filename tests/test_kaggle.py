@@ -1,47 +1,46 @@
-"""Kaggle kernel folders, their metadata, the wheels dataset and `push` without credentials."""
+"""Kaggle kernel folders, their parameters and metadata, and the kaggle CLI commands run without
+the CLI or credentials (wheels: test_kaggle_wheels.py; the offline stand-in:
+test_kaggle_offline.py)."""
 from __future__ import annotations
 
 import json
 import os
 import stat
-import zipfile
-from configparser import ConfigParser
+import subprocess
 from pathlib import Path
 
 import nbformat
+import papermill as pm
 import pytest
-from packaging.requirements import Requirement
 
-from lmsys_pref import kaggle, notebooks, wheels
+from lmsys_pref import kaggle, kernels, runs
 from lmsys_pref.cli import main as cli
+from lmsys_pref.configs.encoder import EncoderConfig
+from lmsys_pref.configs.predict import PredictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "alice-k"
 
 
-def _available() -> list[str]:
-    return [n for n, k in kaggle.KERNELS.items() if (notebooks.NOTEBOOK_DIR / k.notebook).exists()]
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    """All kernels whose notebook exists, built by the CLI `make kernels` runs."""
+    """Every kernel, built by the CLI `make kernels` runs."""
     out = tmp_path_factory.mktemp("kernels")
-    argv = ["kernels", "build", "--out-dir", str(out), "--username", USER]
-    for name in _available():
-        argv += ["--kernel", name]
-    assert cli(argv) == 0
+    assert cli(["kernels", "build", "--out-dir", str(out), "--username", USER]) == 0
     return out
 
 
-@pytest.mark.parametrize("name", sorted(kaggle.KERNELS))
+def _cells(folder: Path, name: str) -> list:
+    code = kernels.kernel_metadata(name, USER)["code_file"]
+    return nbformat.read(str(folder / name / code), as_version=4).cells
+
+
+@pytest.mark.parametrize("name", sorted(kernels.KERNELS))
 def test_kernel_folder(built, name):
-    spec = kaggle.KERNELS[name]
-    if not (notebooks.NOTEBOOK_DIR / spec.notebook).exists():
-        pytest.skip(f"notebooks/{spec.notebook} does not exist yet")
+    spec = kernels.KERNELS[name]
     folder = built / name
     meta = json.loads((folder / "kernel-metadata.json").read_text())
-    for key, typ in kaggle.REQUIRED.items():
+    for key, typ in kernels.REQUIRED.items():
         assert isinstance(meta[key], typ), key
     assert meta["id"] == f"{USER}/lmsys-pref-{name}"
     assert meta["title"].lower().replace(" ", "-") == meta["id"].split("/")[1]
@@ -53,81 +52,103 @@ def test_kernel_folder(built, name):
     if name.endswith("-infer"):
         assert f"{USER}/lmsys-pref-{name.split('-')[0]}-model" in meta["dataset_sources"]
     assert all(len(m.split("/")) == 5 for m in meta["model_sources"])
-    kaggle.validate_metadata(meta, folder)
+    kernels.validate_metadata(meta, folder)
 
-    nb = nbformat.read(str(folder / meta["code_file"]), as_version=4)
-    nbformat.validate(nb)
-    install = nb.cells[0].source
-    assert "--no-index" in install and "--find-links /kaggle/input/lmsys-pref-wheels" in install
-    injected = [c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert len(injected) == 1
-    assert 'data_dir = "/kaggle/input/lmsys-chatbot-arena"' in injected[0]
-    assert 'out_dir = "/kaggle/working"' in injected[0]
-    assert 'tta = "swap"' in injected[0]
-    assert ('devices = "cuda:0,cuda:1"' in injected[0]) is spec.gpu
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    cells = _cells(built, name)
+    nbformat.validate(nbformat.v4.new_notebook(cells=cells))
+    tags = [c.metadata.get("tags", []) for c in cells]
+    assert not any("injected-parameters" in t for t in tags)  # the defaults are the Kaggle values
+    at = tags.index(["parameters"])
+    assert tags[at + 1] == [kernels.INSTALL_TAG]
+    before = "\n".join(c.source for c in cells[:at + 1])
+    assert "import lmsys_pref" not in before and "from lmsys_pref" not in before
+    params, install = cells[at].source, cells[at + 1].source
+    assert 'data_dir = "/kaggle/input/lmsys-chatbot-arena"' in params
+    assert 'out_dir = "/kaggle/working"' in params and 'tta = "swap"' in params
+    assert 'wheels_dir = "/kaggle/input/lmsys-pref-wheels"' in params
+    assert ('devices = "cuda:0,cuda:1"' in params) is spec.gpu
+    assert ('dtype = "fp16"' in params) is spec.gpu  # T4: fp16, no bf16
+    assert "--no-index" in install and "sys.version_info" in install
+    wanted = "requirements-lm.txt" if name in ("gemma-infer", "llama-infer") else "requirements.txt"
+    assert f'"{wanted}"' in install
+    assert all(not c.get("outputs") for c in cells if c.cell_type == "code")
+
+
+def _namespace(cells) -> dict:
+    ns: dict = {}
+    for cell in cells:
+        if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
+            exec(cell.source, ns)
+    return ns
+
+
+def test_papermill_p_changes_only_what_it_names(built, tmp_path):
+    src = built / "gemma-infer" / "lmsys-pref-gemma-infer.ipynb"
+    assert pm.inspect_notebook(str(src))["model_dir"]["default"] == (
+        '"/kaggle/input/lmsys-pref-gemma-model"')
+    out = tmp_path / "run.ipynb"
+    pm.execute_notebook(str(src), str(out), parameters={"devices": "cpu"}, prepare_only=True,
+                        kernel_name="python3", progress_bar=False)
+    ns = _namespace(nbformat.read(str(out), as_version=4).cells)
+    assert ns["devices"] == "cpu"
+    assert ns["model_dir"] == "/kaggle/input/lmsys-pref-gemma-model"
+    assert ns["data_dir"] == "/kaggle/input/lmsys-chatbot-arena"
+    assert ns["model_id"] == "/kaggle/input/gemma-2/transformers/gemma-2-2b-it/2"
+    assert (ns["tta"], ns["dtype"]) == ("swap", "fp16")
+    assert ns["wheels_dir"] == "/kaggle/input/lmsys-pref-wheels"
+
+
+def test_gpu_kernels_force_fp16_through_a_config_field():
+    gpu = {n: k for n, k in kernels.KERNELS.items() if k.gpu}
+    assert set(gpu) == {"roberta-train", "roberta-infer", "gemma-infer", "llama-infer"}
+    assert all(k.params["dtype"] == "fp16" for k in gpu.values())
+    assert "dtype" in PredictConfig.field_names() and "dtype" in EncoderConfig.field_names()
+    assert PredictConfig(dtype="fp16").dtype == "fp16"
+
+
+def test_wheel_sets_per_kernel():
+    sets = {n: k.wheel_set for n, k in kernels.KERNELS.items()}
+    assert sets == {"xgb-train": "base", "xgb-infer": "base", "roberta-train": "base",
+                    "roberta-infer": "base", "gemma-infer": "lm", "llama-infer": "lm"}
 
 
 def test_metadata_rejects_bad_values():
-    good = kaggle.kernel_metadata("gemma-infer", USER)
+    good = kernels.kernel_metadata("gemma-infer", USER)
     assert good["machine_shape"] == "NvidiaTeslaT4" and good["model_sources"]
-    kaggle.validate_metadata(good)
+    kernels.validate_metadata(good)
     for key, value, msg in [("enable_internet", True, "enable_internet"),
                             ("is_private", "true", "is_private"),
                             ("competition_sources", [], "competition_sources"),
                             ("title", "Other Title", "slug of the title"),
                             ("dataset_sources", ["x/y"], "dataset_sources")]:
         with pytest.raises(ValueError, match=msg):
-            kaggle.validate_metadata({**good, key: value})
+            kernels.validate_metadata({**good, key: value})
     with pytest.raises(ValueError, match="'code_file'"):
-        kaggle.validate_metadata({k: v for k, v in good.items() if k != "code_file"})
+        kernels.validate_metadata({k: v for k, v in good.items() if k != "code_file"})
 
 
 def test_username_from_env_or_error(monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "bob")
-    assert kaggle.check_username(None) == "bob"
-    assert kaggle.check_username("carol_1") == "carol_1"
+    assert kernels.check_username(None) == "bob"
+    assert kernels.check_username("carol_1") == "carol_1"
     monkeypatch.delenv("KAGGLE_USERNAME")
     with pytest.raises(ValueError, match="KAGGLE_USERNAME"):
-        kaggle.check_username(None)
+        kernels.check_username(None)
     with pytest.raises(ValueError, match="not valid"):
-        kaggle.check_username("a/b")
+        kernels.check_username("a/b")
 
 
 def test_parameter_missing_from_notebook_is_an_error(monkeypatch):
-    spec = kaggle.KERNELS["xgb-infer"]
-    monkeypatch.setitem(kaggle.KERNELS, "xgb-infer",
-                        kaggle.Kernel(spec.notebook, spec.summary, {"no_such_field": 1}))
+    spec = kernels.KERNELS["xgb-infer"]
+    monkeypatch.setitem(kernels.KERNELS, "xgb-infer",
+                        kernels.Kernel(spec.notebook, spec.summary, {"no_such_field": 1}))
     with pytest.raises(ValueError, match="no_such_field"):
-        kaggle.kernel_parameters("xgb-infer", {"data_dir", "out_dir"})
+        kernels.kernel_parameters("xgb-infer", {"data_dir", "out_dir"})
+    with pytest.raises(ValueError, match="no assignment of"):
+        kernels.kaggle_parameters_cell("data_dir = None\n", {"out_dir": "x"}, "xgb-infer")
 
 
-def test_pinned_requirements_follow_setup_cfg():
-    cfg = ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    declared = {Requirement(r).name.lower().replace("_", "-")
-                for r in cfg["options"]["install_requires"].split("\n") if r.strip()}
-    direct = wheels.pinned_requirements(transitive=False)
-    expected = (declared | {"bitsandbytes"}) - {"torch", "ipykernel", "papermill", "nbformat"}
-    assert set(direct) == expected
-    full = wheels.pinned_requirements()
-    assert set(direct) < set(full) and "tokenizers" in full and "torch" not in full
-    from importlib.metadata import version
-    assert full["transformers"] == version("transformers")
-
-
-def test_wheels_no_deps(tmp_path):
-    out = tmp_path / "wheels"
-    argv = ["kernels", "wheels", "--no-deps", "--out-dir", str(out), "--username", USER]
-    assert cli(argv) == 0
-    (wheel,) = out.glob("lmsys_pref-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "lmsys_pref/cli.py" in names and "lmsys_pref/presets/xgb.yaml" in names
-    assert (out / "requirements.txt").read_text().splitlines() == [
-        f"lmsys_pref=={wheel.name.split('-')[1]}"]
-    meta = json.loads((out / "dataset-metadata.json").read_text())
-    assert meta["id"] == f"{USER}/lmsys-pref-wheels" and meta["licenses"][0]["name"]
-
+# ---- the kaggle CLI commands, with a fake `kaggle` on PATH --------------------------------
 
 @pytest.fixture
 def no_credentials(monkeypatch, tmp_path):
@@ -137,46 +158,144 @@ def no_credentials(monkeypatch, tmp_path):
     return tmp_path
 
 
-def _fake_kaggle(bin_dir: Path, log: Path) -> None:
+FAKE_KAGGLE = """#!/bin/sh
+echo "$@" >> {log}
+if [ "$2" = status ]; then exit ${{FAKE_STATUS_RC:-0}}; fi
+if [ "$2" = output ] && [ -n "$FAKE_SUBMISSION" ]; then cp "$FAKE_SUBMISSION" "$5/"; fi
+exit ${{FAKE_RC:-0}}
+"""
+
+
+@pytest.fixture
+def fake_kaggle(no_credentials, monkeypatch) -> Path:
+    """A `kaggle` that logs its arguments, with credentials set; returns the log file."""
+    bin_dir, log = no_credentials / "bin", no_credentials / "kaggle-args.txt"
     bin_dir.mkdir()
     exe = bin_dir / "kaggle"
-    exe.write_text(f"#!/bin/sh\necho \"$@\" > {log}\nexit 3\n")
+    exe.write_text(FAKE_KAGGLE.format(log=log))
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-
-
-def test_push_needs_cli_and_credentials(built, no_credentials, monkeypatch, capsys):
-    argv = ["kernels", "push", "--kernel", "xgb-infer", "--out-dir", str(built)]
-    monkeypatch.setenv("PATH", str(no_credentials / "empty"))
-    assert cli(argv) == 2
-    assert "kaggle CLI is not installed" in capsys.readouterr().out
-
-    log = no_credentials / "args.txt"
-    _fake_kaggle(no_credentials / "bin", log)
-    monkeypatch.setenv("PATH", str(no_credentials / "bin") + os.pathsep + os.environ["PATH"])
-    assert cli(argv) == 2
-    assert "no Kaggle credentials" in capsys.readouterr().out
-    assert not log.exists()
-
+    monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + os.environ["PATH"])
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", "k")
+    return log
+
+
+COMMANDS = [["push", "--kernel", "xgb-infer", "--out-dir", "{built}"],
+            ["push-wheels", "--out-dir", "{built}/wheels", "--username", USER],
+            ["push-model", "--run-dir", "{built}/run", "--username", USER],
+            ["status", "--username", USER],
+            ["output", "--kernel", "xgb-infer", "--out-dir", "{built}/out", "--username", USER]]
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: a[0])
+def test_commands_stop_without_cli_or_credentials(built, no_credentials, monkeypatch, capsys,
+                                                  argv):
+    argv = ["kernels"] + [a.format(built=built) for a in argv]
+    monkeypatch.setenv("PATH", str(no_credentials / "empty"))
+    assert cli(argv) == 2
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "kaggle CLI is not installed" in out and ".[kaggle]" in out
+
+    bin_dir = no_credentials / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kaggle").write_text("#!/bin/sh\nexit 3\n")
+    (bin_dir / "kaggle").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert cli(argv) == 2
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no Kaggle credentials" in out
+
+
+def test_push_kernel_runs_the_cli(built, fake_kaggle, monkeypatch):
+    monkeypatch.setenv("FAKE_RC", "3")
+    argv = ["kernels", "push", "--kernel", "xgb-infer", "--out-dir", str(built)]
     assert cli(argv) == 3  # the CLI's own exit status comes back
-    assert log.read_text().split() == ["kernels", "push", "-p", str(built / "xgb-infer")]
+    assert fake_kaggle.read_text().split() == ["kernels", "push", "-p", str(built / "xgb-infer")]
 
 
-def test_push_refuses_unbuilt_or_placeholder(tmp_path, capsys):
+def test_push_refuses_unbuilt_or_placeholder(tmp_path, fake_kaggle, capsys):
     assert kaggle.push(tmp_path / "nothing") == 2
     assert "make kernels" in capsys.readouterr().out
-    folder = kaggle.build_kernel("xgb-infer", tmp_path, kaggle.PLACEHOLDER_USER)
+    folder = kernels.build_kernel("xgb-infer", tmp_path, kernels.PLACEHOLDER_USER)
     assert kaggle.push(folder) == 2
     assert "KAGGLE_USERNAME=<you>" in capsys.readouterr().out
-    folder = kaggle.build_kernel("xgb-infer", tmp_path, USER)
+    folder = kernels.build_kernel("xgb-infer", tmp_path / "alice", USER)
     assert kaggle.push(folder, "mallory") == 2
     assert f"built for {USER}, not mallory" in capsys.readouterr().out
+    assert not fake_kaggle.exists()
 
 
-def test_wheel_platform_tags():
-    tags = wheels.platforms("2.28")
-    assert tags[0] == "manylinux_2_28_x86_64" and "manylinux_2_17_x86_64" in tags
-    assert tags[-1] == "manylinux2014_x86_64" and len(tags) == 13
-    with pytest.raises(ValueError, match="2.17"):
-        wheels.platforms("2.5")
+def test_push_wheels_creates_then_versions(tmp_path, fake_kaggle, monkeypatch, capsys):
+    folder = tmp_path / "wheels"
+    assert cli(["kernels", "push-wheels", "--out-dir", str(folder), "--username", USER]) == 2
+    assert "not fit to upload" in capsys.readouterr().out
+    assert cli(["kernels", "wheels", "--no-deps", "--out-dir", str(folder),
+                "--username", USER]) == 0
+    monkeypatch.setenv("FAKE_STATUS_RC", "1")  # no such dataset yet
+    assert cli(["kernels", "push-wheels", "--out-dir", str(folder), "--username", USER]) == 0
+    monkeypatch.setenv("FAKE_STATUS_RC", "0")
+    assert cli(["kernels", "push-wheels", "--out-dir", str(folder), "--username", USER,
+                "--message", "3.12 wheels"]) == 0
+    calls = fake_kaggle.read_text().splitlines()
+    assert calls == [f"datasets status {USER}/lmsys-pref-wheels",
+                     f"datasets create -p {folder} --dir-mode skip",
+                     f"datasets status {USER}/lmsys-pref-wheels",
+                     f"datasets version -p {folder} -m 3.12 wheels --dir-mode skip"]
+
+
+def test_push_model_names_the_dataset_after_the_baseline(tmp_path, fake_kaggle, capsys):
+    model = tmp_path / "run" / "model"
+    model.mkdir(parents=True)
+    runs.save_json(model / runs.MODEL_META, {"kind": "lm", "config": {
+        "model_id": "/kaggle/input/gemma-2/transformers/gemma-2-2b-it/2"}})
+    assert cli(["kernels", "push-model", "--run-dir", str(model.parent), "--username", USER]) == 0
+    meta = json.loads((model / "dataset-metadata.json").read_text())
+    assert meta["id"] == f"{USER}/lmsys-pref-gemma-model"
+    assert fake_kaggle.read_text().splitlines()[-1] == f"datasets version -p {model} -m update " \
+                                                       "--dir-mode zip"
+    runs.save_json(model / runs.MODEL_META, {"kind": "lm", "config": {"model_id": "x/smollm2"}})
+    assert cli(["kernels", "push-model", "--run-dir", str(model), "--username", USER]) == 2
+    assert "--baseline" in capsys.readouterr().out
+    assert cli(["kernels", "push-model", "--run-dir", str(model), "--username", USER,
+                "--baseline", "llama"]) == 0
+    assert json.loads((model / "dataset-metadata.json").read_text())["id"].endswith("llama-model")
+    assert kaggle.model_baseline({"kind": "xgb"}) == "xgb"
+    assert kaggle.model_baseline({"kind": "encoder"}) == "roberta"
+
+
+def test_status_and_output(tmp_path, fake_kaggle, monkeypatch, capsys):
+    assert cli(["kernels", "status", "--kernel", "gemma-infer", "--username", USER]) == 0
+    assert fake_kaggle.read_text().split() == ["kernels", "status",
+                                               f"{USER}/lmsys-pref-gemma-infer"]
+    argv = ["kernels", "output", "--kernel", "gemma-infer", "--out-dir", str(tmp_path / "out"),
+            "--username", USER]
+    assert cli(argv) == 1
+    assert "no submission.csv" in capsys.readouterr().out
+    csv = tmp_path / "submission.csv"
+    csv.write_text("id,winner_model_a,winner_model_b,winner_tie\n7,0.5,0.3,0.2\n9,0.2,0.2,0.6\n")
+    monkeypatch.setenv("FAKE_SUBMISSION", str(csv))
+    assert cli(argv) == 0
+    assert "2 rows" in capsys.readouterr().out
+    assert (tmp_path / "out" / "gemma-infer" / "submission.csv").exists()
+
+
+def test_make_targets_go_through_the_cli(no_credentials):
+    """One help line each; each runs `lmsys_pref kernels <verb>` and stops without the CLI."""
+    help_text = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True,
+                               text=True).stdout
+    targets = ["kernels", "kaggle-wheels", "push-wheels", "push-model", "push-kernel",
+               "kernel-status", "kernel-output"]
+    lines = {line.split()[0]: line for line in help_text.splitlines() if line.strip()}
+    assert all(t in lines for t in targets), help_text
+    verbs = {"push-wheels": "push-wheels", "push-model": "push-model", "push-kernel": "push",
+             "kernel-status": "status", "kernel-output": "output"}
+    for target, verb in verbs.items():
+        dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", target, "KERNEL=xgb-infer",
+                              "RUN_DIR=runs/x", "KAGGLE_USERNAME=bob"], cwd=ROOT,
+                             capture_output=True, text=True).stdout
+        assert f"-m lmsys_pref kernels {verb} " in dry and "--username bob" in dry, dry
+    env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin"}
+    done = subprocess.run(["make", "-s", "-o", ".venv/.installed", "kernel-status",
+                           "KAGGLE_USERNAME=bob"], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+    assert done.returncode != 0 and "kaggle CLI is not installed" in done.stdout

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmsys_pref.lm import heads, models
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.lm import heads, models
 
 KBIT_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
@@ -52,7 +52,8 @@ def test_three_layer_head_is_trainable_and_saved(tmp_path):
     model, tok = models.build(tiny_cfg(tmp_path, head_layers=3))
     head = model.base_model.model.score
     assert type(head).__name__ == "ModulesToSaveWrapper"
-    linears = [m for m in head.modules_to_save["default"].modules() if isinstance(m, torch.nn.Linear)]
+    linears = [m for m in head.modules_to_save["default"].modules()
+               if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [16, 8, 3]
     assert all(p.requires_grad for p in head.modules_to_save["default"].parameters())
     assert model(**batch(tok)).logits.shape == (2, 3)
@@ -70,7 +71,8 @@ def _train_a_little(model, tok, steps: int = 3) -> None:
 
 # PiSSA is saved as plain LoRA of the original base (a conversion done in the bf16 weights):
 # the same logits up to bf16 rounding; plain LoRA reloads exactly
-@pytest.mark.parametrize("init,head_layers,atol", [("default", 1, 1e-5), ("pissa_niter_2", 3, 1e-3)])
+@pytest.mark.parametrize("init,head_layers,atol",
+                         [("default", 1, 1e-5), ("pissa_niter_2", 3, 1e-3)])
 def test_save_reload_identical_logits(tmp_path, init, head_layers, atol):
     from lmsys_pref.lm.train import pissa_init
     cfg = tiny_cfg(tmp_path, lora_init=init, head_layers=head_layers)

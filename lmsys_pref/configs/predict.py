@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 
 from . import BaseConfig
+from .lm import DTYPE, DTYPE_ALIASES, TTA
 
 # The fields a saved model's own config also has; `None` here keeps the saved value.
-MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget", "model_id")
+MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget", "model_id", "dtype")
 
 
 @dataclasses.dataclass
@@ -14,6 +15,7 @@ class PredictConfig(BaseConfig):
     """Score `data_dir/test.csv` with the model saved in `model_dir` (any baseline)."""
 
     kind = "predict"
+    ALIASES = {"dtype": DTYPE_ALIASES}
 
     model_dir: str = "runs/xgb"
     """OUT_DIR of a train run, or its model/ folder (holds lmsys_pref.json)."""
@@ -24,7 +26,7 @@ class PredictConfig(BaseConfig):
     devices: str | None = None
     """'auto' (all visible GPUs, else CPU), or a list such as 'cuda:0,cuda:1' or 'cpu,cpu'
     (one model replica and one thread per entry); None keeps the saved model's setting."""
-    tta: str | None = None
+    tta: TTA | None = None
     """'none', 'swap' (each row and its A/B swap, averaged after mapping back) or 'swap_device'
     (the swapped pass on its own device(s), as the 1st-place solution); None keeps the saved
     setting."""
@@ -33,6 +35,9 @@ class PredictConfig(BaseConfig):
     token_budget: int | None = None
     """Padded tokens per batch (rows x longest row); halved automatically on CUDA out-of-memory.
     None keeps the saved setting."""
+    dtype: DTYPE | None = None
+    """Weights dtype at scoring time: 'auto', 'fp32', 'bf16', 'fp16' (torch spellings such as
+    'float16' accepted); a T4 (no bf16) forces 'fp16'. None keeps the saved setting."""
     model_id: str | None = None
     """Where the base weights of a LoRA model live now, e.g.
     '/kaggle/input/gemma-2/transformers/gemma-2-2b-it/2' on Kaggle; None keeps the saved one."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from . import BaseConfig
 
@@ -11,6 +12,7 @@ class XGBConfig(BaseConfig):
     """Hand-made features + gradient-boosted trees, k-fold OOF and a final fit."""
 
     kind = "xgb"
+    NOT_TRAINING = ("out_dir", "tta", "n_jobs")
 
     data_dir: str = "data/sample"
     """Folder with train.csv (labelled) and test.csv (csv or parquet)."""
@@ -18,11 +20,14 @@ class XGBConfig(BaseConfig):
     """Run folder: submission.csv, metrics.json, oof.csv, model/."""
     n_folds: int = 5
     """Stratified folds for out-of-fold predictions; 0 or 1 skips CV (final fit only)."""
+    group_by: Literal["prompt", "none"] = "prompt"
+    """Keep rows that share a prompt on one side of every split (the folds and the early-stopping
+    rows; sklearn's StratifiedGroupKFold): 'prompt', or 'none' (stratified by label only)."""
     seed: int = 42
     """Seed of the fold split and of XGBoost."""
     swap_augment: bool = True
     """Train on every row plus its A/B-swapped copy (labels swapped)."""
-    tta: str = "swap"
+    tta: Literal["none", "swap"] = "swap"
     """Test-time augmentation: 'none' or 'swap' (average with the mapped-back swapped scores)."""
     max_train_rows: int = 0
     """Use only the first N training rows (0 = all); for quick runs and tests."""

@@ -29,7 +29,8 @@ def padding_efficiency(lengths: Sequence[int], batches: Sequence[Sequence[int]])
     return float(lengths.sum() / computed) if computed else 1.0
 
 
-def collate(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def collate(rows: Sequence[Sequence[int]], pad_id: int, device
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded `input_ids` and `attention_mask` of a batch, on `device`."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), int(pad_id), dtype=torch.long)

@@ -254,7 +254,8 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
                 err = fut.exception()
                 if err is not None:
                     if hasattr(err, "add_note"):  # Python >= 3.11
-                        err.add_note(f"lmsys_pref.infer.engine: the worker on {dev} failed; run stopped")
+                        err.add_note(f"lmsys_pref.infer.engine: the worker on {dev} failed; "
+                                     "run stopped")
                     raise err
         if not run.done.all():  # stopped from outside (e.g. the other TTA pass failed)
             raise ScoringStopped(f"scoring stopped with {int((~run.done).sum())} rows unscored")

@@ -4,9 +4,11 @@ of a training run. Imports point one way: engine <- tta <- predictor <- commands
 """
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import data, runs
 from ..configs.encoder import EncoderConfig
@@ -24,7 +26,8 @@ def pad_id_of(model, tokenizer=None) -> int:
     config = getattr(first, "config", None)
     pad = getattr(config, "pad_token_id", None)
     if pad is None and tokenizer is not None:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = tokenizer.pad_token_id
+        pad = tokenizer.eos_token_id if pad is None else pad
         for m in (model if isinstance(model, (list, tuple)) else [model]):
             if getattr(m, "config", None) is not None:
                 m.config.pad_token_id = pad
@@ -65,14 +68,55 @@ def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress
 
 
 def load_predictor(model_dir: str | Path, **overrides):
-    """`predict.LOADERS` entry for kinds "lm" and "encoder": an `LMPredictor`.
+    """`predict.LOADERS` entry for kinds "lm" and "encoder": an `LMPredictor`, or a
+    `FoldMean` for a k-fold run.
 
     Args:
         model_dir: a run folder or its model/ folder.
         **overrides: config fields to change (devices, tta, max_length, token_budget, ...)
             plus `progress` and `cache_dir`.
     """
+    model_dir = runs.resolve_model_dir(model_dir)
+    if runs.read_model_meta(model_dir).get("folds"):
+        return FoldMean(model_dir, **overrides)
     return LMPredictor(model_dir, **overrides)
+
+
+class FoldMean:
+    """A k-fold run's model/: the mean of its folds' probabilities (each fold with swap TTA).
+
+    One fold is loaded at a time (one replica per device), scores every row and is freed
+    before the next, so a k-fold run needs the memory of one model, not k.
+    """
+
+    def __init__(self, model_dir: str | Path, **overrides):
+        self.model_dir = runs.resolve_model_dir(model_dir)
+        self.folds = [self.model_dir / f for f in runs.read_model_meta(self.model_dir)["folds"]]
+        missing = [str(f) for f in self.folds if not f.is_dir()]
+        if missing:  # before any model is loaded
+            raise FileNotFoundError(f"{self.model_dir}: fold folder(s) {missing} are missing")
+        self.overrides, self.stats = overrides, {}
+
+    def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
+        """(n, 3) mean probabilities of the folds, in the rows' order."""
+        probs, seconds = [], 0.0
+        for fold in self.folds:
+            overrides = dict(self.overrides)
+            if overrides.get("cache_dir"):  # one cache per fold: the folds score differently
+                overrides["cache_dir"] = str(Path(overrides["cache_dir"]) / fold.name)
+            scorer = LMPredictor(fold, **overrides)
+            probs.append(scorer.predict_proba(df, tta))
+            seconds += scorer.stats.get("seconds") or 0.0
+            self.stats = {**scorer.stats, "folds": len(self.folds), "seconds": seconds}
+            del scorer
+            _free_device_memory()
+        return np.mean(probs, axis=0)
+
+
+def _free_device_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class LMPredictor:
@@ -100,6 +144,8 @@ class LMPredictor:
                 loaded[dev] = models.load_for_inference(self.model_dir, device=str(dev),
                                                         **overrides)
         _, self.tokenizer, self.cfg = loaded[self.devices[0]]
+        if self.cfg.score_max_length and "max_length" not in overrides:
+            self.cfg = self.cfg.replace(max_length=self.cfg.score_max_length)
         self.replicas = [loaded[d][0] for d in self.devices]
         self.stats: dict = {}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import data, metrics, postrules, runs
+from .. import data, metrics, postrules, resume, runs
 from ..infer import predictor
 from . import models, train
 
@@ -32,44 +32,49 @@ def fit(cfg) -> dict:
             `n_folds` > 1, see `fit_kfold`).
 
     Returns:
-        The metrics written to metrics.json: `val_log_loss` (or `cv_log_loss`), `accuracy`,
-        `n_train`, `n_val`, `n_test`, `seconds`, `steps`, `untuned_val_log_loss` when asked.
+        metrics.json (`runs.METRIC_KEYS`: `log_loss` of the holdout or the OOF rows, `eval`,
+        ...; `untuned_log_loss` when asked, `weights_dtype`, `attn_implementation`).
     """
     t0 = time.time()
     train.setup(cfg)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = runs.prepare_out_dir(cfg.out_dir)  # writable; a previous run's outputs moved aside
+    if cfg.n_folds <= 1:  # k-fold runs check each fold's folder
+        resume.check_resume(out, cfg)  # a changed config stops here, before any model loads
     cfg.save(out / "config.yaml")
     train_df, test_df = data.load_competition(cfg.data_dir, lenient=cfg.lenient,
                                               max_train_rows=cfg.max_train_rows,
                                               max_test_rows=cfg.max_test_rows)
-    postrules.save(postrules.fit(train_df), out / "model")  # used by `predict -p post_rules true`
-    if cfg.kind == "encoder" and getattr(cfg, "n_folds", 0) > 1:
-        return fit_kfold(cfg, train_df, test_df, t0)
-    tr, va = data.holdout(train_df["label"].to_numpy(), cfg.val_frac, cfg.seed)
+    rules = postrules.fit(train_df)  # saved with the model: `predict -p post_rules true`
+    if cfg.n_folds > 1:
+        return fit_kfold(cfg, train_df, test_df, t0, rules)
+    tr, va = data.holdout(train_df["label"].to_numpy(), cfg.val_frac, cfg.seed,
+                          groups=data.fold_groups(train_df, cfg.group_by))
     model, tokenizer = models.build(cfg, train.training_device(cfg))
     pissa = train.pissa_init(model, cfg, out)
     res = train.train_one(cfg, model, tokenizer, train_df.iloc[tr], train_df.iloc[va], out)
-    models.save(model, tokenizer, cfg, out / "model", pissa)
+    with runs.atomic_dir(out / "model") as model_dir:  # whole or not at all
+        models.save(model, tokenizer, cfg, model_dir, pissa)
+        postrules.save(rules, model_dir)
     val_labels = train_df["label"].to_numpy()[va]
-    m = score_metrics(res, val_labels, "val_log_loss", n_train=len(tr), n_val=len(va))
-    return write_run(cfg, model, tokenizer, test_df, m, res["history"], t0,
-                     runs.probs_frame(train_df["id"].to_numpy()[va], res["val_probs"], val_labels),
-                     "val.csv")
+    m = scored_rows(res, val_labels, "val", n_train=len(train_df), n_eval=len(va))
+    test_probs = score_test(cfg, model, tokenizer, test_df, out / "model")
+    return write_run(cfg, test_df, test_probs, m, res["history"], t0, models.describe(model),
+                     runs.probs_frame(train_df["id"].to_numpy()[va], res["val_probs"], val_labels))
 
 
-def score_metrics(res: dict, labels, key: str, **extra) -> dict:
-    """Metrics of one scored set (`res` from `train_one`, or an OOF equivalent)."""
-    m = {key: metrics.log_loss(labels, res["val_probs"]),
-         "accuracy": metrics.accuracy(labels, res["val_probs"]), **extra,
+def scored_rows(res: dict, labels, eval: str, **extra) -> dict:
+    """What `write_run` turns into metrics.json: the scored rows (`res` from `train_one`, or
+    its k-fold equivalent) and the optional keys of the vocabulary (`runs.METRIC_KEYS`)."""
+    m = {"labels": labels, "probs": res["val_probs"], "eval": eval, **extra,
          "steps": res.get("steps"), "train_loss_first": res.get("train_loss_first"),
          "train_loss_last": res.get("train_loss_last")}
     if res.get("untuned_probs") is not None:
-        m["untuned_" + key] = metrics.log_loss(labels, res["untuned_probs"])
+        m["untuned_log_loss"] = metrics.log_loss(labels, res["untuned_probs"])
     return m
 
 
-def score_test(cfg, model, tokenizer, test_df: pd.DataFrame | None) -> np.ndarray | None:
+def score_test(cfg, model, tokenizer, test_df: pd.DataFrame | None, model_dir: Path
+               ) -> np.ndarray | None:
     """Test-set probabilities (with `cfg.tta`) of a trained model.
 
     One device: the model in memory scores on the device it trained on. Several devices: one
@@ -78,26 +83,32 @@ def score_test(cfg, model, tokenizer, test_df: pd.DataFrame | None) -> np.ndarra
     """
     if test_df is None:
         return None
+    if cfg.score_max_length:  # e.g. trained at 2048, scored at 3072 (the winners)
+        cfg = cfg.replace(max_length=cfg.score_max_length)
     devices = predictor.parse_devices(cfg.devices)
     if len(devices) == 1:
         return train.predict(model, tokenizer, test_df, cfg)
     if not getattr(model, "is_quantized", False):
         model.to("cpu")
-    scorer = predictor.LMPredictor(Path(cfg.out_dir) / "model", devices=cfg.devices)
+    scorer = predictor.LMPredictor(model_dir, devices=cfg.devices)
     return scorer.predict_proba(test_df)
 
 
-def write_run(cfg, model, tokenizer, test_df, m: dict, history: list, t0: float,
-              oof: pd.DataFrame, oof_name: str) -> dict:
-    """Score the test set, write the run folder and the loss curve; returns the metrics."""
+def write_run(cfg, test_df, test_probs, scored: dict, history: list, t0: float, loaded: dict,
+              oof: pd.DataFrame) -> dict:
+    """Write the run folder and the loss curve; returns metrics.json.
+
+    `loaded` is `models.describe` of the trained model: the attention kernel and weights dtype
+    that were actually used.
+    """
     out = Path(cfg.out_dir)
-    m.update(models.describe(model))  # attention kernel and weights dtype actually used
-    test_probs = score_test(cfg, model, tokenizer, test_df)
-    m.update(n_test=0 if test_df is None else len(test_df), seconds=round(time.time() - t0, 1),
-             model_id=cfg.model_id, preset_kind=cfg.kind)
+    m = runs.run_metrics(scored.pop("labels"), scored.pop("probs"), **scored,
+                         n_test=0 if test_df is None else len(test_df),
+                         seconds=time.time() - t0, model_id=cfg.model_id, **loaded)
     runs.save_json(out / HISTORY, history)
     runs.write_outputs(out, test_ids=None if test_df is None else test_df["id"].to_numpy(),
-                       test_probs=test_probs, metrics=m, oof=oof, oof_name=oof_name)
+                       test_probs=test_probs, metrics=m, oof=oof,
+                       oof_name=runs.EVAL_FILES[m["eval"]])
     plot_history(out)
     log.info("%s: %s", out, json.dumps({k: v for k, v in m.items() if "loss" in k}))
     return m
@@ -123,39 +134,53 @@ def plot_history(run_dir: str | Path):
 
 
 def fit_kfold(cfg, train_df: pd.DataFrame, test_df: pd.DataFrame | None,
-              t0: float | None = None) -> dict:
-    """Train `cfg.n_folds` models, write oof.csv and the best fold's model; returns the metrics.
+              t0: float | None = None, rules: dict | None = None) -> dict:
+    """Train `cfg.n_folds` models; oof.csv for every row, the folds' test predictions averaged.
 
-    Metrics: `cv_log_loss` (all OOF rows), `accuracy`, `fold_log_losses`, `best_fold`,
-    `untuned_cv_log_loss` when `cfg.untuned_baseline`, `n_train`, `n_test`, `seconds`.
+    model/ holds one saved model per fold (`fold_k/`, each loadable on its own) and a
+    `lmsys_pref.json` naming the folds `predict` averages (`fold_select`: all, or the best).
+    Metrics (`runs.METRIC_KEYS`, `eval` "oof"): `log_loss` of all OOF rows, `fold_log_losses`,
+    `best_fold`, `untuned_log_loss` when `cfg.untuned_baseline`, `n_train`, `n_test`, `seconds`.
     """
     t0 = time.time() if t0 is None else t0
     out = Path(cfg.out_dir)
     labels = train_df["label"].to_numpy()
-    folds = data.kfold(labels, cfg.n_folds, cfg.seed)
+    folds = data.kfold(labels, cfg.n_folds, cfg.seed,
+                       groups=data.fold_groups(train_df, cfg.group_by))
     oof = np.full((len(train_df), 3), np.nan)
     untuned = np.full_like(oof, np.nan) if cfg.untuned_baseline else None
-    fold_losses, history, best, steps = [], [], (np.inf, -1), 0
-    device = train.training_device(cfg)
-    for k, (tr, va) in enumerate(folds):
-        model, tokenizer = models.build(cfg, device)
-        res = train.train_one(cfg, model, tokenizer, train_df.iloc[tr], train_df.iloc[va],
-                        out / "folds" / f"fold{k}")
-        oof[va] = res["val_probs"]
-        if untuned is not None:
-            untuned[va] = res["untuned_probs"]
-        loss = metrics.log_loss(labels[va], res["val_probs"])
-        fold_losses.append(loss)
-        history += [{**h, "fold": k} for h in res["history"]]
-        steps += res["steps"]
-        log.info("fold %d/%d: log loss %.4f", k + 1, len(folds), loss)
-        if loss < best[0]:  # keep only the best fold on disk: model/ is what predict loads
-            best = (loss, k)
-            models.save(model, tokenizer, cfg, out / "model")
-        del model
-    m = score_metrics({"val_probs": oof, "untuned_probs": untuned, "steps": steps}, labels,
-                  "cv_log_loss", n_train=len(train_df), n_folds=len(folds),
-                  fold_log_losses=fold_losses, best_fold=best[1])
-    model, tokenizer, _ = models.load_for_inference(out / "model", device)
+    fold_losses, fold_tests, history, steps, loaded = [], [], [], 0, {}
+    with runs.atomic_dir(out / "model") as model_dir:  # whole (every fold) or not at all
+        for k, (tr, va) in enumerate(folds):
+            res, fold_test, loaded = _fit_fold(cfg, train_df.iloc[tr], train_df.iloc[va],
+                                               test_df, out / "folds" / f"fold{k}",
+                                               model_dir / f"fold_{k}")
+            oof[va], fold_tests = res["val_probs"], fold_tests + [fold_test]
+            if untuned is not None:
+                untuned[va] = res["untuned_probs"]
+            fold_losses.append(metrics.log_loss(labels[va], res["val_probs"]))
+            history += [{**h, "fold": k} for h in res["history"]]
+            steps += res["steps"]
+            log.info("fold %d/%d: log loss %.4f", k + 1, len(folds), fold_losses[-1])
+        best = int(np.argmin(fold_losses))
+        used = list(range(len(folds))) if cfg.fold_select == "mean" else [best]
+        runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict(),
+                              folds=[f"fold_{k}" for k in used])
+        postrules.save(rules or postrules.fit(train_df), model_dir)
+    test_probs = None if test_df is None else np.mean([fold_tests[k] for k in used], axis=0)
+    m = scored_rows({"val_probs": oof, "untuned_probs": untuned, "steps": steps}, labels, "oof",
+                    n_train=len(train_df), n_eval=len(train_df), n_folds=len(folds),
+                    fold_log_losses=fold_losses, best_fold=best)
     oof_frame = runs.probs_frame(train_df["id"].to_numpy(), oof, labels)
-    return write_run(cfg, model, tokenizer, test_df, m, history, t0, oof_frame, "oof.csv")
+    return write_run(cfg, test_df, test_probs, m, history, t0, loaded, oof_frame)
+
+
+def _fit_fold(cfg, train_rows: pd.DataFrame, val_rows: pd.DataFrame, test_df, work_dir: Path,
+              fold_dir: Path) -> tuple[dict, np.ndarray | None, dict]:
+    """One fold: train, save to `fold_dir`, score the test set (swap TTA inside the fold)."""
+    model, tokenizer = models.build(cfg, train.training_device(cfg))
+    pissa = train.pissa_init(model, cfg, work_dir)
+    res = train.train_one(cfg, model, tokenizer, train_rows, val_rows, work_dir)
+    models.save(model, tokenizer, cfg, fold_dir, pissa)
+    test_probs = score_test(cfg, model, tokenizer, test_df, fold_dir)
+    return res, test_probs, models.describe(model)

@@ -21,7 +21,8 @@ The base weights are read from `base_model_name_or_path` in adapter_config.json 
 pass the rows through `lmsys_pref.lm.prompt.encode` to build the same inputs.
 """
 PLAIN_FULL = """Plain transformers (1-layer head):
-`AutoModelForSequenceClassification.from_pretrained(FOLDER)` and `AutoTokenizer.from_pretrained(FOLDER)`.
+`AutoModelForSequenceClassification.from_pretrained(FOLDER)` and
+`AutoTokenizer.from_pretrained(FOLDER)`.
 """
 NEEDS_US = """This model needs lmsys_pref to load: {why}.
 """

@@ -94,7 +94,8 @@ def _quant_config(cfg, dtype: torch.dtype):
     from transformers import BitsAndBytesConfig
     if cfg.quantization == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                  bnb_4bit_use_double_quant=DOUBLE_QUANT, bnb_4bit_compute_dtype=dtype)
+                                  bnb_4bit_use_double_quant=DOUBLE_QUANT,
+                                  bnb_4bit_compute_dtype=dtype)
     if cfg.quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     raise ValueError(f"quantization: unknown {cfg.quantization!r}; expected none/4bit/8bit")
@@ -167,13 +168,16 @@ def _lora_config(cfg, model):
                       modules_to_save=[heads.head_name(model)])
 
 
-def build(cfg, device: str = "cpu"):
+def build(cfg, device: str = "cpu", tokenizer=None):
     """`(model, tokenizer)` ready to train: base + (k-bit prep) + LoRA + trainable head.
 
     Trainable parameters are kept in fp32 so that fp16/bf16 mixed precision can step them.
+    `tokenizer` None = the config's (anything with `pad_token_id` and `len()` serves a random
+    model, e.g. the GPU check's stand-in).
     """
-    tokenizer = load_tokenizer(cfg.tokenizer_id or cfg.model_id, cfg.gguf_file
-                               if not cfg.tokenizer_id else "")
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg.tokenizer_id or cfg.model_id, cfg.gguf_file
+                                   if not cfg.tokenizer_id else "")
     model = load_base(cfg, tokenizer, device)
     if cfg.quantization not in ("", "none"):
         from peft import prepare_model_for_kbit_training

@@ -71,7 +71,8 @@ def template(tokenizer, layout: str) -> Template:
     full = list(tokenizer("x", add_special_tokens=True)["input_ids"])
     at = next(i for i in range(len(full)) if tuple(full[i:i + len(probe)]) == probe)
     p_first, p_next, a, b, sep = _HEADERS[layout]
-    return Template(layout, tuple(full[:at]), tuple(full[at + len(probe):]), _ids(tokenizer, p_first),
+    return Template(layout, tuple(full[:at]), tuple(full[at + len(probe):]),
+                    _ids(tokenizer, p_first),
                     _ids(tokenizer, p_next), _ids(tokenizer, a), _ids(tokenizer, b),
                     _ids(tokenizer, sep))
 

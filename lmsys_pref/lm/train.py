@@ -5,7 +5,9 @@ k-fold runs from it. Checkpoints go to `<out_dir>/checkpoints` (the Trainer's, f
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -19,8 +21,10 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_callback import ProgressCallback
+from transformers.utils.notebook import NotebookProgressCallback
 
-from .. import data, metrics
+from .. import data, metrics, resume
 from ..infer import predictor
 from . import models, prompt
 
@@ -73,6 +77,15 @@ class OneDeviceArguments(TrainingArguments):
         return pinned
 
 
+def _checkpointing(on: bool) -> dict:
+    """Activation checkpointing in the spelling of the installed transformers: 5.23 says
+    `activation_checkpointing`, 5.17 (on the GPU images users have) `gradient_checkpointing`."""
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    return {f"{prefix}_checkpointing": on,
+            f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}}
+
+
 def training_args(cfg, out_dir: str | Path, device: str) -> OneDeviceArguments:
     """`TrainingArguments` on `device`: AdamW, warm-up + decay, accumulation, checkpointing,
     mixed precision following `cfg.dtype` (bf16 or fp16 autocast on a GPU)."""
@@ -86,8 +99,7 @@ def training_args(cfg, out_dir: str | Path, device: str) -> OneDeviceArguments:
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
         optim="adamw_torch", lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
-        activation_checkpointing=cfg.grad_checkpointing and not quantized,
-        activation_checkpointing_kwargs={"use_reentrant": False},
+        **_checkpointing(cfg.grad_checkpointing and not quantized),
         bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         eval_strategy="no", logging_steps=cfg.logging_steps, logging_first_step=True,
@@ -155,8 +167,8 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
         `val_probs`, `untuned_probs` (when `cfg.untuned_baseline`), `history` (the Trainer's
         log), `train_loss_first` / `train_loss_last` (first and last logged training loss).
     """
-    from transformers.trainer_utils import get_last_checkpoint
     out_dir = Path(out_dir)
+    last = resume.check_resume(out_dir, cfg)  # None, or the last complete checkpoint
     untuned = predict(model, tokenizer, val_df, cfg) if cfg.untuned_baseline else None
     rows = data.augment_with_swap(train_df) if cfg.swap_augment else train_df
     train_ds = RowDataset(prompt.encode(rows, tokenizer, cfg), rows["label"], cfg.objective)
@@ -167,8 +179,9 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
     # the accumulation count itself; sequence classifiers do not: loss and gradients would be
     # summed over the accumulated batches instead of averaged
     trainer.model_accepts_loss_kwargs = False
-    ckpt = out_dir / "checkpoints"
-    last = get_last_checkpoint(str(ckpt)) if cfg.resume and ckpt.is_dir() else None
+    if os.environ.get("LMSYS_PREF_HEADLESS"):  # a papermill run: text progress, not HTML
+        trainer.remove_callback(NotebookProgressCallback)
+        trainer.add_callback(ProgressCallback)
     if last:
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)

@@ -1,18 +1,24 @@
-"""Small display helpers for the end of a notebook: a metrics table and the run's figures."""
+"""What a notebook shows at its end: the run's metrics as a table and the run's figures."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
 
-HEADLINE = ("cv_log_loss", "cv_accuracy", "val_log_loss", "val_accuracy", "untuned_log_loss",
-            "n_train", "n_test", "seconds")
+from .runs import METRIC_KEYS, OPTIONAL_METRIC_KEYS, check_metrics
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
-    """The headline numbers of a run as a one-column table (missing ones left out)."""
-    rows = {k: metrics[k] for k in HEADLINE if k in metrics}
-    return pd.DataFrame({"value": rows})
+    """The scalar metrics of a run (`runs.METRIC_KEYS`, then the optional ones it has) as a
+    one-column table; per-fold lists are left out.
+
+    Raises:
+        ValueError: `metrics` is not in the vocabulary of `runs.METRIC_KEYS`.
+    """
+    check_metrics(metrics)
+    keys = [*METRIC_KEYS, *OPTIONAL_METRIC_KEYS]
+    rows = {k: metrics[k] for k in keys if k in metrics and not isinstance(metrics[k], list)}
+    return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
 
 
 def show_report(run_dir: str | Path, data_dir: str | Path | None = None) -> list[Path]:

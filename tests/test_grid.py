@@ -1,15 +1,13 @@
-"""Papermill batch runs: grid checks, failures as rows, summary sorted by log loss, re-runs skip."""
+"""Grid runs: grid checks, failures as rows, leaderboard sorted by log loss, re-runs skip."""
 from __future__ import annotations
-
-import json
 
 import pandas as pd
 import pytest
 import yaml
 
-from lmsys_pref import batch
-from lmsys_pref.configs import ConfigError
+from lmsys_pref import grid, runs
 from lmsys_pref.cli import main as cli
+from lmsys_pref.configs import ConfigError
 
 TINY = {"n_estimators": 20, "n_folds": 2}
 GRID = [
@@ -21,7 +19,7 @@ GRID = [
 ]
 
 
-@pytest.mark.parametrize("grid, msg", [
+@pytest.mark.parametrize("entries, msg", [
     ({"name": "a"}, "non-empty YAML list"),
     ([{"baseline": "xgb"}], "entry 1: each run needs"),
     ([{"name": "a", "baseline": "xgb"}, {"name": "a", "baseline": "xgb"}], "used twice"),
@@ -29,56 +27,59 @@ GRID = [
     ([{"name": "a", "baseline": "xgb", "params": {}}], r"unknown key\(s\) \['params'\]"),
     ([{"name": "a", "baseline": "xgb", "parameters": [1]}], "must be a mapping"),
 ])
-def test_load_grid_rejects_bad_grids(grid, msg):
+def test_load_grid_rejects_bad_grids(entries, msg):
     with pytest.raises(ConfigError, match=msg):
-        batch.load_grid(grid)
+        grid.load_grid(entries)
 
 
 def test_load_grid_from_yaml(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text(yaml.safe_dump(GRID))
-    runs = batch.load_grid(path)
-    assert [r["name"] for r in runs] == [g["name"] for g in GRID]
-    assert runs[1] == {"name": "no-such", "baseline": "catboost", "preset": None, "parameters": {}}
+    entries = grid.load_grid(path)
+    assert [r["name"] for r in entries] == [g["name"] for g in GRID]
+    assert entries[1] == {"name": "no-such", "baseline": "catboost", "preset": None,
+                          "parameters": {}}
 
 
 def test_markdown_table():
-    df = batch.summarize([
-        {"name": "b", "baseline": "xgb", "preset": "", "log_loss": 1.0, "accuracy": 0.5,
-         "seconds": 3.0, "status": "ok", "error": ""},
-        {"name": "a|x", "baseline": "xgb", "preset": "", "log_loss": float("nan"),
+    df = grid.leaderboard([
+        {"name": "b", "baseline": "xgb", "preset": "", "eval": "oof", "log_loss": 1.0,
+         "accuracy": 0.5, "seconds": 3.0, "status": "ok", "error": ""},
+        {"name": "a|x", "baseline": "xgb", "preset": "", "eval": "", "log_loss": float("nan"),
          "accuracy": float("nan"), "seconds": 1.0, "status": "failed", "error": "E: x"},
-        {"name": "c", "baseline": "gemma", "preset": "p", "log_loss": 0.9, "accuracy": 0.6,
-         "seconds": 2.0, "status": "ok", "error": ""}])
+        {"name": "c", "baseline": "gemma", "preset": "p", "eval": "val", "log_loss": 0.9,
+         "accuracy": 0.6, "seconds": 2.0, "status": "ok", "error": ""}])
     assert list(df.name) == ["c", "b", "a|x"]
-    lines = batch.to_markdown(df).splitlines()
-    assert lines[0].startswith("| name | baseline | preset | log_loss |")
-    assert lines[2] == "| c | gemma | p | 0.9000 | 0.6000 | 2 | ok |  |"
-    assert lines[4].startswith("| a\\|x | xgb |  | – | – | 1 | failed |")
+    lines = grid.to_markdown(df).splitlines()
+    assert lines[0].startswith("| name | baseline | preset | eval | log_loss |")
+    assert lines[2] == "| c | gemma | p | val | 0.9000 | 0.6000 | 2 | ok |  |"
+    assert lines[4].startswith("| a\\|x | xgb |  |  | – | – | 1 | failed |")
 
 
 @pytest.fixture(scope="module")
 def grid_run(tmp_path_factory, sample_dir):
-    out = tmp_path_factory.mktemp("batch")
-    grid = out / "grid.yaml"
-    grid.write_text(yaml.safe_dump(GRID))
-    df = batch.run_grid(grid, sample_dir, out / "runs", progress=False)
-    return grid, out / "runs", df
+    out = tmp_path_factory.mktemp("grid")
+    grid_file = out / "grid.yaml"
+    grid_file.write_text(yaml.safe_dump(GRID))
+    df = grid.run_grid(grid_file, sample_dir, out / "runs", progress=False)
+    return grid_file, out / "runs", df
 
 
 def test_grid_summary(grid_run):
     _, out, df = grid_run
-    assert list(df.columns) == batch.COLUMNS
+    assert list(df.columns) == grid.COLUMNS
     status = dict(zip(df.name, df.status))
     assert status == {"xgb-deep": "ok", "xgb-stump": "ok", "no-such": "failed",
                       "xgb-crash": "failed"}
     ok = df[df.status == "ok"]
     assert list(df.name[:2]) == list(ok.sort_values("log_loss").name)  # best first
     assert df.log_loss[:2].is_monotonic_increasing and df.log_loss[2:].isna().all()
+    assert len(ok) == 2
     for _, row in ok.iterrows():
-        metrics = json.loads((out / row["name"] / "metrics.json").read_text())
-        assert row.log_loss == pytest.approx(metrics["cv_log_loss"])
-        assert row.accuracy == pytest.approx(metrics["cv_accuracy"])
+        metrics = runs.read_metrics(out / row["name"])
+        assert row.log_loss == pytest.approx(metrics["log_loss"])
+        assert row.accuracy == pytest.approx(metrics["accuracy"])
+        assert row["eval"] == metrics["eval"] == "oof"
         assert (out / row["name"] / "xgboost.ipynb").exists() and row.seconds > 0
         assert row.preset == "xgb"  # the baseline's default preset when the grid names none
     assert 0.8 < ok.log_loss.min() < 1.0986  # the deeper trees learn the sample's length signal
@@ -92,9 +93,10 @@ def test_grid_summary(grid_run):
 
 
 def test_rerun_skips_finished_runs(grid_run, capsys):
-    grid, out, first = grid_run
+    grid_file, out, first = grid_run
     stamps = {n: (out / n / "xgboost.ipynb").stat().st_mtime_ns for n in ("xgb-deep", "xgb-stump")}
-    code = cli(["batch", "--grid", str(grid), "--data-dir", "data/sample", "--out-dir", str(out)])
+    code = cli(["grid", "--grid", str(grid_file), "--data-dir", "data/sample", "--out-dir",
+                str(out)])
     printed = capsys.readouterr().out
     assert code == 1  # runs still fail
     df = pd.read_csv(out / "summary.csv", keep_default_na=False, na_values=[""])
@@ -110,46 +112,55 @@ def test_rerun_skips_finished_runs(grid_run, capsys):
 
 def test_changed_settings_are_not_finished(grid_run, sample_dir):
     _, out, _ = grid_run
-    run = batch.load_grid(GRID)[3]
-    assert batch.is_finished(out / run["name"], batch._settings(run, sample_dir))
+    run = grid.load_grid(GRID)[3]
+    assert grid.is_finished(out / run["name"], grid._settings(run, sample_dir))
     changed = {**run, "parameters": {**TINY, "max_depth": 2}}
-    assert not batch.is_finished(out / run["name"], batch._settings(changed, sample_dir))
-    assert not batch.is_finished(out / "xgb-crash")  # no metrics.json: runs again
+    assert not grid.is_finished(out / run["name"], grid._settings(changed, sample_dir))
+    assert not grid.is_finished(out / "xgb-crash")  # no metrics.json: runs again
 
 
-@pytest.mark.parametrize("path", sorted(batch.notebooks.REPO.glob("grids/*.yaml")),
+@pytest.mark.parametrize("path", sorted(grid.notebooks.REPO.glob("grids/*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_grids_are_valid(path):
     from lmsys_pref.configs import preset_names
 
-    for run in batch.load_grid(path):
-        spec = batch.notebooks.BASELINES[run["baseline"]]
+    for run in grid.load_grid(path):
+        spec = grid.notebooks.BASELINES[run["baseline"]]
         assert run["preset"] is None or run["preset"] in preset_names(), run["name"]
         assert set(run["parameters"]) <= set(spec.config_class().field_names()), run["name"]
 
 
 def test_failed_record_is_not_finished(tmp_path):
-    run = batch.load_grid([{"name": "a", "baseline": "xgb"}])[0]
-    settings = batch._settings(run, tmp_path)
-    for name in batch.DONE_FILES:  # outputs left by an older run
+    run = grid.load_grid([{"name": "a", "baseline": "xgb"}])[0]
+    settings = grid._settings(run, tmp_path)
+    for name in grid.DONE_FILES:  # outputs left by an older run
         (tmp_path / name).write_text("x")
-    assert batch.is_finished(tmp_path)
-    batch.save_json(tmp_path / batch.RECORD, {"settings": settings, "status": "failed"})
-    assert not batch.is_finished(tmp_path, settings)
-    batch.save_json(tmp_path / batch.RECORD, {"settings": settings, "status": "ok"})
-    assert batch.is_finished(tmp_path, settings)
+    assert grid.is_finished(tmp_path)
+    grid.save_json(tmp_path / grid.RECORD, {"settings": settings, "status": "failed"})
+    assert not grid.is_finished(tmp_path, settings)
+    grid.save_json(tmp_path / grid.RECORD, {"settings": settings, "status": "ok"})
+    assert grid.is_finished(tmp_path, settings)
 
 
 def test_fallback_when_the_model_package_is_missing(tmp_path):
     preset = tmp_path / "needs-pkg.yaml"
     preset.write_text("kind: lm\nmodel_id: pypi:no_such_package_xyz\n")
     fallback = {"preset": "tiny-gemma2", "parameters": {"max_steps": 1}}
-    grid = [{"name": "a", "baseline": "gemma", "preset": str(preset),
-             "parameters": {"max_length": 64}, "fallback": fallback},
-            {"name": "b", "baseline": "roberta", "preset": "tiny-roberta", "fallback": fallback}]
-    a, b = batch.load_grid(grid)
-    assert batch.missing_model_package(str(preset)) == "no_such_package_xyz"
+    entries = [{"name": "a", "baseline": "gemma", "preset": str(preset),
+                "parameters": {"max_length": 64}, "fallback": fallback},
+               {"name": "b", "baseline": "roberta", "preset": "tiny-roberta",
+                "fallback": fallback}]
+    a, b = grid.load_grid(entries)
+    assert grid.missing_model_package(str(preset)) == "no_such_package_xyz"
     assert a["preset"] == "tiny-gemma2" and a["parameters"] == {"max_length": 64, "max_steps": 1}
     assert b["preset"] == "tiny-roberta" and b["parameters"] == {}  # its package is installed
     with pytest.raises(ConfigError, match="fallback"):
-        batch.load_grid([{"name": "c", "baseline": "xgb", "fallback": {"model": 1}}])
+        grid.load_grid([{"name": "c", "baseline": "xgb", "fallback": {"model": 1}}])
+
+
+def test_metrics_outside_the_vocabulary_fail_the_row(tmp_path):
+    runs.save_json(tmp_path / "metrics.json", {"cv_log_loss": 0.9, "cv_accuracy": 0.5})
+    row = grid._row({"name": "old", "baseline": "xgb", "preset": None}, "ok", 1.0,
+                    run_dir=tmp_path)
+    assert row["status"] == "failed" and "missing key(s) ['log_loss'" in row["error"]
+    assert row["error"].endswith("(+ OPTIONAL_METRIC_KEYS)")

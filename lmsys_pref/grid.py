@@ -1,4 +1,4 @@
-"""Papermill batch runs: a YAML grid of runs, one run folder each, one summary table.
+"""Grid runs with papermill: a YAML list of runs, one run folder each, one leaderboard.
 
     # grids/example.yaml
     - name: xgb-small
@@ -9,10 +9,11 @@
       preset: gemma3-270m
       fallback: {preset: tiny-gemma2}   # when the preset's PyPI model is not installed
 
-`python -m lmsys_pref batch --grid G --data-dir D --out-dir O` executes each run's notebook into
+`lmsys-pref grid --grid G --data-dir D --out-dir O` (`make grid`) executes each run's notebook into
 O/<name>/ through `notebooks.run_notebook` (the path behind `make train-*`), keeps going when a
-run fails, and writes O/summary.csv and O/summary.md sorted by log loss. A run whose folder
-already holds metrics.json and submission.csv (with the same settings) is not run again.
+run fails, and writes O/summary.csv and O/summary.md sorted by log loss (the `log_loss` of each
+run's metrics.json, see `runs.METRIC_KEYS`). A run whose folder already holds metrics.json and
+submission.csv (with the same settings) is not run again.
 """
 from __future__ import annotations
 
@@ -31,13 +32,14 @@ from tqdm.auto import tqdm
 
 from . import notebooks
 from .configs import ConfigError, load_preset
-from .runs import load_json, save_json
+from .runs import load_json, read_metrics, save_json
 
-log = logging.getLogger("lmsys_pref.batch")
+log = logging.getLogger("lmsys_pref.grid")
 
-COLUMNS = ["name", "baseline", "preset", "log_loss", "accuracy", "seconds", "status", "error"]
+COLUMNS = ["name", "baseline", "preset", "eval", "log_loss", "accuracy", "seconds", "status",
+           "error"]
 RUN_KEYS = {"name", "baseline", "preset", "parameters", "fallback"}
-RECORD = "batch.json"  # per-run record: the settings it ran with, its status and wall time
+RECORD = "grid.json"  # per-run record: the settings it ran with, its status and wall time
 DONE_FILES = ("metrics.json", "submission.csv")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -115,8 +117,8 @@ def _settings(run: dict, data_dir: str | Path | None) -> dict[str, Any]:
 
 
 def is_finished(run_dir: str | Path, settings: dict | None = None) -> bool:
-    """True when `run_dir` holds a complete run; when a batch record is there, it must say the
-    run succeeded with these `settings`."""
+    """True when `run_dir` holds a complete run; when a grid record (`RECORD`) is there, it
+    must say the run succeeded with these `settings`."""
     run_dir = Path(run_dir)
     if not all((run_dir / f).exists() for f in DONE_FILES):
         return False
@@ -127,25 +129,27 @@ def is_finished(run_dir: str | Path, settings: dict | None = None) -> bool:
     return saved.get("status") == "ok" and saved.get("settings") == settings
 
 
-def _metric(metrics: dict, *keys: str) -> float:
-    for key in keys:
-        if metrics.get(key) is not None:
-            return float(metrics[key])
-    return math.nan
-
-
 def _row(run: dict, status: str, seconds: float, error: str = "",
          run_dir: Path | None = None) -> dict[str, Any]:
-    """One summary row; scores come from the run's metrics.json when there is one."""
-    metrics = {}
+    """One leaderboard row; scores come from the run's metrics.json when there is one (a
+    metrics.json outside the vocabulary of `runs.METRIC_KEYS` makes the row failed)."""
+    metrics: dict[str, Any] = {}
     if run_dir is not None and (run_dir / "metrics.json").exists():
-        metrics = load_json(run_dir / "metrics.json")
+        try:
+            metrics = read_metrics(run_dir)
+        except ValueError as err:
+            status, error = "failed", f"ValueError: {err}"
     spec = notebooks.BASELINES.get(run["baseline"])
     return {"name": run["name"], "baseline": run["baseline"],
             "preset": run["preset"] or (spec.preset if spec else None) or "",
-            "log_loss": _metric(metrics, "cv_log_loss", "val_log_loss", "log_loss"),
-            "accuracy": _metric(metrics, "cv_accuracy", "val_accuracy", "accuracy"),
+            "eval": metrics.get("eval") or "",
+            "log_loss": _number(metrics.get("log_loss")),
+            "accuracy": _number(metrics.get("accuracy")),
             "seconds": round(float(seconds), 1), "status": status, "error": error}
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def run_one(run: dict, data_dir: str | Path | None, run_dir: Path, progress: bool = False,
@@ -181,7 +185,7 @@ def run_one(run: dict, data_dir: str | Path | None, run_dir: Path, progress: boo
     return _row(run, status, seconds, error, run_dir if status == "ok" else None)
 
 
-def summarize(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def leaderboard(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows as a frame sorted by log loss (best first); runs without a score go last."""
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["log_loss", "name"], na_position="last", kind="stable"
@@ -219,31 +223,30 @@ def run_grid(grid: str | Path | list[dict], data_dir: str | Path | None, out_dir
     Args:
         grid: a YAML file or an already loaded list of runs (see `load_grid`).
         data_dir: the competition folder passed to every notebook as `data_dir`.
-        out_dir: the batch folder; gets one folder per run plus summary.csv and summary.md.
+        out_dir: the grid folder; gets one folder per run plus summary.csv and summary.md.
         progress: progress bars over the runs and over the cells of each notebook.
         force: run again even the runs that finished before.
 
     Returns:
-        The summary (name, baseline, preset, log_loss, accuracy, seconds, status, error).
+        The leaderboard (`COLUMNS`: name, baseline, preset, eval, log_loss, accuracy, ...).
     """
     runs = load_grid(grid)
     out = Path(out_dir)
     rows = []
-    bar = tqdm(runs, desc="batch", unit="run", disable=not progress)
+    bar = tqdm(runs, desc="grid", unit="run", disable=not progress)
     for run in bar:
         bar.set_postfix_str(run["name"])
         rows.append(run_one(run, data_dir, out / run["name"], progress=progress, force=force))
-        write_summary(summarize(rows), out)  # a summary so far, in case the batch is stopped
-    return summarize(rows)
+        write_summary(leaderboard(rows), out)  # the table so far, in case the grid is stopped
+    return leaderboard(rows)
 
 
 def cli_main(argv: list[str]) -> int:
-    """`python -m lmsys_pref batch --grid G --data-dir D --out-dir O [--force]`; exit 1 when a
-    run failed."""
-    ap = argparse.ArgumentParser(prog="lmsys_pref batch", description=__doc__.split("\n\n")[0])
+    """`lmsys-pref grid --grid G --data-dir D --out-dir O [--force]`; exit 1 when a run failed."""
+    ap = argparse.ArgumentParser(prog="lmsys-pref grid", description=__doc__.split("\n\n")[0])
     ap.add_argument("--grid", required=True, help="YAML list of runs")
     ap.add_argument("--data-dir", default=None, help="competition folder for every run")
-    ap.add_argument("--out-dir", required=True, help="batch folder: <name>/ per run + summary")
+    ap.add_argument("--out-dir", required=True, help="grid folder: <name>/ per run + summary")
     ap.add_argument("--force", action="store_true", help="re-run finished runs too")
     args = ap.parse_args(argv)
     df = run_grid(args.grid, args.data_dir, args.out_dir, force=args.force)
