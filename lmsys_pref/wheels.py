@@ -50,8 +50,9 @@ PACKAGE = "lmsys_pref"
 DATASET = "lmsys-pref-wheels"
 PYTHON_VERSIONS = (KAGGLE_IMAGE.python,)
 GLIBC = KAGGLE_IMAGE.glibc
-WHEEL_SETS = {"base": (), "lm": ("gpu",)}
-"""Wheel set -> lmsys_pref extras it installs; each kernel names its set."""
+WHEEL_SETS = {"base": (), "encoder": ("lm",), "lm": ("lm", "gpu")}
+"""Wheel set -> lmsys_pref extras it installs; each kernel names its set (XGBoost: base, no
+torch stack; RoBERTa: encoder; the LoRA LLMs: lm, with bitsandbytes)."""
 PROJECT_FILES = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE")
 
 
@@ -210,7 +211,8 @@ def build_wheels(out_dir: str | Path, username: str, *,
             downloads.setdefault(py, {}).update({} if no_deps else plan.shipped)
     for py, pins in downloads.items():
         download_wheels(pins, out, py, glibc)
-    save_json(out / MANIFEST, _manifest(out, python_versions, glibc, image, sets))
+    save_json(out / MANIFEST, {**_manifest(out, python_versions, glibc, image, sets),
+                               "offline": no_deps})
     save_json(out / "dataset-metadata.json", dataset_metadata(username))
     problems = check_wheel_set(out, image)
     if problems:

@@ -80,6 +80,12 @@ def gemma_logits(attn: str, dtype: str) -> torch.Tensor:
     return engine.run_model(model, ids, mask).logits.float()
 
 
+OLD_TORCH = tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 11)
+
+
+# torch 2.8's inductor fails to compile flex_attention's CPU kernel (a C++ error); `auto` never
+# picks flex_attention on a CPU, and GPUs use its Triton kernel
+@pytest.mark.skipif(OLD_TORCH, reason="flex_attention on CPU needs torch >= 2.11")
 def test_the_fast_soft_capping_kernel_matches_eager():
     fp32 = gemma_logits("eager", "fp32"), gemma_logits("flex_attention", "fp32")
     torch.testing.assert_close(fp32[1], fp32[0], atol=1e-4, rtol=1e-4)  # exact kernel

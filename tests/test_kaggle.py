@@ -69,7 +69,9 @@ def test_kernel_folder(built, name):
     assert ('devices = "cuda:0,cuda:1"' in params) is spec.gpu
     assert ('dtype = "fp16"' in params) is spec.gpu  # T4: fp16, no bf16
     assert "--no-index" in install and "sys.version_info" in install
-    wanted = "requirements-lm.txt" if name in ("gemma-infer", "llama-infer") else "requirements.txt"
+    wanted = {"gemma-infer": "requirements-lm.txt", "llama-infer": "requirements-lm.txt",
+              "roberta-train": "requirements-encoder.txt",
+              "roberta-infer": "requirements-encoder.txt"}.get(name, "requirements.txt")
     assert f'"{wanted}"' in install
     assert all(not c.get("outputs") for c in cells if c.cell_type == "code")
 
@@ -108,8 +110,8 @@ def test_gpu_kernels_force_fp16_through_a_config_field():
 
 def test_wheel_sets_per_kernel():
     sets = {n: k.wheel_set for n, k in kernels.KERNELS.items()}
-    assert sets == {"xgb-train": "base", "xgb-infer": "base", "roberta-train": "base",
-                    "roberta-infer": "base", "gemma-infer": "lm", "llama-infer": "lm"}
+    assert sets == {"xgb-train": "base", "xgb-infer": "base", "roberta-train": "encoder",
+                    "roberta-infer": "encoder", "gemma-infer": "lm", "llama-infer": "lm"}
 
 
 def test_metadata_rejects_bad_values():

@@ -42,12 +42,16 @@ def test_no_deps_folder(no_deps_set):
     lines = (no_deps_set / "requirements.txt").read_text().splitlines()
     assert lines[0] == f"lmsys_pref=={wheel.name.split('-')[1]}"
     floors = [Requirement(line) for line in lines[1:]]
-    assert {"torch", "numpy", "pandas", "xgboost", "transformers"} <= {r.name for r in floors}
+    assert {"numpy", "pandas", "xgboost"} <= {r.name for r in floors}
+    assert not {"torch", "transformers"} & {r.name for r in floors}  # XGBoost needs no torch
+    encoder = (no_deps_set / "requirements-encoder.txt").read_text()
+    assert "torch>=2.8" in encoder and "transformers>=5.17" in encoder
     assert all(KAGGLE_IMAGE.has(r.name) and {s.operator for s in r.specifier} == {">="}
                for r in floors)
     manifest = json.loads((no_deps_set / "wheels.json").read_text())
     assert manifest["python_versions"] == ["3.12", "3.13"] and manifest["glibc"] == "2.35"
-    assert set(manifest["sets"]) == {"base", "lm"} and manifest["files"] == 1
+    assert set(manifest["sets"]) == {"base", "encoder", "lm"} and manifest["files"] == 1
+    assert manifest["offline"] is True
     meta = json.loads((no_deps_set / "dataset-metadata.json").read_text())
     assert meta["id"] == f"{USER}/lmsys-pref-wheels" and meta["licenses"][0]["name"]
     assert wheel_check.check_wheel_set(no_deps_set) == []
@@ -62,18 +66,23 @@ def test_plan_ships_only_what_the_image_lacks(no_deps_set):
     base = wheels.plan_wheels(direct, wheels.WHEEL_SETS["base"], "3.12")
     assert base.shipped == {}  # XGBoost/RoBERTa kernels: the image has every dependency
     lm = wheels.plan_wheels(direct, wheels.WHEEL_SETS["lm"], "3.12")
-    assert lm.shipped == {"bitsandbytes": version("bitsandbytes")}
-    pinned = [line for line in lm.lines if "==" in line]
-    assert pinned == [f"bitsandbytes=={version('bitsandbytes')}"]
+    # the image of KAGGLE_IMAGE has transformers 4.57, peft 0.17, accelerate 1.11: below the
+    # floors the LM code was tested at, so they ship (with floors); bitsandbytes it lacks
+    assert {"bitsandbytes", "transformers", "peft", "accelerate"} <= set(lm.shipped)
+    assert lm.shipped["bitsandbytes"] == version("bitsandbytes")
+    assert f"bitsandbytes=={version('bitsandbytes')}" in lm.lines
+    assert "transformers>=5.17" in lm.lines and "peft>=0.21" in lm.lines
+    assert not any(KAGGLE_IMAGE.has(Requirement(x).name) and "==" in x for x in lm.lines)
     assert not any(KAGGLE_IMAGE.never_ship(n) for n in lm.shipped)
 
 
 def test_plan_ships_an_image_package_below_our_floor_with_a_floor(no_deps_set):
     old = dataclasses.replace(KAGGLE_IMAGE, packages={**KAGGLE_IMAGE.packages,
                                                       "transformers": "4.0.0"})
-    plan = wheels.plan_wheels(_direct(no_deps_set), (), "3.12", old)
+    plan = wheels.plan_wheels(_direct(no_deps_set), ("lm",), "3.12", old)
     assert plan.shipped["transformers"] == version("transformers")
-    assert "transformers>=4.44" in plan.lines and not any("==" in x for x in plan.lines)
+    assert "transformers>=5.17" in plan.lines
+    assert not any(KAGGLE_IMAGE.has(Requirement(x).name) and "==" in x for x in plan.lines)
 
 
 @pytest.mark.parametrize("name, match", [("numpy", "before the first cell"),
@@ -82,7 +91,7 @@ def test_plan_ships_an_image_package_below_our_floor_with_a_floor(no_deps_set):
 def test_plan_never_replaces_torch_or_what_ipython_imported(no_deps_set, name, match):
     old = dataclasses.replace(KAGGLE_IMAGE, packages={**KAGGLE_IMAGE.packages, name: "0.1"})
     with pytest.raises(ValueError, match=match):
-        wheels.plan_wheels(_direct(no_deps_set), (), "3.12", old)
+        wheels.plan_wheels(_direct(no_deps_set), ("lm",), "3.12", old)
 
 
 def _touch(folder: Path, name: str) -> None:
