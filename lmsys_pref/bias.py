@@ -229,6 +229,8 @@ HELD_OUT_NOTES = {  # what the probed model saw of the rows, by the file that na
     "val.csv": "the run's holdout: the saved model never trained on them",
     "oof.csv": "out of fold: each row was held out of one fold's model; a model saved from "
                "every row (XGBoost's final fit) or averaging the folds trained on them too",
+    "fold_models": "held out: each row is scored by the one fold model (model/fold_k) that "
+                   "never trained on it",
 }
 
 
@@ -254,17 +256,19 @@ def select_rows(df: pd.DataFrame, cfg: BiasConfig, source: Path) -> tuple[pd.Dat
     if len(ids) > keep.sum():
         log.warning("%s: %d of the %d ids of %s are not in the file; probing the others",
                     source, len(ids) - keep.sum(), len(ids), scored)
+    fold_models = scored.name == "oof.csv" and predict.has_fold_models(cfg.model_dir)
     return df[keep].reset_index(drop=True), {
-        "rows_used": "held_out" if scored.name == "val.csv" else "out_of_fold",
+        "rows_used": "held_out" if scored.name == "val.csv" or fold_models else "out_of_fold",
         "source": str(scored), "n_available": int(keep.sum()),
-        "n_missing": int(len(ids) - keep.sum()), "note": HELD_OUT_NOTES[scored.name]}
+        "n_missing": int(len(ids) - keep.sum()),
+        "note": HELD_OUT_NOTES["fold_models" if fold_models else scored.name]}
 
 
 def run(cfg: BiasConfig) -> dict:
     """Load the model and the rows named by `cfg`, probe, write the outputs; returns bias.json."""
     from . import bias_report  # figures and markdown: matplotlib only when writing
 
-    predictor = predict.load_predictor(cfg.model_dir)
+    predictor = predict.load_predictor(cfg.model_dir, out_of_fold=cfg.rows == "held_out")
     path = data.find_file(cfg.data_dir, "train")
     df, rows = select_rows(data.load_split(path, labelled=True, lenient=cfg.lenient), cfg, path)
     log.info("bias: %s rows (%d) from %s", rows["rows_used"], len(df), rows["source"])

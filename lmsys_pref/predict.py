@@ -30,9 +30,25 @@ LOADERS = {
 }
 
 
-def load_predictor(model_dir: str | Path, **overrides):
-    """Load any saved model; the returned object has `predict_proba(df, tta=None) -> (n, 3)`."""
+HELD_OUT = "held_out.json"  # a k-fold transformer run's model/: fold -> ids it never saw
+OUT_OF_FOLD = "lmsys_pref.infer.predictor:OutOfFold"
+
+
+def has_fold_models(model_dir: str | Path) -> bool:
+    """Whether a saved model keeps one model per fold with the ids each never trained on."""
+    return (runs.resolve_model_dir(model_dir) / HELD_OUT).exists()
+
+
+def load_predictor(model_dir: str | Path, out_of_fold: bool = False, **overrides):
+    """Load any saved model; the returned object has `predict_proba(df, tta=None) -> (n, 3)`.
+
+    `out_of_fold` (a k-fold transformer run, `has_fold_models`): score each training row with
+    the fold model that never trained on it, as the bias probes need.
+    """
     model_dir = runs.resolve_model_dir(model_dir)
+    if out_of_fold and has_fold_models(model_dir):
+        module, cls = OUT_OF_FOLD.split(":")
+        return getattr(importlib.import_module(module), cls)(model_dir, **overrides)
     kind = runs.read_model_meta(model_dir)["kind"]
     if kind not in LOADERS:
         raise ValueError(f"{model_dir}: unknown model kind {kind!r}; known {sorted(LOADERS)}")

@@ -98,6 +98,23 @@ def test_a_failing_worker_writes_no_submission(lm_run, quirks_dir, tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_predict_leaves_no_stale_submission_looking_current(xgb_run, sample_dir,
+                                                                    tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    run_cli(xgb_run, sample_dir, out)  # a good run first
+    old = (out / "submission.csv").read_text()
+
+    def broken(self, df, tta=None):
+        raise RuntimeError("scoring failed")
+
+    monkeypatch.setattr(predict.load_predictor(xgb_run).__class__, "predict_proba", broken)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        predict.cli_main(["--model-dir", str(xgb_run), "--data-dir", str(sample_dir),
+                          "--out-dir", str(out)])
+    assert not (out / "submission.csv").exists() and not (out / "predict.json").exists()
+    assert (out / "previous" / "submission.csv").read_text() == old  # kept aside, marked old
+
+
 def test_post_rules_from_the_model_folder(xgb_run, sample_dir, tmp_path):
     rules = {"identical": {"probs": [0.1, 0.1, 0.8], "rows": 9},
              "b_empty": {"probs": [0.7, 0.2, 0.1], "rows": 9}}

@@ -112,6 +112,26 @@ def test_kfold_lm_run_and_predict_is_the_mean_of_its_folds(tmp_path, quirks_dir)
     assert not np.allclose(folds[0], folds[1])  # the folds really differ
     sub = pd.read_csv(tmp_path / "submission.csv")
     np.testing.assert_allclose(sub.iloc[:, 1:].to_numpy(), mean, atol=BF16_ATOL)
+    # each training row through the one fold model that never saw it: oof.csv again
+    rows = data.load_split(quirks_dir / "train.csv", lenient=True).set_index("id").loc[
+        oof["id"]].reset_index()
+    held = predict.load_predictor(tmp_path, out_of_fold=True, devices="cpu", progress=False)
+    np.testing.assert_allclose(held.predict_proba(rows, tta="swap"), oof.iloc[:, 2:].to_numpy(),
+                               atol=BF16_ATOL)
+
+
+def test_bias_on_a_kfold_lm_run_probes_rows_no_fold_model_saw(tmp_path, quirks_dir):
+    from lmsys_pref import bias
+    from lmsys_pref.configs.bias import BiasConfig
+
+    cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
+                               lenient=True, max_steps=1, n_folds=2)
+    fit.fit(cfg)
+    result = bias.run(BiasConfig(model_dir=str(tmp_path), data_dir=str(quirks_dir),
+                                 out_dir=str(tmp_path / "bias"), max_rows=6, judge_bias_dir="",
+                                 lenient=True))
+    assert result["rows"]["rows_used"] == "held_out" and result["n_rows"] == 6
+    assert "fold model" in result["rows"]["note"]
 
 
 def test_fold_select_best_uses_the_best_fold_only(tmp_path, quirks_dir):

@@ -18,6 +18,9 @@ from . import engine
 from .devices import parse_devices
 from .tta import score as score_with_tta
 
+HELD_OUT = "held_out.json"  # in a k-fold run's model/: fold -> the ids it was not trained on
+# (the same name as predict.HELD_OUT, which the torch-free command layer reads)
+
 
 def pad_id_of(model, tokenizer=None) -> int:
     """The id to pad with: the model's `pad_token_id` (HF classifiers pool the last token that
@@ -111,6 +114,35 @@ class FoldMean:
             del scorer
             _free_device_memory()
         return np.mean(probs, axis=0)
+
+
+class OutOfFold:
+    """A k-fold run's rows, each scored by the one fold model that never trained on it.
+
+    What the bias probes need: a perturbed or swapped row keeps its id, so it goes to the same
+    fold. Rows of ids no fold held out raise a `ValueError` naming them.
+    """
+
+    def __init__(self, model_dir: str | Path, **overrides):
+        self.model_dir = runs.resolve_model_dir(model_dir)
+        held = runs.load_json(self.model_dir / HELD_OUT)
+        self.fold_of = {int(i): name for name, ids in held.items() for i in ids}
+        self.overrides, self.stats = overrides, {}
+
+    def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
+        ids = df["id"].to_numpy()
+        folds = np.array([self.fold_of.get(int(i), "") for i in ids])
+        if (folds == "").any():
+            raise ValueError(f"{self.model_dir}: id(s) {ids[folds == ''][:5].tolist()} were "
+                             "held out of no fold")
+        out = np.zeros((len(df), 3))
+        for name in sorted(set(folds)):
+            rows = np.flatnonzero(folds == name)
+            scorer = LMPredictor(self.model_dir / name, **self.overrides)
+            out[rows] = scorer.predict_proba(df.iloc[rows], tta)
+            del scorer
+            _free_device_memory()
+        return out
 
 
 def _free_device_memory() -> None:

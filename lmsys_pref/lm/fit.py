@@ -166,6 +166,8 @@ def fit_kfold(cfg, train_df: pd.DataFrame, test_df: pd.DataFrame | None,
         used = list(range(len(folds))) if cfg.fold_select == "mean" else [best]
         runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict(),
                               folds=[f"fold_{k}" for k in used])
+        runs.save_json(model_dir / predictor.HELD_OUT, {  # which rows each fold never saw
+            f"fold_{k}": train_df["id"].to_numpy()[va] for k, (_, va) in enumerate(folds)})
         postrules.save(rules or postrules.fit(train_df), model_dir)
     test_probs = None if test_df is None else np.mean([fold_tests[k] for k in used], axis=0)
     m = scored_rows({"val_probs": oof, "untuned_probs": untuned, "steps": steps}, labels, "oof",
