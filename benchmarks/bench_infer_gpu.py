@@ -8,11 +8,11 @@ to the longest, eager attention) run in the same script, and the projected Kaggl
 2×T4 by the FLOP ratio.
 
 Attention: Gemma-2 soft-caps attention logits (50·tanh(s/50)); SDPA cannot express that, so
-transformers v5 refuses `sdpa` for Gemma-2. Choice ("auto", override with LMSYS_BENCH_ATTN):
-`flash_attention_2` when flash-attn >= 2.6 is installed (exact: it implements softcap), else
-`sdpa` with the soft-cap dropped (an approximation: attention logits of a trained Gemma-2 rarely
-reach the cap; the bench measures the probability change against eager and reports it), never
-eager for the fast path (it materialises the full score matrix). The naive baseline uses eager.
+transformers v5 refuses `sdpa` for Gemma-2. The fast path uses the library's choice
+(`lmsys_pref.lm.precision.choose_attention`: flash-attention-2 where installed, else the exact
+`flex_attention`; override with LMSYS_BENCH_ATTN, e.g. `sdpa_nocap` = SDPA with the soft-cap
+dropped, an approximation whose probability change against eager the bench reports). The naive
+baseline uses eager.
 
     .venv/bin/python -m benchmarks.run --only infer_gpu          # 25k rows x TTA for 2B
     .venv/bin/python -m benchmarks.run --only infer_gpu --quick  # 3k scored rows each
@@ -42,19 +42,18 @@ COMMON = dict(vocab_size=256000, max_position_embeddings=8192, sliding_window=40
               pad_token_id=0, hidden_activation="gelu_pytorch_tanh")
 
 
-def choose_attention() -> str:
-    """'flash_attention_2' (exact soft-cap) when available, else 'sdpa_nocap'."""
+def choose_attention(device: str = "cuda:0") -> str:
+    """The library's own choice (`attn_implementation: auto`): flash-attention-2 where installed,
+    else transformers' exact soft-capping `flex_attention`; LMSYS_BENCH_ATTN overrides it
+    (`sdpa_nocap`: SDPA with the soft-cap dropped, an approximation, for comparison)."""
     want = os.environ.get("LMSYS_BENCH_ATTN", "auto")
     if want != "auto":
         return want
-    try:
-        import flash_attn
-        major, minor = (int(x) for x in flash_attn.__version__.split(".")[:2])
-        if (major, minor) >= (2, 6):
-            return "flash_attention_2"
-    except ImportError:
-        pass
-    return "sdpa_nocap"
+    from transformers import Gemma2Config
+
+    from lmsys_pref.lm.precision import choose_attention as library_choice
+
+    return library_choice("auto", Gemma2Config(**COMMON), device) or "eager"
 
 
 def build(shape: dict, attn: str, device: str, dtype=None):

