@@ -101,6 +101,7 @@ def test_kfold_lm_run_and_predict_is_the_mean_of_its_folds(tmp_path, quirks_dir)
     train_ids = data.load_split(quirks_dir / "train.csv", lenient=True)["id"]
     assert sorted(oof["id"]) == sorted(train_ids) and not oof.isna().any().any()
     assert m["eval"] == "oof" and m["n_folds"] == 3 and len(m["fold_log_losses"]) == 3
+    assert m["steps"] == 6 and m["train_loss_first"] is not None
     assert sorted(p.name for p in (tmp_path / "model").glob("fold_*")) == [
         "fold_0", "fold_1", "fold_2"]
     test = data.load_split(quirks_dir / "test.csv", lenient=True)

@@ -170,7 +170,10 @@ def fit_kfold(cfg, train_df: pd.DataFrame, test_df: pd.DataFrame | None,
             f"fold_{k}": train_df["id"].to_numpy()[va] for k, (_, va) in enumerate(folds)})
         postrules.save(rules or postrules.fit(train_df), model_dir)
     test_probs = None if test_df is None else np.mean([fold_tests[k] for k in used], axis=0)
-    m = scored_rows({"val_probs": oof, "untuned_probs": untuned, "steps": steps}, labels, "oof",
+    losses = [h["loss"] for h in history if "loss" in h]  # first fold's first, last fold's last
+    m = scored_rows({"val_probs": oof, "untuned_probs": untuned, "steps": steps,
+                     "train_loss_first": losses[0] if losses else None,
+                     "train_loss_last": losses[-1] if losses else None}, labels, "oof",
                     n_train=len(train_df), n_eval=len(train_df), n_folds=len(folds),
                     fold_log_losses=fold_losses, best_fold=best)
     oof_frame = runs.probs_frame(train_df["id"].to_numpy(), oof, labels)
