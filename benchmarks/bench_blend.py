@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lmsys_pref import blend, data, features, metrics, runs, xgb
+from lmsys_pref import blend, data, features, metrics, runs, splits, xgb
 from lmsys_pref.configs.xgb import XGBConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def sklearn_run(name: str, fit_predict, train: pd.DataFrame, test: pd.DataFrame)
     """5-fold OOF + a final fit scoring test.csv, written as a run folder."""
     t0 = time.time()
     oof = np.zeros((len(train), 3))
-    for tr, va in data.kfold(train["label"].to_numpy(), N_FOLDS, SEED):
+    for tr, va in splits.kfold(train["label"].to_numpy(), N_FOLDS, SEED):
         oof[va] = fit_predict(train.iloc[tr], [train.iloc[va]])[0]
     test_probs = fit_predict(train, [test])[0]
     out = WORK / name

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmsys_pref import blend, data, metrics, predict, runs, xgb
+from lmsys_pref import blend, data, metrics, predict, runs, splits, xgb
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
@@ -46,8 +46,8 @@ def encoder_folds(shared: Path) -> dict:
     """3-fold MiniLM on 1,200 rows; fold-mean vs best fold on 300 held-out labelled rows."""
     df = data.load_split(shared / "train.csv", lenient=True)
     raw = pd.read_csv(shared / "train.csv")
-    tr, va = data.holdout(df["label"].to_numpy(), 0.2, 42,
-                          groups=data.fold_groups(df, "prompt"))
+    tr, va = splits.holdout(df["label"].to_numpy(), 0.2, 42,
+                          groups=splits.fold_groups(df, "prompt"))
     folder = WORK / "encoder_data"
     folder.mkdir(parents=True, exist_ok=True)
     raw.iloc[tr].to_csv(folder / "train.csv", index=False)

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from . import data, metrics, runs
+from . import metrics, runs, splits
 from .blend_inputs import MIN_SHARED_ROWS, Run, align, cv_groups, load_run
 
 log = logging.getLogger("lmsys_pref")
@@ -118,9 +118,9 @@ def cross_fit(labels: np.ndarray, fit_predict: Callable[[np.ndarray, np.ndarray]
               n_splits: int = CV_FOLDS, seed: int = 42, groups: np.ndarray | None = None
               ) -> np.ndarray:
     """Out-of-fold outputs of `fit_predict(train_rows, held_rows)` (the honest estimate);
-    `groups` (`data.fold_groups`) keep rows that share a prompt in one fold."""
+    `groups` (`splits.fold_groups`) keep rows that share a prompt in one fold."""
     out = np.zeros((len(labels), 3))
-    for tr, va in data.kfold(labels, n_splits, seed, groups=groups):
+    for tr, va in splits.kfold(labels, n_splits, seed, groups=groups):
         out[va] = fit_predict(tr, va)
     return out
 
@@ -244,7 +244,7 @@ def cli_main(argv: list[str]) -> int:
     ap.add_argument("--no-bias", action="store_true", help="temperature only, no class bias")
     ap.add_argument("--min-shared-rows", type=int, default=MIN_SHARED_ROWS,
                     help="refuse fewer rows scored by every run (default %(default)s)")
-    ap.add_argument("--group-by", choices=data.GROUP_BY, default="prompt",
+    ap.add_argument("--group-by", choices=splits.GROUP_BY, default="prompt",
                     help="keep rows sharing a prompt in one cross-fitting fold")
     ap.add_argument("--data-dir", help="train.csv with the runs' prompts (default: the runs' "
                     "saved data_dir)")

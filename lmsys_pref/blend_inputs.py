@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import data, submission
+from . import data, splits, submission
 from .data import LABEL_COLS
 from .report import find_data_dir, load_predictions
 
@@ -108,7 +108,7 @@ def cv_groups(loaded: list[Run], group_by: str = "prompt", data_dir: str | Path 
     if path is None:
         return None, "none (no train.csv with the runs' prompts: pass data_dir)"
     train = data.load_split(path, labelled=False, lenient=True)
-    groups = pd.Series(data.fold_groups(train, group_by), index=train["id"])
+    groups = pd.Series(splits.fold_groups(train, group_by), index=train["id"])
     ids = loaded[0].ids
     if not np.isin(ids, groups.index).all():
         return None, f"none ({path} lacks some of the shared ids)"

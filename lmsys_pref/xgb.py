@@ -11,7 +11,7 @@ import pandas as pd
 import xgboost
 from tqdm.auto import tqdm
 
-from . import data, features, postrules, runs
+from . import data, features, postrules, runs, splits
 from .configs.xgb import XGBConfig
 
 log = logging.getLogger("lmsys_pref")
@@ -56,7 +56,7 @@ def train_booster(cfg: XGBConfig, feats: Features, rows: np.ndarray,
     """
     params = booster_params(cfg)
     if rounds is None and cfg.early_stopping_rounds > 0 and len(rows) >= 40:
-        fit_pos, stop_pos = data.holdout(feats.labels[rows], 0.15, cfg.seed,
+        fit_pos, stop_pos = splits.holdout(feats.labels[rows], 0.15, cfg.seed,
                                          groups=None if groups is None else groups[rows])
         stop = feats.matrix(rows[stop_pos], False)
         return xgboost.train(params, feats.matrix(rows[fit_pos], cfg.swap_augment),
@@ -87,11 +87,11 @@ def cross_validate(cfg: XGBConfig, feats: Features, groups: np.ndarray | None = 
                    ) -> tuple[np.ndarray, list[int]]:
     """Out-of-fold probabilities for every training row and the stopping round of each fold.
 
-    `groups` (`data.fold_groups`) keep the rows of one group inside one fold.
+    `groups` (`splits.fold_groups`) keep the rows of one group inside one fold.
     """
     oof = np.zeros((len(feats.orig), 3))
     best = []
-    folds = data.kfold(feats.labels, cfg.n_folds, cfg.seed, groups=groups)
+    folds = splits.kfold(feats.labels, cfg.n_folds, cfg.seed, groups=groups)
     for tr, va in tqdm(folds, desc="xgb folds"):
         booster = train_booster(cfg, feats, tr, groups=groups)
         oof[va] = predict_booster(booster, feats, va, cfg.tta)
@@ -112,7 +112,7 @@ def fit(cfg: XGBConfig) -> dict:
     feats = Features(train, with_swap=cfg.swap_augment or cfg.tta == "swap")
     oof, oof_frame, best, rounds = None, None, [], None
     if cfg.n_folds > 1:
-        oof, best = cross_validate(cfg, feats, data.fold_groups(train, cfg.group_by))
+        oof, best = cross_validate(cfg, feats, splits.fold_groups(train, cfg.group_by))
         oof_frame = runs.probs_frame(train["id"], oof, train["label"])
         rounds = int(np.mean(best)) if cfg.early_stopping_rounds > 0 else cfg.n_estimators
     booster = train_booster(cfg, feats, np.arange(len(train)), rounds or cfg.n_estimators)

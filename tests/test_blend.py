@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import blend, blend_inputs, cli, data, metrics, runs, submission
+from lmsys_pref import blend, blend_inputs, cli, data, metrics, runs, splits, submission
 
 
 def true_probs(n, seed=0):
@@ -194,20 +194,20 @@ def test_cross_fitting_folds_keep_prompts_together(tmp_path, monkeypatch):
                   "response_b": '["B"]'}).to_csv(tmp_path / "train.csv", index=False)
     a = fake_run(tmp_path / "a", ids, y, p)
     b = fake_run(tmp_path / "b", ids[::-1], y[::-1], sharpen(p, 1.5)[::-1])
-    splits, kfold = [], data.kfold
+    seen, kfold = [], splits.kfold
 
     def spy(labels, n, seed=42, groups=None):
-        splits.extend(kfold(labels, n, seed, groups=groups))
-        return splits[-n:]
+        seen.extend(kfold(labels, n, seed, groups=groups))
+        return seen[-n:]
 
-    monkeypatch.setattr(data, "kfold", spy)
+    monkeypatch.setattr(splits, "kfold", spy)
     res = blend.blend([a, b], tmp_path / "o", data_dir=tmp_path)
-    assert res["cv_groups"] == f"prompt ({tmp_path / 'train.csv'})" and len(splits) == 5
+    assert res["cv_groups"] == f"prompt ({tmp_path / 'train.csv'})" and len(seen) == 5
     group = np.arange(300) // 3  # in the first run's id order
-    assert all(not set(group[tr]) & set(group[va]) for tr, va in splits)
+    assert all(not set(group[tr]) & set(group[va]) for tr, va in seen)
     res = blend.blend([a, b], tmp_path / "o", group_by="none", data_dir=tmp_path)
     assert res["cv_groups"].startswith("none") and any(
-        set(group[tr]) & set(group[va]) for tr, va in splits[5:])
+        set(group[tr]) & set(group[va]) for tr, va in seen[5:])
     assert blend.blend([a, b], tmp_path / "o")["cv_groups"].startswith("none (no train.csv")
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmsys_pref import data
+from lmsys_pref import data, splits
 
 
 def write_csv(tmp_path, rows, name="train.csv"):
@@ -122,10 +122,10 @@ def test_swap_of_probabilities(rows):
 
 def test_splits_are_seeded_stratified_and_complete(quirks_dir):
     labels = data.load_split(quirks_dir / "train.csv")["label"].to_numpy()
-    tr, va = data.holdout(labels, 0.2, seed=1)
+    tr, va = splits.holdout(labels, 0.2, seed=1)
     assert len(va) == 8 and set(tr) | set(va) == set(range(40)) and not set(tr) & set(va)
-    assert (data.holdout(labels, 0.2, seed=1)[1] == va).all()
-    folds = data.kfold(labels, 5, seed=1)
+    assert (splits.holdout(labels, 0.2, seed=1)[1] == va).all()
+    folds = splits.kfold(labels, 5, seed=1)
     assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(40))
 
 
@@ -152,47 +152,48 @@ def assert_groups_kept(groups, splits):
 
 def test_fold_groups_tie_rows_with_the_same_prompt():
     df, sizes = grouped_frame()
-    g = data.fold_groups(df, "prompt")
+    g = splits.fold_groups(df, "prompt")
     assert g.dtype == np.int64 and len(np.unique(g)) == len(sizes)
     assert np.bincount(g).tolist() == sizes.tolist()  # factorize numbers groups in row order
-    assert data.fold_groups(df, "none") is None
+    assert splits.fold_groups(df, "none") is None
     text = df.assign(prompt=df["prompt"].map(lambda t: "\n".join(t)))  # undecoded text works too
-    assert len(np.unique(data.fold_groups(text, "prompt"))) == len(sizes)
+    assert len(np.unique(splits.fold_groups(text, "prompt"))) == len(sizes)
     with pytest.raises(ValueError, match="group_by"):
-        data.fold_groups(df, "model")
+        splits.fold_groups(df, "model")
     with pytest.raises(data.DataError, match="'prompt' column"):
-        data.fold_groups(df.drop(columns="prompt"), "prompt")
+        splits.fold_groups(df.drop(columns="prompt"), "prompt")
 
 
 def test_grouped_splits_keep_each_prompt_on_one_side():
     df, _ = grouped_frame(seed=1)
-    y, g = df["label"].to_numpy(), data.fold_groups(df, "prompt")
-    folds = data.kfold(y, 5, seed=3, groups=g)
+    y, g = df["label"].to_numpy(), splits.fold_groups(df, "prompt")
+    folds = splits.kfold(y, 5, seed=3, groups=g)
     assert_groups_kept(g, folds)
     assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(len(df)))
-    assert data.kfold(y, 5, seed=3, groups=g)[2][1].tolist() == folds[2][1].tolist()  # seeded
-    tr, va = data.holdout(y, 0.2, seed=3, groups=g)
+    assert splits.kfold(y, 5, seed=3, groups=g)[2][1].tolist() == folds[2][1].tolist()  # seeded
+    tr, va = splits.holdout(y, 0.2, seed=3, groups=g)
     assert_groups_kept(g, [(tr, va)])
     assert 0.1 < len(va) / len(df) < 0.3
     # a row per group: exactly the ungrouped splits (runs without shared prompts are unchanged)
     single = np.arange(len(y))
-    assert [v.tolist() for _, v in data.kfold(y, 4, 5, groups=single)] == [
-        v.tolist() for _, v in data.kfold(y, 4, 5)]
-    assert data.holdout(y, 0.2, 5, groups=single)[1].tolist() == data.holdout(y, 0.2, 5)[1].tolist()
+    assert [v.tolist() for _, v in splits.kfold(y, 4, 5, groups=single)] == [
+        v.tolist() for _, v in splits.kfold(y, 4, 5)]
+    assert (splits.holdout(y, 0.2, 5, groups=single)[1].tolist()
+            == splits.holdout(y, 0.2, 5)[1].tolist())
     with pytest.raises(ValueError, match="groups"):
-        data.kfold(y, 5, groups=g[:-1])
+        splits.kfold(y, 5, groups=g[:-1])
 
 
 def test_real_rows_sharing_a_prompt_never_straddle_a_split(arena_dir):
     df = data.load_split(arena_dir / "train.csv", lenient=True)
-    y, g = df["label"].to_numpy(), data.fold_groups(df, "prompt")
+    y, g = df["label"].to_numpy(), splits.fold_groups(df, "prompt")
     assert (np.bincount(g)[g] > 1).sum() == 29  # the rows that share a prompt with another row
-    ungrouped = data.kfold(y, 5, seed=42)  # what happened before groups: shared prompts leak
+    ungrouped = splits.kfold(y, 5, seed=42)  # what happened before groups: shared prompts leak
     assert any(set(g[tr]) & set(g[va]) for tr, va in ungrouped)
     share = np.bincount(y) / len(y)
     for seed in (0, 42):
-        folds = data.kfold(y, 5, seed, groups=g)
-        holdout = data.holdout(y, 0.2, seed, groups=g)
+        folds = splits.kfold(y, 5, seed, groups=g)
+        holdout = splits.holdout(y, 0.2, seed, groups=g)
         assert_groups_kept(g, folds + [holdout])
         for _, va in folds + [holdout]:
             assert abs(len(va) - 300) <= 10  # a fifth, give or take a group

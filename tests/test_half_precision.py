@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lmsys_pref import bias, cli, data, metrics, runs, submission
+from lmsys_pref import bias, cli, data, metrics, runs, splits, submission
 from lmsys_pref.configs.bias import BiasConfig
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
@@ -71,8 +71,8 @@ def test_reload_gives_the_same_logits(family_run, quirks_dir):
     if cfg.n_folds > 1:  # model/fold_k holds fold k: compare on that fold's held-out rows
         df = data.load_split(quirks_dir / "train.csv", lenient=True)
         k = m["best_fold"]
-        _, va = data.kfold(df["label"].to_numpy(), cfg.n_folds, cfg.seed,
-                           groups=data.fold_groups(df, cfg.group_by))[k]
+        _, va = splits.kfold(df["label"].to_numpy(), cfg.n_folds, cfg.seed,
+                           groups=splits.fold_groups(df, cfg.group_by))[k]
         rows, model_dir = df.iloc[va], model_dir / f"fold_{k}"
         want = pd.read_csv(f"{cfg.out_dir}/oof.csv").iloc[va, 2:].to_numpy()
     else:

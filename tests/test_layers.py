@@ -16,9 +16,9 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "lmsys_pref"
 # The torch-free core (ARCHITECTURE.md): an XGBoost run, blends, reports and `predict` on an
 # XGBoost model never load torch.
-CORE = ("lmsys_pref.data", "lmsys_pref.features", "lmsys_pref.metrics", "lmsys_pref.submission",
-        "lmsys_pref.postrules", "lmsys_pref.runs", "lmsys_pref.xgb", "lmsys_pref.configs",
-        "lmsys_pref.blend", "lmsys_pref.report")
+CORE = ("lmsys_pref.data", "lmsys_pref.splits", "lmsys_pref.features", "lmsys_pref.metrics",
+        "lmsys_pref.submission", "lmsys_pref.postrules", "lmsys_pref.runs", "lmsys_pref.xgb",
+        "lmsys_pref.configs", "lmsys_pref.blend", "lmsys_pref.report")
 TORCH_WORLD = ("torch", "transformers", "peft", "accelerate", "bitsandbytes")
 
 

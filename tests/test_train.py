@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lmsys_pref import data, metrics, runs
+from lmsys_pref import data, metrics, runs, splits
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.lm import fit, heads, models, prompt, train
@@ -83,8 +83,8 @@ def test_roberta_kfold_mse(tmp_path, quirks_dir):
         assert (tmp_path / "model" / f"fold_{k}" / models.FULL_WEIGHTS).exists()
     df = data.load_split(quirks_dir / "train.csv", lenient=True)
     k = m["best_fold"]
-    _, va = data.kfold(df["label"].to_numpy(), 2, cfg.seed,
-                       groups=data.fold_groups(df, cfg.group_by))[k]
+    _, va = splits.kfold(df["label"].to_numpy(), 2, cfg.seed,
+                       groups=splits.fold_groups(df, cfg.group_by))[k]
     logits, _ = reload_logits(tmp_path / "model" / f"fold_{k}", df.iloc[va])
     np.testing.assert_allclose(heads.to_probs(logits, "mse"),
                                oof.iloc[va, 2:].to_numpy(), atol=BF16_ATOL)

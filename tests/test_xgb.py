@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import data, features, metrics, predict, runs, xgb
+from lmsys_pref import data, features, metrics, predict, runs, splits, xgb
 from lmsys_pref.configs.xgb import XGBConfig
 
 
@@ -102,7 +102,7 @@ def test_make_contract_cli_exits_nonzero_naming_row_and_column(tmp_path, quirks_
 @pytest.mark.parametrize("group_by", ["prompt", "none"])
 def test_folds_and_stopping_rows_keep_prompt_groups_together(train, monkeypatch, group_by):
     big = data.tile(train, 120)  # every prompt three times or more
-    folds, stops, kfold, holdout = [], [], data.kfold, data.holdout
+    folds, stops, kfold, holdout = [], [], splits.kfold, splits.holdout
 
     def spy_kfold(labels, n, seed, groups=None):
         out = kfold(labels, n, seed, groups=groups)
@@ -113,12 +113,12 @@ def test_folds_and_stopping_rows_keep_prompt_groups_together(train, monkeypatch,
         stops.append((*holdout(labels, frac, seed, groups=groups), groups))
         return stops[-1][:2]
 
-    monkeypatch.setattr(data, "kfold", spy_kfold)
-    monkeypatch.setattr(data, "holdout", spy_holdout)
+    monkeypatch.setattr(splits, "kfold", spy_kfold)
+    monkeypatch.setattr(splits, "holdout", spy_holdout)
     cfg = XGBConfig(n_folds=3, n_estimators=5, early_stopping_rounds=2, n_jobs=1,
                     group_by=group_by)
-    g = data.fold_groups(big, "prompt")
-    oof, _ = xgb.cross_validate(cfg, xgb.Features(big), data.fold_groups(big, cfg.group_by))
+    g = splits.fold_groups(big, "prompt")
+    oof, _ = xgb.cross_validate(cfg, xgb.Features(big), splits.fold_groups(big, cfg.group_by))
     assert np.isfinite(oof).all() and len(folds) == len(stops) == 3
     straddling = 0
     for (tr, va), (stop_tr, stop_va, stop_groups) in zip(folds, stops):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import data, metrics, postrules, resume, runs
+from .. import data, metrics, postrules, resume, runs, splits
 from ..infer import predictor
 from . import models, train
 
@@ -47,8 +47,8 @@ def fit(cfg) -> dict:
     rules = postrules.fit(train_df)  # saved with the model: `predict -p post_rules true`
     if cfg.n_folds > 1:
         return fit_kfold(cfg, train_df, test_df, t0, rules)
-    tr, va = data.holdout(train_df["label"].to_numpy(), cfg.val_frac, cfg.seed,
-                          groups=data.fold_groups(train_df, cfg.group_by))
+    tr, va = splits.holdout(train_df["label"].to_numpy(), cfg.val_frac, cfg.seed,
+                          groups=splits.fold_groups(train_df, cfg.group_by))
     model, tokenizer = models.build(cfg, train.training_device(cfg))
     pissa = train.pissa_init(model, cfg, out)
     res = train.train_one(cfg, model, tokenizer, train_df.iloc[tr], train_df.iloc[va], out)
@@ -145,8 +145,8 @@ def fit_kfold(cfg, train_df: pd.DataFrame, test_df: pd.DataFrame | None,
     t0 = time.time() if t0 is None else t0
     out = Path(cfg.out_dir)
     labels = train_df["label"].to_numpy()
-    folds = data.kfold(labels, cfg.n_folds, cfg.seed,
-                       groups=data.fold_groups(train_df, cfg.group_by))
+    folds = splits.kfold(labels, cfg.n_folds, cfg.seed,
+                       groups=splits.fold_groups(train_df, cfg.group_by))
     oof = np.full((len(train_df), 3), np.nan)
     untuned = np.full_like(oof, np.nan) if cfg.untuned_baseline else None
     fold_losses, fold_tests, history, steps, loaded = [], [], [], 0, {}
