@@ -30,13 +30,12 @@ LOADERS = {
 }
 
 
-HELD_OUT = "held_out.json"  # a k-fold transformer run's model/: fold -> ids it never saw
 OUT_OF_FOLD = "lmsys_pref.infer.predictor:OutOfFold"
 
 
 def has_fold_models(model_dir: str | Path) -> bool:
     """Whether a saved model keeps one model per fold with the ids each never trained on."""
-    return (runs.resolve_model_dir(model_dir) / HELD_OUT).exists()
+    return (runs.resolve_model_dir(model_dir) / runs.HELD_OUT).exists()
 
 
 def load_predictor(model_dir: str | Path, out_of_fold: bool = False, **overrides):

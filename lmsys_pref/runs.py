@@ -30,6 +30,7 @@ __all__ = ["atomic_dir", "atomic_path", "prepare_out_dir", "write_outputs"]  # +
 
 log = logging.getLogger("lmsys_pref")
 MODEL_META = "lmsys_pref.json"
+HELD_OUT = "held_out.json"  # a k-fold transformer run's model/: fold -> the ids it never saw
 
 # metrics.json: one vocabulary for every baseline (xgb, lm.fit) and every reader (grid,
 # notebook_view, report, benchmarks). `run_metrics` builds it; `check_metrics` enforces it.

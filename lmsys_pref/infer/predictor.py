@@ -18,9 +18,6 @@ from . import engine
 from .devices import parse_devices
 from .tta import score as score_with_tta
 
-HELD_OUT = "held_out.json"  # in a k-fold run's model/: fold -> the ids it was not trained on
-# (the same name as predict.HELD_OUT, which the torch-free command layer reads)
-
 
 def pad_id_of(model, tokenizer=None) -> int:
     """The id to pad with: the model's `pad_token_id` (HF classifiers pool the last token that
@@ -104,15 +101,10 @@ class FoldMean:
         """(n, 3) mean probabilities of the folds, in the rows' order."""
         probs, seconds = [], 0.0
         for fold in self.folds:
-            overrides = dict(self.overrides)
-            if overrides.get("cache_dir"):  # one cache per fold: the folds score differently
-                overrides["cache_dir"] = str(Path(overrides["cache_dir"]) / fold.name)
-            scorer = LMPredictor(fold, **overrides)
-            probs.append(scorer.predict_proba(df, tta))
-            seconds += scorer.stats.get("seconds") or 0.0
-            self.stats = {**scorer.stats, "folds": len(self.folds), "seconds": seconds}
-            del scorer
-            _free_device_memory()
+            p, stats = _score_with_fold(fold, self.overrides, df, tta)
+            probs.append(p)
+            seconds += stats.get("seconds") or 0.0
+            self.stats = {**stats, "folds": len(self.folds), "seconds": seconds}
         return np.mean(probs, axis=0)
 
 
@@ -125,7 +117,7 @@ class OutOfFold:
 
     def __init__(self, model_dir: str | Path, **overrides):
         self.model_dir = runs.resolve_model_dir(model_dir)
-        held = runs.load_json(self.model_dir / HELD_OUT)
+        held = runs.load_json(self.model_dir / runs.HELD_OUT)
         self.fold_of = {int(i): name for name, ids in held.items() for i in ids}
         self.overrides, self.stats = overrides, {}
 
@@ -138,17 +130,27 @@ class OutOfFold:
         out = np.zeros((len(df), 3))
         for name in sorted(set(folds)):
             rows = np.flatnonzero(folds == name)
-            scorer = LMPredictor(self.model_dir / name, **self.overrides)
-            out[rows] = scorer.predict_proba(df.iloc[rows], tta)
-            del scorer
-            _free_device_memory()
+            out[rows], self.stats = _score_with_fold(self.model_dir / name, self.overrides,
+                                                     df.iloc[rows], tta)
         return out
 
 
-def _free_device_memory() -> None:
+def _score_with_fold(fold_dir: Path, overrides: dict, df, tta: str | None
+                     ) -> tuple[np.ndarray, dict]:
+    """One fold's probabilities of `df` and stats; the fold's replicas are freed afterwards.
+
+    Each fold gets its own cache folder: the folds score the same rows differently.
+    """
+    overrides = dict(overrides)
+    if overrides.get("cache_dir"):
+        overrides["cache_dir"] = str(Path(overrides["cache_dir"]) / fold_dir.name)
+    scorer = LMPredictor(fold_dir, **overrides)
+    probs, stats = scorer.predict_proba(df, tta), scorer.stats
+    del scorer
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    return probs, stats
 
 
 class LMPredictor:
@@ -176,8 +178,8 @@ class LMPredictor:
                 loaded[dev] = models.load_for_inference(self.model_dir, device=str(dev),
                                                         **overrides)
         _, self.tokenizer, self.cfg = loaded[self.devices[0]]
-        if self.cfg.score_max_length and "max_length" not in overrides:
-            self.cfg = self.cfg.replace(max_length=self.cfg.score_max_length)
+        if "max_length" not in overrides:  # an explicit -p max_length wins
+            self.cfg = models.scoring_config(self.cfg)
         self.replicas = [loaded[d][0] for d in self.devices]
         self.stats: dict = {}
 

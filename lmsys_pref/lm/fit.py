@@ -1,8 +1,9 @@
 """Runs of the transformer baselines: `fit(cfg)` trains, scores and writes a run folder.
 
-An LMConfig (Gemma/Llama LoRA) trains on an 80/20 holdout; an EncoderConfig (RoBERTa/MiniLM, the
-paper's MSE regression) with `n_folds` > 1 trains one model per fold, so every labelled row gets an
-out-of-fold prediction. Either way `cfg.out_dir` gets the run-folder contract (`lmsys_pref.runs`):
+With `n_folds` <= 1 (the LoRA presets' default) a run trains on a holdout split of `val_frac`;
+with `n_folds` > 1 (the encoder's default, the winners' recipe) it trains one model per fold, so
+every labelled row gets an out-of-fold prediction and the folds' test predictions are averaged.
+Either way `cfg.out_dir` gets the run-folder contract (`lmsys_pref.runs`):
 submission.csv, metrics.json, val.csv or oof.csv, model/ (adapter + head + tokenizer +
 lmsys_pref.json), log_history.json, loss.png and checkpoints/ (for resuming).
 """
@@ -28,7 +29,7 @@ def fit(cfg) -> dict:
     """Train a transformer baseline and write its run folder; returns the metrics.
 
     Args:
-        cfg: an LMConfig (holdout of `val_frac`) or an EncoderConfig (k-fold when
+        cfg: an LMConfig or EncoderConfig (a holdout of `val_frac`, or k-fold when
             `n_folds` > 1, see `fit_kfold`).
 
     Returns:
@@ -48,7 +49,7 @@ def fit(cfg) -> dict:
     if cfg.n_folds > 1:
         return fit_kfold(cfg, train_df, test_df, t0, rules)
     tr, va = splits.holdout(train_df["label"].to_numpy(), cfg.val_frac, cfg.seed,
-                          groups=splits.fold_groups(train_df, cfg.group_by))
+                            groups=splits.fold_groups(train_df, cfg.group_by))
     model, tokenizer = models.build(cfg, train.training_device(cfg))
     pissa = train.pissa_init(model, cfg, out)
     res = train.train_one(cfg, model, tokenizer, train_df.iloc[tr], train_df.iloc[va], out)
@@ -83,8 +84,7 @@ def score_test(cfg, model, tokenizer, test_df: pd.DataFrame | None, model_dir: P
     """
     if test_df is None:
         return None
-    if cfg.score_max_length:  # e.g. trained at 2048, scored at 3072 (the winners)
-        cfg = cfg.replace(max_length=cfg.score_max_length)
+    cfg = models.scoring_config(cfg)
     devices = predictor.parse_devices(cfg.devices)
     if len(devices) == 1:
         return train.predict(model, tokenizer, test_df, cfg)
@@ -146,7 +146,7 @@ def fit_kfold(cfg, train_df: pd.DataFrame, test_df: pd.DataFrame | None,
     out = Path(cfg.out_dir)
     labels = train_df["label"].to_numpy()
     folds = splits.kfold(labels, cfg.n_folds, cfg.seed,
-                       groups=splits.fold_groups(train_df, cfg.group_by))
+                         groups=splits.fold_groups(train_df, cfg.group_by))
     oof = np.full((len(train_df), 3), np.nan)
     untuned = np.full_like(oof, np.nan) if cfg.untuned_baseline else None
     fold_losses, fold_tests, history, steps, loaded = [], [], [], 0, {}
@@ -166,7 +166,7 @@ def fit_kfold(cfg, train_df: pd.DataFrame, test_df: pd.DataFrame | None,
         used = list(range(len(folds))) if cfg.fold_select == "mean" else [best]
         runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict(),
                               folds=[f"fold_{k}" for k in used])
-        runs.save_json(model_dir / predictor.HELD_OUT, {  # which rows each fold never saw
+        runs.save_json(model_dir / runs.HELD_OUT, {  # which rows each fold never saw
             f"fold_{k}": train_df["id"].to_numpy()[va] for k, (_, va) in enumerate(folds)})
         postrules.save(rules or postrules.fit(train_df), model_dir)
     test_probs = None if test_df is None else np.mean([fold_tests[k] for k in used], axis=0)

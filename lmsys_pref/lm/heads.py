@@ -8,8 +8,8 @@ saved next to the adapter (peft `modules_to_save`).
 The head's weights are fp32, in training (the optimizer steps them) and when a saved model is
 scored, while the body runs in bf16 or fp16 and scoring runs without autocast: so every head
 casts its input to its own dtype and returns fp32 logits. A 1-layer head is a `CastingLinear`,
-state-dict compatible with `nn.Linear`, so a
-saved adapter still loads with plain transformers + peft.
+state-dict compatible with `nn.Linear`, so a saved adapter still loads with plain transformers
++ peft.
 """
 from __future__ import annotations
 

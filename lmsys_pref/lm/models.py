@@ -146,6 +146,12 @@ def load_base(cfg, tokenizer, device: str = "cpu"):
     return model
 
 
+def scoring_config(cfg):
+    """The config the test set is scored with: `score_max_length` tokens per row when set
+    (the winners trained at 2048 and scored at 3072)."""
+    return cfg.replace(max_length=cfg.score_max_length) if cfg.score_max_length else cfg
+
+
 def describe(model) -> dict:
     """What was loaded, for metrics.json: attention kernel and weights dtype."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
