@@ -23,6 +23,11 @@ def _named(err: BaseException, path: Path) -> None:
         err.filename = str(path)
 
 
+def _sibling(path: Path, tag: str = "") -> Path:
+    """A fresh hidden temporary name beside `path` (`is_temporary` recognises it)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{tag}{TMP_MARK}")
+
+
 def is_temporary(path: Path) -> bool:
     """Whether `path` is a temporary left by this module (e.g. by a killed run)."""
     return path.name.startswith(".") and TMP_MARK in path.name
@@ -46,7 +51,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     make_parent(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_MARK}")
+    tmp = _sibling(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -77,11 +82,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     make_parent(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_MARK}")
+    tmp = _sibling(path)
     try:
         tmp.mkdir()
         yield tmp
-        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old{TMP_MARK}")
+        old = _sibling(path, ".old")
         if path.exists():
             os.replace(path, old)
         try:

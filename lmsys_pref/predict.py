@@ -28,9 +28,7 @@ LOADERS = {
     "lm": "lmsys_pref.infer.predictor:load_predictor",
     "encoder": "lmsys_pref.infer.predictor:load_predictor",
 }
-
-
-OUT_OF_FOLD = "lmsys_pref.infer.predictor:OutOfFold"
+OUT_OF_FOLD = "lmsys_pref.infer.predictor:OutOfFold"  # a k-fold LM run's rows, fold by fold
 
 
 def has_fold_models(model_dir: str | Path) -> bool:
