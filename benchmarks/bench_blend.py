@@ -20,8 +20,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lmsys_pref import blend, data, features, metrics, runs, splits, xgb
+from lmsys_pref import data, features, metrics, runs, splits, xgb
 from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.eval import blend
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench_blend"

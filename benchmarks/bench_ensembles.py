@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmsys_pref import blend, data, metrics, predict, runs, splits, xgb
+from lmsys_pref import data, metrics, predict, runs, splits, xgb
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.eval import blend
 from lmsys_pref.infer.predictor import LMPredictor
-from lmsys_pref.lm import fit
+from lmsys_pref.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench_ensembles"

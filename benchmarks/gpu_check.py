@@ -30,7 +30,8 @@ import torch
 
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.infer import engine
-from lmsys_pref.lm import models, train
+from lmsys_pref.model import models
+from lmsys_pref.train import loop
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu_check.json"
 # Token lengths of the 1,500 real rows (Gemma tokenizer, gemma layout, max 2048): 5% quantiles.
@@ -104,9 +105,9 @@ def full_lm_path(shape: dict, dtype: str, device: str, steps: int, n_rows: int,
     untuned = score(model, rows, device, cfg.token_budget)
     labels = np.random.default_rng(1).integers(0, 3, len(rows))
     with tempfile.TemporaryDirectory() as out:
-        args = train.training_args(cfg, out, device)
+        args = loop.training_args(cfg, out, device)
         trainer = Trainer(model=model, args=args, data_collator=collate_rows,
-                          train_dataset=train.RowDataset(rows, labels))
+                          train_dataset=loop.RowDataset(rows, labels))
         t0 = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - t0

@@ -2,4 +2,8 @@
 
 Light imports only here: torch-based modules load on first use.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+from . import _renamed  # noqa: E402
+
+_renamed.install()  # old module paths warn and forward for one release (README changelog)

@@ -18,15 +18,15 @@ from . import __version__
 COMMANDS = {
     "train": ("lmsys_pref.notebooks:cli_main", "train a baseline by executing its notebook"),
     "predict": ("lmsys_pref.predict:cli_main", "score test.csv with a saved model"),
-    "bias": ("lmsys_pref.bias:cli_main", "bias probes of a saved model"),
-    "report": ("lmsys_pref.report:cli_main", "figures + report.md for a run folder"),
-    "calibrate": ("lmsys_pref.blend:calibrate_main", "temperature-scale a run on its OOF"),
-    "blend": ("lmsys_pref.blend:cli_main", "blend runs with weights fitted on OOF"),
+    "bias": ("lmsys_pref.eval.bias:cli_main", "bias probes of a saved model"),
+    "report": ("lmsys_pref.eval.report:cli_main", "figures + report.md for a run folder"),
+    "calibrate": ("lmsys_pref.eval.blend:calibrate_main", "temperature-scale a run on its OOF"),
+    "blend": ("lmsys_pref.eval.blend:cli_main", "blend runs with weights fitted on OOF"),
     "grid": ("lmsys_pref.grid:cli_main", "a YAML grid of runs + a leaderboard (summary.md)"),
     "dist": ("lmsys_pref.launch:cli_main", "predict or train over N processes (torchrun)"),
     "eda": ("lmsys_pref.notebooks:eda_main", "the EDA notebook on a data folder"),
     "nbstrip": ("lmsys_pref.nbstrip:main", "strip outputs from notebooks (also a git filter)"),
-    "kernels": ("lmsys_pref.kaggle:cli_main", "Kaggle kernel folders and wheels"),
+    "kernels": ("lmsys_pref.kaggle.commands:cli_main", "Kaggle kernel folders and wheels"),
 }
 
 

@@ -158,7 +158,7 @@ def predict(cfg) -> dict | None:
 
 
 def train(baseline: str, cfg) -> dict:
-    """`lm.fit.fit` in DDP: the HF Trainer syncs gradients over the ranks.
+    """`train.fit.fit` in DDP: the HF Trainer syncs gradients over the ranks.
 
     Rank 0 writes the run folder; the other ranks write theirs under `out_dir/.rank<r>` (their
     copies of the same model, deleted at the end) so that no two processes write one file.
@@ -166,7 +166,7 @@ def train(baseline: str, cfg) -> dict:
     """
     import shutil
 
-    from .lm import fit as fit_mod
+    from .train import fit as fit_mod
 
     rank, world, device = init()
     if baseline == "xgb":

@@ -44,7 +44,7 @@ BASELINES = {
 # what a papermill run wants (the bars stream to the terminal): that warning is noise here.
 TERMINAL_ONLY_WARNINGS = "ignore:IProgress not found:Warning"
 # Set in the kernels `execute` starts: their output goes to a file or a terminal, not a browser,
-# so progress is text (lm.train swaps the Trainer's HTML progress for its text one).
+# so progress is text (train.loop swaps the Trainer's HTML progress for its text one).
 HEADLESS_ENV = "LMSYS_PREF_HEADLESS"
 
 

@@ -7,7 +7,6 @@ tokens_per_s, padding_efficiency, ...).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import time
 from pathlib import Path
@@ -18,39 +17,10 @@ import pandas as pd
 from . import data, postrules, runs, submission
 from .configs import params_help, parse_params
 from .configs.predict import PredictConfig
+from .infer.loaders import LOADERS, has_fold_models, load_predictor  # noqa: F401 (the door's names)
 
 log = logging.getLogger("lmsys_pref.predict")
 PREDICT_OUTPUTS = ("submission.csv", "predict.json")
-# kind -> "module:callable(model_dir, **overrides) -> predictor"; imported on use so that an
-# XGBoost model is scored without importing torch.
-LOADERS = {
-    "xgb": "lmsys_pref.xgb:load_predictor",
-    "lm": "lmsys_pref.infer.predictor:load_predictor",
-    "encoder": "lmsys_pref.infer.predictor:load_predictor",
-}
-OUT_OF_FOLD = "lmsys_pref.infer.predictor:OutOfFold"  # a k-fold LM run's rows, fold by fold
-
-
-def has_fold_models(model_dir: str | Path) -> bool:
-    """Whether a saved model keeps one model per fold with the ids each never trained on."""
-    return (runs.resolve_model_dir(model_dir) / runs.HELD_OUT).exists()
-
-
-def load_predictor(model_dir: str | Path, out_of_fold: bool = False, **overrides):
-    """Load any saved model; the returned object has `predict_proba(df, tta=None) -> (n, 3)`.
-
-    `out_of_fold` (a k-fold transformer run, `has_fold_models`): score each training row with
-    the fold model that never trained on it, as the bias probes need.
-    """
-    model_dir = runs.resolve_model_dir(model_dir)
-    if out_of_fold and has_fold_models(model_dir):
-        module, cls = OUT_OF_FOLD.split(":")
-        return getattr(importlib.import_module(module), cls)(model_dir, **overrides)
-    kind = runs.read_model_meta(model_dir)["kind"]
-    if kind not in LOADERS:
-        raise ValueError(f"{model_dir}: unknown model kind {kind!r}; known {sorted(LOADERS)}")
-    module, fn = LOADERS[kind].split(":")
-    return getattr(importlib.import_module(module), fn)(model_dir, **overrides)
 
 
 def load_test(cfg: PredictConfig) -> pd.DataFrame:

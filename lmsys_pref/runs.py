@@ -32,7 +32,7 @@ log = logging.getLogger("lmsys_pref")
 MODEL_META = "lmsys_pref.json"
 HELD_OUT = "held_out.json"  # a k-fold transformer run's model/: fold -> the ids it never saw
 
-# metrics.json: one vocabulary for every baseline (xgb, lm.fit) and every reader (grid,
+# metrics.json: one vocabulary for every baseline (xgb, train.fit) and every reader (grid,
 # notebook_view, report, benchmarks). `run_metrics` builds it; `check_metrics` enforces it.
 METRIC_KEYS = {
     "log_loss": "multi-class log loss of the scored rows (the competition metric)",
@@ -58,7 +58,7 @@ OPTIONAL_METRIC_KEYS = {
     "weights_dtype": "dtype the transformer's weights ran in (bf16, fp16, fp32; `dtype: auto`)",
     "attn_implementation": "attention kernel the transformer ran with (`attn_implementation`)",
     "n_shared_rows": "rows every blended run scored: the blend's weights are fitted on them",
-    "blend_weights": "weight of each blended run folder (`lmsys_pref.blend`)",
+    "blend_weights": "weight of each blended run folder (`lmsys_pref.eval.blend`)",
 }
 EVAL_FILES = {"oof": "oof.csv", "val": "val.csv"}  # metrics["eval"] -> the scored rows' file
 

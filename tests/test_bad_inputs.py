@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import cli, data, report, runs, xgb
+from lmsys_pref import cli, data, runs, xgb
 from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.eval import report
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "bad_inputs"
 TINY = ["-p", "n_estimators", "5", "-p", "n_folds", "2"]

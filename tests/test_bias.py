@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import bias, cli, data, judge_sets, predict, runs
+from lmsys_pref import cli, data, predict, runs
 from lmsys_pref.configs.bias import BiasConfig
+from lmsys_pref.eval import bias, judge_sets
 
 
 class Constant:
@@ -147,7 +148,7 @@ def test_judge_sets_absent_skip_cleanly(tmp_path, train):
 
 MODULE = '''
 import numpy as np
-from lmsys_pref import bias
+from lmsys_pref.eval import bias
 
 class Model:
     def predict_proba(self, df, tta=None):

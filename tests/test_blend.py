@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import blend, blend_inputs, cli, data, metrics, runs, splits, submission
+from lmsys_pref import cli, data, metrics, runs, splits, submission
+from lmsys_pref.eval import blend, blend_inputs
 
 
 def true_probs(n, seed=0):

@@ -9,7 +9,8 @@ from transformers import TrainingArguments
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.infer import devices, engine
 from lmsys_pref.infer.batching import collate
-from lmsys_pref.lm import models, precision, train
+from lmsys_pref.model import models, precision
+from lmsys_pref.train import loop
 
 
 @pytest.fixture
@@ -28,14 +29,14 @@ def test_single_process_trainer_uses_the_one_device_it_was_given(two_gpu_host, t
     plain = TrainingArguments(output_dir=str(tmp_path / "plain"), per_device_train_batch_size=3,
                               report_to="none")
     assert plain.n_gpu == 2 and plain.train_batch_size == 6  # what the fake host would cause
-    args = train.training_args(cfg, tmp_path, "cuda:1")
+    args = loop.training_args(cfg, tmp_path, "cuda:1")
     assert args.n_gpu == 1  # so the Trainer does not wrap the model in DataParallel
     assert args.device == torch.device("cuda:1")
     assert args.train_batch_size == 3 and args.gradient_accumulation_steps == 2
 
 
 def test_cpu_training_arguments_stay_on_the_cpu(tmp_path):
-    args = train.training_args(LMConfig.from_preset("tiny-llama"), tmp_path, "cpu")
+    args = loop.training_args(LMConfig.from_preset("tiny-llama"), tmp_path, "cpu")
     assert args.device == torch.device("cpu") and args.n_gpu == 0
     assert not args.bf16 and not args.fp16  # no autocast on CPU: the head casts its input
 

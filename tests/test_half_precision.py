@@ -14,12 +14,14 @@ import pandas as pd
 import pytest
 import torch
 
-from lmsys_pref import bias, cli, data, metrics, runs, splits, submission
+from lmsys_pref import cli, data, metrics, runs, splits, submission
 from lmsys_pref.configs.bias import BiasConfig
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.eval import bias
 from lmsys_pref.infer.batching import collate
-from lmsys_pref.lm import fit, heads, models, prompt
+from lmsys_pref.model import heads, models, prompt
+from lmsys_pref.train import fit
 
 BF16_ATOL = 3e-3  # probabilities: bf16 keeps ~3 digits; batch shape changes the rounding
 FP16_ATOL = 2e-2  # fp16 scoring of a bf16-trained model

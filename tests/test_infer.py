@@ -11,7 +11,7 @@ from torch import nn
 
 from lmsys_pref.infer import batching, engine
 from lmsys_pref.infer.devices import parse_devices
-from lmsys_pref.lm import heads
+from lmsys_pref.model import heads
 
 PAD = 0
 

@@ -13,10 +13,12 @@ import nbformat
 import papermill as pm
 import pytest
 
-from lmsys_pref import kaggle, kernels, runs
+from lmsys_pref import runs
 from lmsys_pref.cli import main as cli
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.predict import PredictConfig
+from lmsys_pref.kaggle import commands as kaggle
+from lmsys_pref.kaggle import kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "alice-k"

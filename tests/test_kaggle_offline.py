@@ -21,7 +21,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lmsys_pref import kernels, submission, wheels
+import lmsys_pref
+from lmsys_pref import submission
+from lmsys_pref.kaggle import kernels, wheels
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -146,7 +148,8 @@ def test_xgb_kernels_offline(offline, tmp_path, monkeypatch):
                                monkeypatch)
     _assert_submission(working, data)
     _assert_installed_from_wheel(env, working)
-    assert (Path(sysconfig.get_paths()["purelib"]) / "lmsys_pref-0.1.0.dist-info").exists()
+    dist_info = f"lmsys_pref-{lmsys_pref.__version__}.dist-info"
+    assert (Path(sysconfig.get_paths()["purelib"]) / dist_info).exists()
     print(f"two kernels offline in {time.time() - started:.1f} s")
 
 

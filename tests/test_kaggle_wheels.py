@@ -13,8 +13,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.tags import Tag
 
-from lmsys_pref import wheel_check, wheels
 from lmsys_pref.cli import main as cli
+from lmsys_pref.kaggle import wheel_check, wheels
 from lmsys_pref.kaggle_image import KAGGLE_IMAGE
 
 USER = "alice-k"

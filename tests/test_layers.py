@@ -1,4 +1,4 @@
-"""The house rules of imports: no cycles, and a torch-free core.
+"""The house rules of imports: no cycles, folders that import only downwards, a torch-free core.
 
 Every import of a `lmsys_pref` module counts, at module level or inside a function, and so do
 the "module:function" strings of the lazy registries (cli.COMMANDS, predict.LOADERS): a cycle
@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,12 @@ PKG = Path(__file__).resolve().parent.parent / "lmsys_pref"
 # XGBoost model never load torch.
 CORE = ("lmsys_pref.data", "lmsys_pref.splits", "lmsys_pref.features", "lmsys_pref.metrics",
         "lmsys_pref.submission", "lmsys_pref.postrules", "lmsys_pref.runs", "lmsys_pref.xgb",
-        "lmsys_pref.configs", "lmsys_pref.blend", "lmsys_pref.report")
+        "lmsys_pref.configs", "lmsys_pref.atomic", "lmsys_pref.resume")
+TORCH_FREE = CORE + ("lmsys_pref.eval.blend", "lmsys_pref.eval.report")
+TORCH_PACKAGES = ("lmsys_pref.model", "lmsys_pref.infer", "lmsys_pref.train")
+# The folder list, bottom to top (ARCHITECTURE.md): a module imports its own layer or lower ones.
+LAYERS = ("core", "model", "infer", "train", "eval", "doors", "kaggle", "cli")
+DOORS = ("predict", "notebooks", "grid", "launch", "distributed", "nbstrip")
 TORCH_WORLD = ("torch", "transformers", "peft", "accelerate", "bitsandbytes")
 
 
@@ -89,6 +95,22 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def layer_of(name: str) -> str:
+    """The layer of a module: its folder, or for a top-level module core, doors or cli."""
+    parts = name.split(".")[1:] or ["__init__"]
+    if parts[0] in LAYERS:
+        return parts[0]
+    if parts[0] in ("cli", "__main__"):
+        return "cli"
+    return "doors" if parts[0] in DOORS else "core"
+
+
+def upward(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every import (a -> b) whose target sits in a higher layer than the importer."""
+    return sorted((a, b) for a, deps in graph.items() for b in deps
+                  if LAYERS.index(layer_of(b)) > LAYERS.index(layer_of(a)))
+
+
 def closure(name: str) -> set[str]:
     seen, todo = set(), [name]
     while todo:
@@ -104,28 +126,71 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 
 
 def test_the_graph_sees_function_level_and_registry_imports():
-    assert "lmsys_pref.infer.predictor" in GRAPH["lmsys_pref.predict"]  # LOADERS string
-    assert "lmsys_pref.lm.fit" in GRAPH["lmsys_pref.distributed"]  # inside a function
+    assert "lmsys_pref.infer.predictor" in GRAPH["lmsys_pref.infer.loaders"]  # LOADERS string
+    assert "lmsys_pref.train.fit" in GRAPH["lmsys_pref.distributed"]  # inside a function
 
 
 def test_no_import_cycle_in_the_package():
     assert find_cycle(GRAPH) is None, " -> ".join(find_cycle(GRAPH))
 
 
-@pytest.mark.parametrize("core", CORE)
+def test_every_module_has_a_layer_and_the_folders_are_the_layers():
+    assert layer_of("lmsys_pref.model.heads") == "model"
+    assert layer_of("lmsys_pref.eval.bias") == "eval" and layer_of("lmsys_pref.data") == "core"
+    tops = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert tops - {"configs"} == set(LAYERS) - {"core", "doors", "cli"}
+
+
+def test_imports_point_down_the_layers():
+    """model <- infer <- train <- eval <- doors <- kaggle <- cli, never back, at package level."""
+    up = upward(GRAPH)
+    assert not up, "imports pointing up a layer: " + ", ".join(f"{a} -> {b}" for a, b in up)
+
+
+def test_the_layer_rule_catches_a_planted_upward_import():
+    graph = dict(GRAPH) | {"lmsys_pref.model.heads": {"lmsys_pref.train.fit"}}
+    assert ("lmsys_pref.model.heads", "lmsys_pref.train.fit") in upward(graph)
+
+
+@pytest.mark.parametrize("core", TORCH_FREE)
 def test_the_core_never_reaches_torch(core):
     names = [m for m in MODULES if m == core or m.startswith(core + ".")]
     assert names, f"{core} is not a module of the package"
     for name in names:
         reached = {name} | closure(name)
-        assert not {m for m in reached if m.startswith(("lmsys_pref.lm", "lmsys_pref.infer"))}
+        assert not {m for m in reached if m.startswith(TORCH_PACKAGES)}
         for mod in reached:
             third_party = imports_of(mod)[1]
             assert not third_party & set(TORCH_WORLD), f"{name} reaches {mod}, which imports torch"
 
 
 def test_an_xgboost_run_and_predict_leave_torch_unimported():
-    code = ("import sys, lmsys_pref.xgb, lmsys_pref.predict, lmsys_pref.blend, lmsys_pref.cli;"
+    code = ("import sys, lmsys_pref.xgb, lmsys_pref.predict, lmsys_pref.eval.blend, lmsys_pref.cli;"
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("old", ["lmsys_pref.lm.fit", "lmsys_pref.kernels", "lmsys_pref.blend",
+                                 "lmsys_pref.kaggle_image"])
+def test_an_old_module_path_warns_and_forwards_to_the_new_module(old):
+    from lmsys_pref._renamed import RENAMED
+
+    code = (f"import importlib, warnings; warnings.simplefilter('error');\n"
+            f"try:\n    importlib.import_module({old!r})\n"
+            f"except DeprecationWarning as w:\n    print(w)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert " is renamed lmsys_pref." in out.stdout  # the first old name on the path warns
+    new = __import__(RENAMED[old], fromlist=["_"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mod = __import__(old, fromlist=["_"])
+    public = [n for n in dir(new) if not n.startswith("_")]
+    assert public and all(getattr(mod, n) is getattr(new, n) for n in public)
+
+
+def test_every_renamed_module_exists_at_its_new_path():
+    from lmsys_pref._renamed import RENAMED
+
+    assert set(RENAMED.values()) <= set(MODULES), set(RENAMED.values()) - set(MODULES)
+    assert not set(RENAMED) & set(MODULES)  # an old name never shadows a real module

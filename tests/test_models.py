@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmsys_pref.configs.lm import LMConfig
-from lmsys_pref.lm import heads, models
+from lmsys_pref.model import heads, models
 
 KBIT_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
@@ -74,7 +74,7 @@ def _train_a_little(model, tok, steps: int = 3) -> None:
 @pytest.mark.parametrize("init,head_layers,atol",
                          [("default", 1, 1e-5), ("pissa_niter_2", 3, 1e-3)])
 def test_save_reload_identical_logits(tmp_path, init, head_layers, atol):
-    from lmsys_pref.lm.train import pissa_init
+    from lmsys_pref.train.loop import pissa_init
     cfg = tiny_cfg(tmp_path, lora_init=init, head_layers=head_layers)
     model, tok = models.build(cfg)
     pissa = pissa_init(model, cfg, tmp_path)

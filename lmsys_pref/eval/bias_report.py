@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works on headless machines and inside papermill
 import matplotlib.pyplot as plt  # noqa: E402
 
-from . import runs  # noqa: E402
+from .. import runs  # noqa: E402
 
 
 def _fmt(v) -> str:

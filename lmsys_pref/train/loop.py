@@ -1,6 +1,6 @@
 """The training loop of the transformer baselines: one model, one split, the Hugging Face `Trainer`.
 
-`train_one` trains on some rows and scores others; `lmsys_pref.lm.fit` builds the holdout and
+`train_one` trains on some rows and scores others; `lmsys_pref.train.fit` builds the holdout and
 k-fold runs from it. Checkpoints go to `<out_dir>/checkpoints` (the Trainer's, for resuming).
 """
 from __future__ import annotations
@@ -26,9 +26,9 @@ from transformers.utils.notebook import NotebookProgressCallback
 
 from .. import data, metrics, resume
 from ..infer import predictor
-from . import models, prompt
+from ..model import models, prompt
 
-log = logging.getLogger("lmsys_pref.lm.train")
+log = logging.getLogger("lmsys_pref.train.loop")
 
 
 class RowDataset(torch.utils.data.Dataset):

@@ -22,13 +22,13 @@ import string
 from pathlib import Path
 from typing import Any
 
-from . import nbstrip, notebooks
-from .runs import save_json
+from .. import nbstrip, notebooks
+from ..runs import save_json
 from .wheel_check import requirements_file
 from .wheels import DATASET as WHEELS
 from .wheels import WHEEL_SETS
 
-log = logging.getLogger("lmsys_pref.kernels")
+log = logging.getLogger("lmsys_pref.kaggle.kernels")
 
 COMPETITION = "lmsys-chatbot-arena"
 INPUT = "/kaggle/input"

@@ -18,7 +18,7 @@ PLAIN_LORA = """Plain transformers + peft (1-layer head):
     tokenizer = AutoTokenizer.from_pretrained(FOLDER)
 
 The base weights are read from `base_model_name_or_path` in adapter_config.json ({base});
-pass the rows through `lmsys_pref.lm.prompt.encode` to build the same inputs.
+pass the rows through `lmsys_pref.model.prompt.encode` to build the same inputs.
 """
 PLAIN_FULL = """Plain transformers (1-layer head):
 `AutoModelForSequenceClassification.from_pretrained(FOLDER)` and

@@ -25,7 +25,7 @@ from ..data import LABEL_COLS
 from . import heads, model_card
 from .precision import DTYPE_NAMES, choose_attention, resolve_dtype
 
-log = logging.getLogger("lmsys_pref.lm.models")
+log = logging.getLogger("lmsys_pref.model.models")
 CACHE = Path(os.environ.get("LMSYS_PREF_CACHE", Path.home() / ".cache" / "lmsys_pref"))
 TOKENIZER_DIR = "tokenizer"
 FULL_WEIGHTS = "model.safetensors"

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import data
+from .. import data
 
 EVALBIASBENCH = "evalbiasbench_biasbench.json"
 LLMBAR = "llmbar"

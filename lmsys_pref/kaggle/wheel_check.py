@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from .kaggle_image import KAGGLE_IMAGE, KaggleImage
+from .image import KAGGLE_IMAGE, KaggleImage
 
 MANIFEST = "wheels.json"
 MAX_MB = 300.0  # the goal for the whole dataset (1 MB = 10**6 bytes)

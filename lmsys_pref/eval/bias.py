@@ -2,7 +2,8 @@
 
 Every probe is a seeded transform of a labelled frame (as `data.load_split` returns), so two
 models probed with the same seed see exactly the same inputs. A model is anything with
-`predict_proba(df, tta=None|"none"|"swap") -> (n, 3)`, i.e. what `predict.load_predictor` returns.
+`predict_proba(df, tta=None|"none"|"swap") -> (n, 3)`, as `infer.loaders.load_predictor`
+returns.
 `probe` returns the `bias.json` mapping; `write` renders `bias.md` and the bar charts.
 """
 from __future__ import annotations
@@ -16,9 +17,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import data, judge_sets, predict, runs
-from .configs import params_help, parse_params
-from .configs.bias import BiasConfig
+from .. import data, runs
+from ..configs import params_help, parse_params
+from ..configs.bias import BiasConfig
+from ..infer import loaders
+from . import judge_sets
 
 log = logging.getLogger("lmsys_pref")
 
@@ -256,7 +259,7 @@ def select_rows(df: pd.DataFrame, cfg: BiasConfig, source: Path) -> tuple[pd.Dat
     if len(ids) > keep.sum():
         log.warning("%s: %d of the %d ids of %s are not in the file; probing the others",
                     source, len(ids) - keep.sum(), len(ids), scored)
-    fold_models = scored.name == "oof.csv" and predict.has_fold_models(cfg.model_dir)
+    fold_models = scored.name == "oof.csv" and loaders.has_fold_models(cfg.model_dir)
     return df[keep].reset_index(drop=True), {
         "rows_used": "held_out" if scored.name == "val.csv" or fold_models else "out_of_fold",
         "source": str(scored), "n_available": int(keep.sum()),
@@ -268,7 +271,7 @@ def run(cfg: BiasConfig) -> dict:
     """Load the model and the rows named by `cfg`, probe, write the outputs; returns bias.json."""
     from . import bias_report  # figures and markdown: matplotlib only when writing
 
-    predictor = predict.load_predictor(cfg.model_dir, out_of_fold=cfg.rows == "held_out")
+    predictor = loaders.load_predictor(cfg.model_dir, out_of_fold=cfg.rows == "held_out")
     path = data.find_file(cfg.data_dir, "train")
     df, rows = select_rows(data.load_split(path, labelled=True, lenient=cfg.lenient), cfg, path)
     log.info("bias: %s rows (%d) from %s", rows["rows_used"], len(df), rows["source"])

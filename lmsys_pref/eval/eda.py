@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .data import CLASS_NAMES, find_file, load_split
+from ..data import CLASS_NAMES, find_file, load_split
 
 
 def load_battles(data_dir: str | Path, lenient: bool = False) -> pd.DataFrame:

@@ -32,8 +32,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from .kaggle_image import KAGGLE_IMAGE, KaggleImage
-from .runs import save_json
+from ..runs import save_json
+from .image import KAGGLE_IMAGE, KaggleImage
 from .wheel_check import (
     MANIFEST,
     applies,
@@ -43,9 +43,9 @@ from .wheel_check import (
     wheel_requirements,
 )
 
-log = logging.getLogger("lmsys_pref.wheels")
+log = logging.getLogger("lmsys_pref.kaggle.wheels")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "lmsys_pref"
 DATASET = "lmsys-pref-wheels"
 PYTHON_VERSIONS = (KAGGLE_IMAGE.python,)

@@ -19,9 +19,10 @@ import pandas as pd
 
 from .. import data, metrics, postrules, resume, runs, splits
 from ..infer import predictor
-from . import models, train
+from ..model import models
+from . import loop
 
-log = logging.getLogger("lmsys_pref.lm.fit")
+log = logging.getLogger("lmsys_pref.train.fit")
 HISTORY = "log_history.json"
 
 
@@ -37,7 +38,7 @@ def fit(cfg) -> dict:
         ...; `untuned_log_loss` when asked, `weights_dtype`, `attn_implementation`).
     """
     t0 = time.time()
-    train.setup(cfg)
+    loop.setup(cfg)
     out = runs.prepare_out_dir(cfg.out_dir)  # writable; a previous run's outputs moved aside
     if cfg.n_folds <= 1:  # k-fold runs check each fold's folder
         resume.check_resume(out, cfg)  # a changed config stops here, before any model loads
@@ -50,9 +51,9 @@ def fit(cfg) -> dict:
         return fit_kfold(cfg, train_df, test_df, t0, rules)
     tr, va = splits.holdout(train_df["label"].to_numpy(), cfg.val_frac, cfg.seed,
                             groups=splits.fold_groups(train_df, cfg.group_by))
-    model, tokenizer = models.build(cfg, train.training_device(cfg))
-    pissa = train.pissa_init(model, cfg, out)
-    res = train.train_one(cfg, model, tokenizer, train_df.iloc[tr], train_df.iloc[va], out)
+    model, tokenizer = models.build(cfg, loop.training_device(cfg))
+    pissa = loop.pissa_init(model, cfg, out)
+    res = loop.train_one(cfg, model, tokenizer, train_df.iloc[tr], train_df.iloc[va], out)
     with runs.atomic_dir(out / "model") as model_dir:  # whole or not at all
         models.save(model, tokenizer, cfg, model_dir, pissa)
         postrules.save(rules, model_dir)
@@ -87,7 +88,7 @@ def score_test(cfg, model, tokenizer, test_df: pd.DataFrame | None, model_dir: P
     cfg = models.scoring_config(cfg)
     devices = predictor.parse_devices(cfg.devices)
     if len(devices) == 1:
-        return train.predict(model, tokenizer, test_df, cfg)
+        return loop.predict(model, tokenizer, test_df, cfg)
     if not getattr(model, "is_quantized", False):
         model.to("cpu")
     scorer = predictor.LMPredictor(model_dir, devices=cfg.devices)
@@ -183,9 +184,9 @@ def fit_kfold(cfg, train_df: pd.DataFrame, test_df: pd.DataFrame | None,
 def _fit_fold(cfg, train_rows: pd.DataFrame, val_rows: pd.DataFrame, test_df, work_dir: Path,
               fold_dir: Path) -> tuple[dict, np.ndarray | None, dict]:
     """One fold: train, save to `fold_dir`, score the test set (swap TTA inside the fold)."""
-    model, tokenizer = models.build(cfg, train.training_device(cfg))
-    pissa = train.pissa_init(model, cfg, work_dir)
-    res = train.train_one(cfg, model, tokenizer, train_rows, val_rows, work_dir)
+    model, tokenizer = models.build(cfg, loop.training_device(cfg))
+    pissa = loop.pissa_init(model, cfg, work_dir)
+    res = loop.train_one(cfg, model, tokenizer, train_rows, val_rows, work_dir)
     models.save(model, tokenizer, cfg, fold_dir, pissa)
     test_probs = score_test(cfg, model, tokenizer, test_df, fold_dir)
     return res, test_probs, models.describe(model)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import METRIC_KEYS, OPTIONAL_METRIC_KEYS, check_metrics
+from ..runs import METRIC_KEYS, OPTIONAL_METRIC_KEYS, check_metrics
 
 
 def metrics_table(metrics: dict) -> pd.DataFrame:
