@@ -13,6 +13,8 @@ PRESET   ?=
 PARAMS   ?=
 GRID     ?= grids/demo.yaml
 KERNEL   ?=
+# The Kaggle competition the kernels enter: lmsys-chatbot-arena (2024) or llm-classification-finetuning (open today).
+COMPETITION ?= lmsys-chatbot-arena
 RUNS     ?=
 NPROC    ?= 2
 BASELINE ?= llama
@@ -70,6 +72,17 @@ predict: $(INSTALLED) ## score DATA_DIR/test.csv with MODEL_DIR (any baseline) -
 predict-dist: $(INSTALLED) ## predict over NPROC processes (torchrun; gloo on CPU, NCCL on GPUs)
 	$(RUN) dist --nproc $(NPROC) predict --model-dir $(MODEL_DIR) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/predict) $(PARAMS)
 
+.PHONY: pseudo-label
+pseudo-label: $(INSTALLED) ## soft labels for DATA_DIR/test.csv from MODEL_DIR (MODEL_DIRS="a b": averaged) -> OUT_DIR [PARAMS="--hard-threshold 0.9"]
+	$(RUN) pseudo-label $(foreach m,$(or $(MODEL_DIRS),$(MODEL_DIR)),--model-dir $(m)) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/pseudo) $(PARAMS)
+
+.PHONY: merge-folds import-model
+merge-folds: $(INSTALLED) ## one model folder from MODEL_DIR's k folds -> OUT_DIR [PARAMS="--mode exact --into-base"]
+	$(RUN) merge-folds $(MODEL_DIR) $(or $(OUT_DIR),runs/merged) $(PARAMS)
+
+import-model: $(INSTALLED) ## a peft adapter from elsewhere: ADAPTER BASE_MODEL -> OUT_DIR [PARAMS="--head F --layout turns -p eos true"]
+	$(RUN) import-model --adapter $(ADAPTER) --base $(BASE_MODEL) $(or $(OUT_DIR),runs/imported) $(PARAMS)
+
 train-ddp: $(INSTALLED) ## DDP training of BASELINE=gemma|llama|roberta over NPROC processes
 	$(RUN) dist --nproc $(NPROC) train $(BASELINE) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/ddp) $(PRESET_ARG) $(PARAMS)
 
@@ -91,8 +104,8 @@ eda: $(INSTALLED) ## EDA notebook on DATA_DIR -> OUT_DIR/eda.ipynb + figures [PA
 grid: $(INSTALLED) ## papermill grid GRID=<yaml> DATA_DIR OUT_DIR -> one folder per run + summary.csv/.md
 	$(RUN) grid --grid $(GRID) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/grid) $(PARAMS)
 
-kernels: $(INSTALLED) ## Kaggle kernel folders (kernel-metadata.json) under kaggle_kernels/build
-	$(RUN) kernels build --out-dir kaggle_kernels/build --username $(KAGGLE_USERNAME)
+kernels: $(INSTALLED) ## Kaggle kernels under kaggle_kernels/build [COMPETITION= RUN_DIR= BASE_MODEL= BASE_HANDLE=]
+	$(RUN) kernels build --out-dir kaggle_kernels/build --username $(KAGGLE_USERNAME) --competition $(COMPETITION) $(if $(RUN_DIR),--run-dir $(RUN_DIR)) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(if $(BASE_HANDLE),--base-handle $(BASE_HANDLE))
 
 kaggle-wheels: $(INSTALLED) ## wheels dataset: lmsys_pref + what the Kaggle image lacks [PYTHON_VERSION=3.12]
 	$(RUN) kernels wheels --out-dir kaggle_kernels/build/wheels --username $(KAGGLE_USERNAME) $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION))
@@ -101,7 +114,7 @@ kaggle-wheels: $(INSTALLED) ## wheels dataset: lmsys_pref + what the Kaggle imag
 push-wheels: $(INSTALLED) ## upload kaggle_kernels/build/wheels as <you>/lmsys-pref-wheels (kaggle CLI)
 	$(RUN) kernels push-wheels --out-dir kaggle_kernels/build/wheels --username $(KAGGLE_USERNAME)
 
-push-model: $(INSTALLED) ## upload RUN_DIR's model/ as <you>/lmsys-pref-<baseline>-model [MODEL_BASELINE=]
+push-model: $(INSTALLED) ## upload RUN_DIR's model/ as <you>/lmsys-pref-<base>-model (gemma2-9b, xgb, ...) [MODEL_BASELINE=]
 	$(RUN) kernels push-model $(if $(RUN_DIR),--run-dir $(RUN_DIR)) $(if $(MODEL_BASELINE),--baseline $(MODEL_BASELINE)) --username $(KAGGLE_USERNAME)
 
 push-kernel: $(INSTALLED) ## kaggle kernels push KERNEL=<name> (needs your Kaggle credentials)

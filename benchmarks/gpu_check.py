@@ -10,8 +10,12 @@ runs on a GPU workstation, on Kaggle's image and on an offline cloud box alike.
 
 Rows: Gemma-2-2B (LoRA r16 q/k, 3-layer head) in bf16 and in fp16 (the T4 path): untuned
 scoring, training steps, save, reload with the same logits, swap-TTA scoring through the
-engine; Gemma-2-9B shape in 4-bit NF4 and Llama-3-8B shape in 8-bit with fewer layers (peak
-memory extrapolated per layer, stated as such); two workers on one GPU equal one.
+engine, with the MFU of training and of scoring against the device's peak (`benchmarks.mfu`:
+by device name, or --peak-tflops; a measured bf16 matmul peak is printed beside it) and the
+graphs torch compiled (flex_attention); Gemma-2-9B shape in 4-bit NF4 and Llama-3-8B shape in
+8-bit with fewer layers (peak memory extrapolated per layer, stated as such; skipped, with the
+reason, where bitsandbytes is not installed); two workers on one GPU equal one. Random models
+are built on the GPU in bf16 (seconds, not the minutes of a CPU build).
 Writes benchmarks/results/gpu_check.json.
 """
 from __future__ import annotations
@@ -28,64 +32,37 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmsys_pref.configs.lm import LMConfig
+from benchmarks import mfu
+from benchmarks.gpu_models import (  # noqa: F401 (public here too)
+    GEMMA2_2B,
+    GEMMA2_9B,
+    LENGTH_QUANTILES,
+    LLAMA3_8B,
+    TINY,
+    StandInTokenizer,
+    collate_rows,
+    lm_config,
+    on_device,
+    real_length_mix,
+)
 from lmsys_pref.infer import engine
 from lmsys_pref.model import models
 from lmsys_pref.train import loop
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu_check.json"
-# Token lengths of the 1,500 real rows (Gemma tokenizer, gemma layout, max 2048): 5% quantiles.
-LENGTH_QUANTILES = [26, 102, 138, 183, 229, 275, 328, 379, 433, 491, 546, 599, 668, 729, 778,
-                    860, 968, 1098, 1368, 1848, 2048]
-GEMMA2_2B = dict(model_type="gemma2", hidden_size=2304, intermediate_size=9216,
-                 num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
-                 max_position_embeddings=8192, sliding_window=4096, vocab_size=256000)
-GEMMA2_9B = dict(GEMMA2_2B, hidden_size=3584, intermediate_size=14336, num_hidden_layers=42,
-                 num_attention_heads=16, num_key_value_heads=8)
-LLAMA3_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336,
-                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                 max_position_embeddings=8192, vocab_size=128256)
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=1, head_dim=32, vocab_size=512, max_position_embeddings=512)
+def graphs_compiled() -> int:
+    """Graphs torch.compile built so far in this process (flex_attention compiles per shape)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
-class StandInTokenizer:
-    """What a random model needs of a tokenizer: a vocabulary size and a pad id."""
-
-    def __init__(self, vocab_size: int):
-        self.vocab_size, self.pad_token_id = vocab_size, 0
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def save_pretrained(self, path) -> None:
-        """Nothing to save: the ids are random."""
-
-
-def real_length_mix(n: int, max_length: int, seed: int = 0) -> list[list[int]]:
-    """`n` rows of random token ids whose lengths follow the competition's length mix."""
-    rng = np.random.default_rng(seed)
-    scale = max_length / LENGTH_QUANTILES[-1]
-    qs = np.interp(rng.uniform(0, 1, n), np.linspace(0, 1, len(LENGTH_QUANTILES)),
-                   LENGTH_QUANTILES)
-    return [rng.integers(1, 500, max(int(q * scale), 8)).tolist() for q in qs]
-
-
-def lm_config(shape: dict, dtype: str, device: str, max_length: int, **extra) -> LMConfig:
-    """The Gemma-2 seeds' LoRA setting (r16 on q/k, 3-layer head) on a random `shape`."""
-    values = dict(random_init={k: v for k, v in shape.items() if k != "vocab_size"},
-                  dtype=dtype, devices=device, lora_r=16, lora_alpha=32, lora_dropout=0.0,
-                  lora_targets=["q_proj", "k_proj"], head_layers=3, max_length=max_length,
-                  batch_size=2, grad_accum=1, grad_checkpointing=True, logging_steps=10,
-                  save_steps=10_000, learning_rate=1e-4, warmup_ratio=0.0,
-                  group_by_length=False, token_budget=8 * max_length)
-    return LMConfig.from_dict({**values, **extra})
-
-
-def collate_rows(rows: list[dict]) -> dict:
-    ids, mask = engine.collate([r["input_ids"] for r in rows], 0, "cpu")
-    return {"input_ids": ids, "attention_mask": mask,
-            "labels": torch.tensor([r["labels"] for r in rows])}
+def utilisation(model, lengths, seconds: float, peak: float | None, training: bool) -> dict:
+    """TFLOP/s and MFU of `lengths` rows scored or trained in `seconds` (benchmarks.mfu)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flops = mfu.model_flops(mfu.non_embedding_params(model), lengths,
+                            mfu.attention_shape(base.config), training)
+    return {"tflops_per_s": round(flops / seconds / 1e12, 3), "mfu": mfu.mfu(flops, seconds, peak)}
 
 
 def score(model, rows, device: str, budget: int) -> np.ndarray:
@@ -94,23 +71,28 @@ def score(model, rows, device: str, budget: int) -> np.ndarray:
 
 
 def full_lm_path(shape: dict, dtype: str, device: str, steps: int, n_rows: int,
-                 max_length: int) -> dict:
+                 max_length: int, peak: float | None = None) -> dict:
     """Untuned scoring, `steps` LoRA steps, save, reload, swap-TTA scoring: what was seen."""
     from transformers import Trainer
 
     cfg = lm_config(shape, dtype, device, max_length, max_steps=steps)
     tok = StandInTokenizer(shape["vocab_size"])
-    model, _ = models.build(cfg, device, tokenizer=tok)
+    with on_device(device):
+        model, _ = models.build(cfg, device, tokenizer=tok)
     rows = real_length_mix(n_rows, max_length)
+    graphs = graphs_compiled()
     untuned = score(model, rows, device, cfg.token_budget)
+    scoring_graphs, graphs = graphs_compiled() - graphs, graphs_compiled()
     labels = np.random.default_rng(1).integers(0, 3, len(rows))
     with tempfile.TemporaryDirectory() as out:
-        args = loop.training_args(cfg, out, device)
-        trainer = Trainer(model=model, args=args, data_collator=collate_rows,
+        args, seen = loop.training_args(cfg, out, device), []
+        trainer = Trainer(model=model, args=args, data_collator=lambda b: collate_rows(b, seen),
                           train_dataset=loop.RowDataset(rows, labels))
         t0 = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - t0
+        training = utilisation(model, seen, train_s, peak, training=True)
+        training_graphs = graphs_compiled() - graphs
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         model.eval()
         before = score(model, rows[:8], device, cfg.token_budget)
@@ -121,21 +103,26 @@ def full_lm_path(shape: dict, dtype: str, device: str, steps: int, n_rows: int,
         t0 = time.perf_counter()
         tta = score(again, rows + swapped, device, cfg.token_budget)
         tta_s = time.perf_counter() - t0
+        scoring = utilisation(again, [len(r) for r in rows + swapped], tta_s, peak, False)
     return {"untuned_max_gap_to_uniform": float(np.abs(untuned - 1 / 3).max()),
             "train_steps": trainer.state.global_step, "train_seconds": round(train_s, 2),
             "loss_finite": bool(losses) and all(np.isfinite(losses)),
             "reload_max_abs_diff": float(np.abs(after - before).max()),
             "tta_rows": len(tta) // 2, "tta_seconds": round(tta_s, 2),
             "attn_implementation": models.describe(again)["attn_implementation"],
-            "peak_gib": peak_gib(device)}
+            "train_mfu": training["mfu"], "train_tflops_per_s": training["tflops_per_s"],
+            "scoring_mfu": scoring["mfu"], "scoring_tflops_per_s": scoring["tflops_per_s"],
+            "scoring_graphs_compiled": scoring_graphs,
+            "training_graphs_compiled": training_graphs, "peak_gib": peak_gib(device)}
 
 
 def reload_adapter(cfg, tok, model_dir: Path, device: str):
     """The saved adapter + head on a fresh random base with the same seed (= the same base)."""
     from peft import PeftModel
 
-    base = models.load_base(cfg, tok, device)
-    return PeftModel.from_pretrained(base, str(model_dir)).eval()
+    with on_device(device):
+        base = models.load_base(cfg, tok, device)
+    return PeftModel.from_pretrained(base, str(model_dir), torch_device=device).eval()
 
 
 def peak_gib(device: str) -> float | None:
@@ -156,8 +143,9 @@ def quantized_path(shape: dict, quantization: str, device: str, layers: tuple[in
         small = dict(shape, num_hidden_layers=n_layers)
         tok = StandInTokenizer(shape["vocab_size"])
         with tempfile.TemporaryDirectory() as base_dir:
-            fp16 = lm_config(small, "fp16", "cpu", max_length, lora_r=0)
-            models.load_base(fp16, tok, "cpu").save_pretrained(base_dir)
+            fp16 = lm_config(small, "fp16", device, max_length, lora_r=0)
+            with on_device(device):
+                models.load_base(fp16, tok, device).save_pretrained(base_dir)
             cfg = lm_config(small, "auto" if device != "cpu" else "fp32", device, max_length,
                             model_id=base_dir, quantization=quantization)
             cfg = cfg.replace(random_init={})
@@ -182,7 +170,8 @@ def quantized_path(shape: dict, quantization: str, device: str, layers: tuple[in
 
 def two_workers_one_gpu(shape: dict, device: str, max_length: int) -> dict:
     cfg = lm_config(shape, "auto" if device != "cpu" else "bf16", device, max_length)
-    model, _ = models.build(cfg, device, tokenizer=StandInTokenizer(shape["vocab_size"]))
+    with on_device(device):
+        model, _ = models.build(cfg, device, tokenizer=StandInTokenizer(shape["vocab_size"]))
     model.eval()
     rows = real_length_mix(64, max_length)
     one = score(model, rows, device, cfg.token_budget)
@@ -190,8 +179,8 @@ def two_workers_one_gpu(shape: dict, device: str, max_length: int) -> dict:
     return {"max_abs_diff": float(np.abs(one - two).max())}
 
 
-def checks(smoke: bool) -> list[tuple[str, callable, callable]]:
-    """(name, run, passed) per row of the table."""
+def checks(smoke: bool, peak: float | None = None) -> list[tuple]:
+    """(name, run, passed, package it needs) per row of the table."""
     dev = "cpu" if smoke else "cuda:0"
     shape2b = dict(GEMMA2_2B, **TINY) if smoke else GEMMA2_2B
     length = 128 if smoke else 2048
@@ -200,58 +189,102 @@ def checks(smoke: bool) -> list[tuple[str, callable, callable]]:
         return (r["untuned_max_gap_to_uniform"] < 1e-6 and r["loss_finite"]
                  and r["train_steps"] == steps and r["reload_max_abs_diff"] < 5e-3)
     rows = [("gemma2-2b bf16: untuned, train, save, reload, swap TTA",
-             lambda: full_lm_path(shape2b, "bf16", dev, steps, n_rows, length), ok_lm),
+             lambda: full_lm_path(shape2b, "bf16", dev, steps, n_rows, length, peak), ok_lm,
+             None),
             ("gemma2-2b fp16 (T4 path): untuned, train, save, reload, swap TTA",
-             lambda: full_lm_path(shape2b, "fp16", dev, steps, n_rows, length), ok_lm),
+             lambda: full_lm_path(shape2b, "fp16", dev, steps, n_rows, length, peak), ok_lm,
+             None),
             ("two scoring workers on one device equal one",
              lambda: two_workers_one_gpu(shape2b, dev, length),
-             lambda r: r["max_abs_diff"] < 1e-6)]
+             lambda r: r["max_abs_diff"] < 1e-6, None)]
     shape9b, shape8b = (dict(s, **TINY) for s in (GEMMA2_9B, LLAMA3_8B)) if smoke \
         else (GEMMA2_9B, LLAMA3_8B)
     layers = (1, 2) if smoke else (2, 4)
     rows += [("gemma2-9b shape, 4-bit NF4: load, LoRA step, scoring, memory",
               lambda: quantized_path(shape9b, "4bit", dev, layers, length),
-              lambda r: r["scored"]),
+              lambda r: r["scored"], "bitsandbytes"),
              ("llama3-8b shape, 8-bit: load, LoRA step, scoring, memory",
               lambda: quantized_path(shape8b, "8bit", dev, layers, length),
-              lambda r: r["scored"])]
+              lambda r: r["scored"], "bitsandbytes")]
     return rows
 
 
-def run(smoke: bool = False, out: Path = RESULTS) -> list[dict]:
-    """Run every check, print the table, write the JSON; returns the rows."""
-    results = []
-    for name, fn, passed in checks(smoke):
+def device_line(smoke: bool, peak_tflops: float | None) -> dict:
+    """The device, its peak (table or --peak-tflops) and a measured bf16 matmul peak."""
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() and not smoke else "cpu"
+    peak, source = mfu.device_peak(name, peak_tflops)
+    measured = mfu.matmul_tflops("cpu", n=256, iters=2) if smoke else mfu.matmul_tflops("cuda:0")
+    print(f"device {name}: peak {f'{peak:g} TFLOP/s ({source})' if peak else source}; "
+          f"bf16 matmul measured {measured:.1f} TFLOP/s", flush=True)
+    return {"device": name, "peak_tflops": peak, "peak_source": source,
+            "matmul_bf16_tflops": round(measured, 3)}
+
+
+def run_row(fn, passed, needs: str | None) -> tuple[str, dict]:
+    """(status, detail) of one row: pass/FAIL, or skip when a package it needs is absent."""
+    if needs and importlib.util.find_spec(needs) is None:
+        return "skip", {"reason": f"{needs} is not installed (pip install {needs}); the "
+                                  "4/8-bit rows need it"}
+    try:
+        detail = fn()
+        return ("pass" if passed(detail) else "FAIL"), detail
+    except Exception as err:  # a failed row is reported, the others still run
+        return "FAIL", {"error": f"{type(err).__name__}: {err}",
+                        "trace": traceback.format_exc(limit=3)}
+
+
+def run(smoke: bool = False, out: Path = RESULTS, peak_tflops: float | None = None
+        ) -> list[dict]:
+    """Run every check, print the table (MFU of training and scoring), write the JSON."""
+    head, results = device_line(smoke, peak_tflops), []
+    for name, fn, passed, needs in checks(smoke, head["peak_tflops"]):
         t0 = time.perf_counter()
-        try:
-            detail = fn()
-            status = "pass" if passed(detail) else "FAIL"
-        except Exception as err:  # a failed row is reported, the others still run
-            if "bitsandbytes" in str(err) and importlib.util.find_spec("bitsandbytes") is None:
-                detail, status = {"reason": "bitsandbytes is not installed"}, "skip"
-            else:
-                detail, status = {"error": f"{type(err).__name__}: {err}",
-                                  "trace": traceback.format_exc(limit=3)}, "FAIL"
+        status, detail = run_row(fn, passed, needs)
         results.append({"check": name, "status": status, "seconds": round(
             time.perf_counter() - t0, 1), **detail})
         print(f"{status:>4}  {name}  ({results[-1]['seconds']} s)", flush=True)
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and not smoke else "cpu"
+        if "train_mfu" in detail:
+            print(f"      MFU training {mfu.percent(detail['train_mfu'])} "
+                  f"({detail['train_tflops_per_s']} TFLOP/s), scoring "
+                  f"{mfu.percent(detail['scoring_mfu'])} ({detail['scoring_tflops_per_s']} "
+                  f"TFLOP/s); graphs compiled: scoring {detail['scoring_graphs_compiled']}, "
+                  f"training {detail['training_graphs_compiled']}", flush=True)
+        elif status == "skip":
+            print(f"      {detail['reason']}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device, "torch": torch.__version__,
-                               "smoke": smoke, "checks": results}, indent=2) + "\n")
+    out.write_text(json.dumps({**head, "torch": torch.__version__, "smoke": smoke,
+                               "checks": results, "title": "make gpu-check (the GPU path)",
+                               "command": "make gpu-check", "machine": head["device"],
+                               "markdown": markdown(head, results)}, indent=2) + "\n")
     return results
+
+
+def markdown(head: dict, results: list[dict]) -> str:
+    """The table BENCHMARKS.md shows (benchmarks.run renders results/gpu_check.json)."""
+    lines = [f"Device {head['device']}, peak {head['peak_tflops']} TFLOP/s "
+             f"({head['peak_source']}), bf16 matmul measured {head['matmul_bf16_tflops']} "
+             "TFLOP/s.\n", "| check | status | seconds | MFU training | MFU scoring |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for r in results:
+        lines.append(f"| {r['check']} | {r['status']} | {r['seconds']} | "
+                     f"{mfu.percent(r.get('train_mfu')) if 'train_mfu' in r else ''} | "
+                     f"{mfu.percent(r.get('scoring_mfu')) if 'scoring_mfu' in r else ''} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gpu_check", description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (no GPU needed)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's dense bf16 peak for MFU (default: benchmarks.mfu's "
+                         "table by device name)")
     args = ap.parse_args(argv)
     if not args.smoke and not torch.cuda.is_available():
         print("gpu-check: no CUDA GPU visible (torch.cuda.is_available() is False); "
               "--smoke runs the same checks at tiny sizes on CPU", file=sys.stderr)
         return 2
-    results = run(args.smoke, args.out)
+    results = run(args.smoke, args.out, args.peak_tflops)
     print(f"-> {args.out}")
     return 0 if all(r["status"] != "FAIL" for r in results) else 1
 

@@ -4,16 +4,27 @@ Everything a run writes goes to a temporary sibling first and is renamed into pl
 `os.replace` (atomic on one file system); on any failure the temporary is removed, so a crash,
 a full disk or a kill never leaves a cut-off `oof.csv` or a stray `.submission.csv.tmp` that
 looks like output. An `OSError` without a file name gets the target's path, so the one-line
-message of the CLI names it. Standard library only (the torch-free core and configs use it).
+message of the CLI names it. `exclusive` holds a run folder for one run at a time (an advisory
+lock: a second run into the same OUT_DIR stops at once, naming the first run's process).
+Standard library only (the torch-free core and configs use it).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import shutil
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are not guarded there
+    fcntl = None
 
 TMP_MARK = ".tmp"  # temporaries are hidden files ending in .tmp; `is_temporary` finds leftovers
 
@@ -100,3 +111,100 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         _named(err, path)
         raise
+
+
+# --- one run per folder -------------------------------------------------------------------------
+LOCK_NAME = ".lmsys_pref.lock"  # inside the locked folder, only while a run holds it
+LOCKS_ENV = "LMSYS_PREF_HELD_FOLDERS"  # "path=pid" entries a parent holds for its kernels
+_held: dict[str, list] = {}  # folder -> [file descriptor, depth]: re-entrant in one process
+
+
+class FolderBusy(OSError):
+    """Another process holds the folder's lock; the message names that process."""
+
+
+def _holder(fd: int) -> dict:
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        return json.loads(os.read(fd, 4096) or b"{}")
+    except ValueError:
+        return {}
+
+
+def _held_by_parent(key: str, holder: dict) -> bool:
+    """Whether the holder is the process that started us for this folder (a notebook kernel
+    runs the run its parent locked)."""
+    entries = dict(e.rsplit("=", 1) for e in os.environ.get(LOCKS_ENV, "").split(os.pathsep)
+                   if "=" in e)
+    return entries.get(key) is not None and entries[key] == str(holder.get("pid"))
+
+
+def _acquire(folder: Path) -> int | None:
+    """The locked descriptor of `folder`'s lock file, or None when a parent holds it."""
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            if _held_by_parent(str(folder), holder):
+                return None
+            raise FolderBusy(errno.EBUSY, f"in use by another run (pid {holder.get('pid', '?')}"
+                             f", started {holder.get('started', '?')}: {holder.get('command', '?')}"
+                             "); wait for it to finish or choose another folder",
+                             str(folder)) from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not unlinked by a leaving holder
+                break
+        os.close(fd)
+    info = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv)[:300]}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(info).encode())
+    return fd
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | Path) -> Iterator[Path]:
+    """Hold `folder` (created if needed) for one run: a second process asking for it gets
+    `FolderBusy` at once, naming the first one's pid and command. Re-entrant in one process;
+    processes started inside the block (papermill kernels) inherit the right to it through
+    the environment. No-op where `fcntl` is missing (Windows)."""
+    folder = Path(folder).resolve()
+    key = str(folder)
+    if fcntl is None or key in _held:
+        if key in _held:
+            _held[key][1] += 1
+        try:
+            yield folder
+        finally:
+            if key in _held:
+                _held[key][1] -= 1
+        return
+    make_parent(folder / LOCK_NAME)
+    fd = _acquire(folder)
+    if fd is None:  # our parent holds it
+        yield folder
+        return
+    _held[key] = [fd, 1]
+    old_env = os.environ.get(LOCKS_ENV)
+    os.environ[LOCKS_ENV] = os.pathsep.join(filter(None, (old_env, f"{key}={os.getpid()}")))
+    try:
+        yield folder
+    finally:
+        _held[key][1] -= 1
+        if _held[key][1] == 0:
+            del _held[key]
+            _restore_env(old_env)
+            with contextlib.suppress(OSError):
+                os.unlink(folder / LOCK_NAME)
+            os.close(fd)
+
+
+def _restore_env(old: str | None) -> None:
+    if old is None:
+        os.environ.pop(LOCKS_ENV, None)
+    else:
+        os.environ[LOCKS_ENV] = old

@@ -27,6 +27,9 @@ COMMANDS = {
     "eda": ("lmsys_pref.notebooks:eda_main", "the EDA notebook on a data folder"),
     "nbstrip": ("lmsys_pref.nbstrip:main", "strip outputs from notebooks (also a git filter)"),
     "kernels": ("lmsys_pref.kaggle.commands:cli_main", "Kaggle kernel folders and wheels"),
+    "pseudo-label": ("lmsys_pref.pseudo_label:cli_main", "soft labels for test.csv from runs"),
+    "merge-folds": ("lmsys_pref.train.merge:cli_main", "a k-fold run's folds as one model"),
+    "import-model": ("lmsys_pref.model.importer:cli_main", "a peft adapter as a model folder"),
 }
 
 

@@ -5,10 +5,15 @@ of clean strings, one per conversation turn, and a labelled frame has an integer
 (0 = model_a wins, 1 = model_b wins, 2 = tie). Every later stage relies on that shape.
 
 Bad input is a `DataError` naming the file, the row id where there is one, and the column:
-ids must be integers (the competition's are; `row_30614122` is an error, not an opaque string),
-label cells must be 0 or 1 (an empty or NaN cell is an error), files are UTF-8 and
-comma-separated, and a split must hold at least one row (a header-only test.csv fails at load
-time, before any training, in every baseline).
+ids are kept as the file's text but must be integer-valued numbers (the competition's are;
+`row_30614122` is an error, not an opaque string; see `tables`), label cells must be 0 or 1 (an
+empty or NaN cell is an error), a turn must be a string or null (an object or a number is an
+error naming the turn), files are UTF-8 and comma-separated with each column named once and no
+row cut off, and a split must hold at least one row (a header-only test.csv fails at load time,
+before any training, in every baseline). Rows whose prompt and answers have different turn
+counts are reported (count and first ids) and evened out once, at load (`turns.even_turns`),
+the same for every layout and feature: the shorter parts get empty turns at the end (an answer
+with no turn stays empty). `check_n_folds` names a k-fold split the labelled rows cannot fill.
 """
 from __future__ import annotations
 
@@ -20,111 +25,20 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .tables import LABEL_COLS, TEXT_COLS, DataError, check_ids, read_table
+from .turns import clean_text, decode_column, decode_turns, even_turns, is_missing
+
+__all__ = ["DataError", "check_ids", "clean_text", "decode_turns", "even_turns", "load_split",
+           "load_competition", "read_table"]  # + the rest
+
 log = logging.getLogger("lmsys_pref")
 
-TEXT_COLS = ("prompt", "response_a", "response_b")
-LABEL_COLS = ("winner_model_a", "winner_model_b", "winner_tie")
 CLASS_NAMES = ("a", "b", "tie")
 TEST_COLS = ("id",) + TEXT_COLS
 TRAIN_COLS = ("id", "model_a", "model_b") + TEXT_COLS + LABEL_COLS
 # Pairs exchanged by `swap`; every A/B-specific column a frame may carry is listed here once.
 SWAP_PAIRS = (("response_a", "response_b"), ("model_a", "model_b"),
               ("winner_model_a", "winner_model_b"))
-
-
-class DataError(ValueError):
-    """Bad input: the message names the file, the row id and the column."""
-
-
-def clean_text(text: str) -> str:
-    """Repair broken unicode so tokenizers and `json.dumps` accept the text.
-
-    The real data holds lone UTF-16 surrogates (halves of emoji cut by the crawler); a
-    surrogate-pass round trip re-joins valid pairs and turns lone halves into U+FFFD.
-    """
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def decode_turns(value, *, where: str = "", lenient: bool = False) -> list[str]:
-    """Decode one JSON list cell into a list of turn strings.
-
-    `null` as the whole cell means no turns; `null` inside the list is an empty turn.
-
-    Args:
-        value: the raw cell (a JSON string, or an already decoded list).
-        where: "file, row id, column" for the error message.
-        lenient: keep undecodable text as a single turn instead of raising.
-    """
-    if isinstance(value, (list, tuple, np.ndarray)):
-        turns = list(value)
-    else:
-        if _is_missing(value):  # an empty cell reads like JSON `null`: no turns
-            return []
-        try:
-            turns = json.loads(value)
-        except (json.JSONDecodeError, TypeError) as err:
-            if lenient:
-                return [clean_text(str(value))]
-            reason = err.msg if hasattr(err, "msg") else err
-            raise DataError(f"{where}: not a valid JSON list ({reason})") from None
-    if turns is None:
-        return []
-    if isinstance(turns, str):
-        turns = [turns]
-    if not isinstance(turns, list):
-        raise DataError(f"{where}: expected a JSON list, got {type(turns).__name__}")
-    return [clean_text(t) if isinstance(t, str) else ("" if t is None else clean_text(str(t)))
-            for t in turns]
-
-
-def _is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (UTF-8, comma-separated) or parquet file as-is (no decoding; ids as read).
-
-    Raises:
-        FileNotFoundError: no such file.
-        DataError: not UTF-8, not a parsable CSV (e.g. semicolon-separated) or parquet file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        if path.suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, dtype={"id": str}, keep_default_na=False, encoding="utf-8",
-                           na_values={c: [""] for c in TEXT_COLS + LABEL_COLS})
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text ({_first_bad_byte(path)}); save the file as "
-                        "UTF-8") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{path}: not a comma-separated file like the competition's "
-                        f"({_header_hint(path)}; pandas: {str(err).strip()})") from None
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        if isinstance(err, OSError) and err.errno is not None:
-            raise
-        raise DataError(f"{path}: not a readable {path.suffix} file ({err})") from None
-
-
-def _first_bad_byte(path: Path) -> str:
-    """Where a file stops being UTF-8 (pandas reports offsets inside its read chunk)."""
-    raw = path.read_bytes()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        return f"line {line}, byte {err.start}: {err.reason}"
-    return "a decoding error"
-
-
-def _header_hint(path: Path) -> str:
-    """What the first line of a file looks like: its delimiter and columns."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        header = f.readline().strip("\ufeff\r\n")
-    sep = max((",", ";", "\t", "|"), key=header.count)
-    return f"columns found in the header, split at {sep!r}: {header.split(sep)[:12]}"
 
 
 def _check_columns(df: pd.DataFrame, needed: Sequence[str], name: str) -> None:
@@ -137,22 +51,6 @@ def _check_columns(df: pd.DataFrame, needed: Sequence[str], name: str) -> None:
                         f"{hint}")
 
 
-def check_ids(df: pd.DataFrame, name: str) -> pd.Series:
-    """The id column as int64; non-integer, empty or duplicate ids are a `DataError`."""
-    raw = df["id"]
-    ids = pd.to_numeric(raw, errors="coerce")
-    bad = ids.isna() | (ids != ids.round())
-    if bad.any():
-        pos = int(bad.to_numpy().argmax())
-        raise DataError(f"{name}: data row {pos + 1}: column 'id' is {raw.iloc[pos]!r}, expected "
-                        f"an integer id ({int(bad.sum())} such row(s))")
-    ids = ids.astype(np.int64)
-    dup = ids[ids.duplicated()]
-    if len(dup):
-        raise DataError(f"{name}: duplicate id(s) {dup.head(5).tolist()} in column 'id'")
-    return ids
-
-
 def _check_labels(df: pd.DataFrame, name: str) -> np.ndarray:
     raw = df[list(LABEL_COLS)]
     values = raw.apply(pd.to_numeric, errors="coerce")
@@ -160,7 +58,7 @@ def _check_labels(df: pd.DataFrame, name: str) -> np.ndarray:
     if empty.any():
         r, c = divmod(int(empty.argmax()), len(LABEL_COLS))
         cell = raw.iloc[r, c]
-        shown = "empty" if _is_missing(cell) else repr(cell)
+        shown = "empty" if is_missing(cell) else repr(cell)
         raise DataError(f"{name}: row id {df['id'].iloc[r]}: column '{LABEL_COLS[c]}' is {shown}, "
                         f"expected 0 or 1 ({int(empty.any(1).sum())} row(s) with an empty or "
                         "non-numeric label)")
@@ -174,7 +72,7 @@ def _check_labels(df: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def load_split(path: str | Path, *, labelled: bool | None = None,
-               lenient: bool = False) -> pd.DataFrame:
+               lenient: bool = False, label_check=None) -> pd.DataFrame:
     """Load and validate one split (train or test) from CSV or parquet.
 
     Args:
@@ -182,6 +80,7 @@ def load_split(path: str | Path, *, labelled: bool | None = None,
         labelled: require the winner columns (True), ignore them (False) or use them when
             present (None).
         lenient: repair undecodable cells instead of raising; repaired rows are logged by id.
+        label_check: `(df, name) -> labels` checking the winner columns (default: one-hot).
 
     Returns:
         The frame with decoded text columns and, when labelled, an int `label` column.
@@ -190,7 +89,7 @@ def load_split(path: str | Path, *, labelled: bool | None = None,
         DataError: naming the file, the row id and the column of the first problem.
     """
     name = str(path)
-    df = read_table(path)
+    df = read_table(path, lenient=lenient)
     _check_columns(df, TEST_COLS, name)
     has_labels = all(c in df.columns for c in LABEL_COLS)
     if labelled and not has_labels:
@@ -200,29 +99,37 @@ def load_split(path: str | Path, *, labelled: bool | None = None,
     df = df.reset_index(drop=True)
     df["id"] = check_ids(df, name)
     for col in TEXT_COLS:
-        repaired, out = [], []
-        missing = df.loc[df[col].map(_is_missing), "id"].tolist()
-        if missing:
-            log.warning("%s: %d empty cell(s) in column %r read as no turns: ids %s", name,
-                        len(missing), col, missing[:20])
-        for rid, value in zip(df["id"].tolist(), df[col].tolist()):
-            try:
-                out.append(decode_turns(value, where=f"{name}: row id {rid}, column '{col}'"))
-            except DataError:
-                if not lenient:
-                    raise
-                repaired.append(rid)
-                out.append(decode_turns(value, lenient=True))
-        if repaired:
-            log.warning("%s: repaired %d row(s) in column %r: ids %s", name, len(repaired), col,
-                        repaired[:20])
-        df[col] = pd.Series(out, index=df.index, dtype=object)
+        df[col] = decode_column(df, col, name, lenient)
+    even_turns(df, name)
     for col in ("model_a", "model_b"):
         if col in df.columns:
             df[col] = df[col].fillna("").astype(str)
     if has_labels and labelled is not False:
-        df["label"] = _check_labels(df, name)
+        df["label"] = (label_check or _check_labels)(df, name)  # labels.check_soft
     return df
+
+
+def check_n_folds(train: pd.DataFrame, n_folds: int, name: str, group_by: str = "none"
+                  ) -> None:
+    """A k-fold run's folds must each hold every class (and, grouped by prompt, a prompt).
+
+    Raises:
+        DataError: naming `name` (the train file), the class (or the prompt count) and the
+            number of rows, so `-p n_folds 500` on 120 rows stops before any training.
+    """
+    if n_folds <= 1:
+        return
+    counts = np.bincount(np.asarray(train["label"], dtype=int), minlength=3)
+    k = int(counts.argmin())
+    if counts[k] < n_folds:
+        raise DataError(f"{name}: n_folds {n_folds} needs at least {n_folds} rows of every class;"
+                        f" class '{CLASS_NAMES[k]}' ({LABEL_COLS[k]}) has {counts[k]} of "
+                        f"{len(train)} rows: lower n_folds")
+    prompts = train["prompt"].map(json.dumps).nunique() if group_by == "prompt" else n_folds
+    if prompts < n_folds:
+        raise DataError(f"{name}: n_folds {n_folds} with group_by 'prompt' needs at least "
+                        f"{n_folds} distinct prompts; the file has {prompts}: lower n_folds or "
+                        "use group_by none")
 
 
 def load_competition(data_dir: str | Path, *, lenient: bool = False, max_train_rows: int = 0,
@@ -310,7 +217,7 @@ def tile(df: pd.DataFrame, n_rows: int) -> pd.DataFrame:
     """Repeat a frame to `n_rows` rows with fresh unique ids (for speed tests at real scale)."""
     reps = -(-n_rows // len(df))
     out = pd.concat([df] * reps, ignore_index=True).iloc[:n_rows].copy()
-    out["id"] = np.arange(len(out), dtype=np.int64)
+    out["id"] = np.arange(len(out)).astype(str)  # ids are text, as read from a file
     return out.reset_index(drop=True)
 
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .infer.devices import shard  # noqa: F401 (this rank's rows; public here too)
+
 log = logging.getLogger("lmsys_pref.distributed")
 
 
@@ -43,13 +45,6 @@ def init(backend: str | None = None) -> tuple[int, int, torch.device]:
     if not dist.is_initialized():
         return 0, 1, device
     return dist.get_rank(), dist.get_world_size(), device
-
-
-def shard(lengths, rank: int, world: int) -> np.ndarray:
-    """This rank's row positions: every `world`-th row of the longest-first order, so each rank
-    gets the same mix of long and short rows (and finishes at about the same time)."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    return np.sort(order[rank::world])
 
 
 def gather(part: np.ndarray | None, index: np.ndarray, n_rows: int, error: str | None = None,
@@ -160,6 +155,9 @@ def predict(cfg) -> dict | None:
 def train(baseline: str, cfg) -> dict:
     """`train.fit.fit` in DDP: the HF Trainer syncs gradients over the ranks.
 
+    Every scoring of the run (untuned baseline, the eval sample, validation, test) is done
+    once, not once per rank: each rank scores its shard of the rows and the ranks exchange
+    their parts (`infer.devices.across_ranks`), so every rank holds the same probabilities.
     Rank 0 writes the run folder; the other ranks write theirs under `out_dir/.rank<r>` (their
     copies of the same model, deleted at the end) so that no two processes write one file.
     Resuming from checkpoints is off: the ranks would not agree on where to resume.

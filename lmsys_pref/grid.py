@@ -13,7 +13,8 @@
 O/<name>/ through `notebooks.run_notebook` (the path behind `make train-*`), keeps going when a
 run fails, and writes O/summary.csv and O/summary.md sorted by log loss (the `log_loss` of each
 run's metrics.json, see `runs.METRIC_KEYS`). A run whose folder already holds metrics.json and
-submission.csv (with the same settings) is not run again.
+submission.csv, made with the same settings and the same data (a content digest of train and
+test, not the folder's path), is not run again; otherwise the log says what changed.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from . import notebooks
+from . import notebooks, resume
 from .configs import ConfigError, load_preset
 from .runs import load_json, read_metrics, save_json
 
@@ -57,7 +58,7 @@ def load_grid(grid: str | Path | list[dict]) -> list[dict[str, Any]]:
             key, or `parameters` that is not a mapping. The message names the grid and the entry.
     """
     where = str(grid) if isinstance(grid, (str, Path)) else "grid"
-    runs = yaml.safe_load(Path(grid).read_text()) if isinstance(grid, (str, Path)) else grid
+    runs = _read_yaml(Path(grid)) if isinstance(grid, (str, Path)) else grid
     if not isinstance(runs, list) or not runs:
         raise ConfigError(f"{where}: expected a non-empty YAML list of runs")
     seen: set[str] = set()
@@ -66,6 +67,17 @@ def load_grid(grid: str | Path | list[dict]) -> list[dict[str, Any]]:
     return [_resolve({"name": str(r["name"]), "baseline": str(r["baseline"]),
                       "preset": r.get("preset"), "parameters": dict(r.get("parameters") or {})},
                      r.get("fallback")) for r in runs]
+
+
+def _read_yaml(path: Path) -> Any:
+    """A grid file's YAML; a syntax error is one `ConfigError` line naming the file and line."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({at}{what})") from None
 
 
 def _check_entry(run: Any, entry: str, seen: set[str]) -> None:
@@ -111,22 +123,45 @@ def _resolve(run: dict, fallback: dict | None) -> dict:
 
 
 def _settings(run: dict, data_dir: str | Path | None) -> dict[str, Any]:
-    """What a finished run must match to be skipped on a re-run."""
-    return {"baseline": run["baseline"], "preset": run["preset"], "parameters": run["parameters"],
-            "data_dir": data_dir and str(Path(data_dir).resolve())}
+    """What a finished run must match to be skipped on a re-run: the baseline, preset and
+    parameters, and the run's content fingerprint (`resume.content_fingerprint`: every field
+    of its config and a digest of the data it reads, train and test files included; the data
+    folder's path is not part of it)."""
+    settings = {"baseline": run["baseline"], "preset": run["preset"],
+                "parameters": run["parameters"]}
+    spec = notebooks.BASELINES.get(run["baseline"])
+    try:
+        values = {**run["parameters"], **({"data_dir": str(data_dir)} if data_dir else {})}
+        cfg = spec.config_class().from_preset(run["preset"] or spec.preset, **values)
+        settings["fingerprint"] = resume.content_fingerprint(cfg)
+    except (AttributeError, ConfigError, OSError, ValueError):
+        pass  # a run that cannot even be configured fails when it runs, with that error
+    return settings
+
+
+def stale_reason(run_dir: str | Path, settings: dict | None = None) -> str | None:
+    """Why `run_dir` does not hold a reusable run (None when it does): an output is missing,
+    or its grid record (`RECORD`) says it failed or ran with other settings or other data."""
+    run_dir = Path(run_dir)
+    missing = [f for f in DONE_FILES if not (run_dir / f).exists()]
+    if missing:
+        return f"no {missing[0]}"
+    record = run_dir / RECORD
+    if settings is None or not record.exists():
+        return None
+    saved = load_json(record)
+    if saved.get("status") != "ok":
+        return f"its last run {saved.get('status')}"
+    old, new = saved.get("settings") or {}, settings
+    changed = [k for k in ("baseline", "preset", "parameters") if old.get(k) != new.get(k)]
+    changed += resume.differing_fields(old.get("fingerprint") or {}, new.get("fingerprint") or {})
+    return f"changed: {'; '.join(changed)}" if changed else None
 
 
 def is_finished(run_dir: str | Path, settings: dict | None = None) -> bool:
     """True when `run_dir` holds a complete run; when a grid record (`RECORD`) is there, it
-    must say the run succeeded with these `settings`."""
-    run_dir = Path(run_dir)
-    if not all((run_dir / f).exists() for f in DONE_FILES):
-        return False
-    record = run_dir / RECORD
-    if settings is None or not record.exists():
-        return True
-    saved = load_json(record)
-    return saved.get("status") == "ok" and saved.get("settings") == settings
+    must say the run succeeded with these `settings` (see `stale_reason`)."""
+    return stale_reason(run_dir, settings) is None
 
 
 def _row(run: dict, status: str, seconds: float, error: str = "",
@@ -161,10 +196,13 @@ def run_one(run: dict, data_dir: str | Path | None, run_dir: Path, progress: boo
         or "failed" with the error's first line in `error`.
     """
     settings = _settings(run, data_dir)
-    if not force and is_finished(run_dir, settings):
+    why = None if force else stale_reason(run_dir, settings)
+    if not force and why is None:
         record = run_dir / RECORD
         seconds = load_json(record)["seconds"] if record.exists() else math.nan
         return _row(run, "skipped", seconds, run_dir=run_dir)
+    if why and (run_dir / RECORD).exists():
+        log.info("run %s: running again (%s)", run["name"], why)
     t0 = time.time()
     try:
         notebooks.run_notebook(run["baseline"], run_dir, data_dir, run["preset"],

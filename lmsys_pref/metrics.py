@@ -22,6 +22,13 @@ def log_loss(labels, probs) -> float:
     return float(_sk_log_loss(np.asarray(labels), normalise(probs), labels=[0, 1, 2]))
 
 
+def soft_log_loss(targets, probs) -> float:
+    """Cross-entropy against soft targets ((n, 3) probabilities, e.g. pseudo-labels): the log
+    loss of one-hot targets, generalised; reported as such, never as the competition metric."""
+    t = np.asarray(targets, dtype=np.float64)
+    return float(-(t * np.log(normalise(probs))).sum(1).mean())
+
+
 def accuracy(labels, probs) -> float:
     """Share of rows whose most probable class is the label."""
     return float((np.asarray(probs).argmax(1) == np.asarray(labels)).mean())

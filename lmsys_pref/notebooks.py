@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,22 +82,36 @@ def run_notebook(baseline: str, out_dir: str | Path, data_dir: str | Path | None
                  progress: bool = True) -> Path:
     """Execute `notebooks/<baseline>.ipynb` into `out_dir`; returns the executed notebook's path.
 
-    With `progress`, the kernel's stdout and stderr (Trainer progress bars, losses, eval lines,
-    the run's log) stream to this terminal while the notebook runs.
+    Relative `out_dir` and `data_dir` mean the caller's working directory, for the notebook and
+    the outputs alike (the kernel gets absolute paths and runs in that directory too). OUT_DIR
+    is held for the whole run (`runs.holding`: a second run into it stops at once) and may not
+    be DATA_DIR. With `progress`, the kernel's stdout and stderr (Trainer progress bars, losses,
+    eval lines, the run's log) stream to this terminal while the notebook runs.
 
     Raises:
-        ConfigError: unknown baseline or parameter (before anything runs).
+        ConfigError: unknown baseline or parameter, or OUT_DIR is DATA_DIR (before anything
+            runs).
         NotebookError: a cell failed; the message names the notebook and the error.
     """
+    from . import runs
+
+    out_dir = Path(out_dir).absolute()
+    data_dir = data_dir and Path(data_dir).absolute()
     params = notebook_parameters(baseline, data_dir and str(data_dir), str(out_dir), preset,
                                  params)
+    runs.check_out_dir(out_dir, {"data_dir": data_dir})
     src = NOTEBOOK_DIR / BASELINES[baseline].notebook
-    return execute(src, Path(out_dir) / src.name, params, stream=progress)
+    with runs.holding(out_dir):
+        return execute(src, out_dir / src.name, params, stream=progress)
 
 
 def execute(src: str | Path, dst: str | Path, params: dict[str, Any],
             stream: bool = False) -> Path:
-    """Run the notebook `src` with papermill into `dst` (cwd: the repository).
+    """Run the notebook `src` with papermill into `dst`, the kernel in our working directory.
+
+    The kernel talks to us over IPC sockets in a private temporary folder (TCP on Windows):
+    two runs started at once on one machine never share a socket, and nothing is written into
+    the working directory or the repository.
 
     Args:
         src: the notebook; dst: the executed copy (its folder is created).
@@ -106,24 +122,38 @@ def execute(src: str | Path, dst: str | Path, params: dict[str, Any],
         NotebookError: a cell failed; the message names the notebook and the error.
     """
     import papermill as pm
-    from traitlets.config import Config
 
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    # the kernel talks to us over local IPC sockets, not TCP on localhost: nothing to encrypt,
-    # so ipykernel has no "running over TCP without encryption" warning to print (Windows has
-    # no IPC sockets and keeps TCP)
-    transport = Config({"KernelManager": {"transport": "tcp" if os.name == "nt" else "ipc"}})
     try:
-        with _kernel_warnings(TERMINAL_ONLY_WARNINGS):
+        with _kernel_warnings(TERMINAL_ONLY_WARNINGS), _private_transport() as transport:
             pm.execute_notebook(str(src), str(dst), parameters=params, progress_bar=False,
-                                kernel_name="python3", cwd=str(REPO), config=transport,
+                                kernel_name="python3", cwd=os.getcwd(), config=transport,
                                 stdout_file=sys.stdout if stream else None,
                                 stderr_file=sys.stderr if stream else None)
     except pm.PapermillExecutionError as err:
         raise NotebookError(f"{Path(src).name} failed in cell {err.exec_count}: {err.ename}: "
                             f"{err.evalue} (executed notebook: {dst})") from None
     return dst
+
+
+@contextlib.contextmanager
+def _private_transport():
+    """The kernel manager's config: IPC sockets named inside a fresh private folder (removed
+    after), so concurrent kernels never pick the same `kernel-ipc-N` name in a shared
+    directory; IPC rather than TCP, so ipykernel has no unencrypted-TCP warning to print."""
+    from traitlets.config import Config
+
+    if os.name == "nt":  # no IPC sockets on Windows: TCP on ports the OS picks
+        yield Config({"KernelManager": {"transport": "tcp"}})
+        return
+    base = tempfile.gettempdir()
+    base = base if len(base) < 60 else "/tmp"  # a socket path must stay under ~100 bytes
+    folder = tempfile.mkdtemp(prefix="lmsys-kernel-", dir=base)
+    try:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": str(Path(folder) / "k")}})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -168,14 +198,18 @@ def train_parser(baseline: str | None = None, preset: str | None = None
 
 
 def preflight(baseline: str, params: dict[str, Any]) -> None:
-    """Checks before the notebook starts: OUT_DIR writable, the data files valid (named
-    errors in seconds, not after the kernel and the model have loaded)."""
-    from . import data, runs
+    """Checks before the notebook starts: OUT_DIR writable and not DATA_DIR, the data files
+    valid, `n_folds` possible on them (named errors in seconds, not after the kernel and the
+    model have loaded)."""
+    from . import data, labels, runs
 
     cfg = BASELINES[baseline].config_class().from_preset(
         params.get("preset"), **{k: v for k, v in params.items() if k != "preset"})
+    runs.check_out_dir(cfg.out_dir, {"data_dir": cfg.data_dir})
     runs.prepare_out_dir(cfg.out_dir)
-    data.load_competition(REPO / cfg.data_dir, lenient=cfg.lenient)  # the notebook's cwd
+    train = labels.load_training(cfg).train  # + soft labels, extra_train, teacher files
+    data.check_n_folds(train, cfg.n_folds, str(data.find_file(cfg.data_dir, "train")),
+                       cfg.group_by)
 
 
 def cli_main(argv: list[str]) -> int:
@@ -184,14 +218,18 @@ def cli_main(argv: list[str]) -> int:
         preset = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else None
         train_parser(next((a for a in argv if a in BASELINES), None), preset).print_help()
         return 0
+    from .runs import check_out_dir, holding
+
     args = train_parser().parse_args(argv)
     t0 = time.time()
     params = notebook_parameters(args.baseline, args.data_dir, args.out_dir,
                                  args.preset or None, parse_params(args.param))
-    preflight(args.baseline, params)
+    check_out_dir(args.out_dir, {"data_dir": args.data_dir})  # before anything is written
     try:
-        nb = run_notebook(args.baseline, args.out_dir, args.data_dir, args.preset or None,
-                          parse_params(args.param))
+        with holding(args.out_dir):  # from the checks to the last cell: one run per OUT_DIR
+            preflight(args.baseline, params)
+            nb = run_notebook(args.baseline, args.out_dir, args.data_dir, args.preset or None,
+                              parse_params(args.param))
     except NotebookError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -220,7 +258,7 @@ def eda_main(argv: list[str]) -> int:
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ConfigError(f"eda.ipynb: unknown parameter(s) {unknown}; known: {sorted(known)}")
-    out_dir = Path(args.out_dir).resolve()  # the kernel runs in the repository
+    out_dir = Path(args.out_dir).resolve()  # what the user meant, whatever the kernel's cwd
     params.update(data_dir=str(Path(args.data_dir).resolve()), out_dir=str(out_dir))
     print(f"wrote {execute(src, out_dir / src.name, params, stream=True)}")
     return 0

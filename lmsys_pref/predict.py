@@ -14,13 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import data, postrules, runs, submission
+from . import data, postrules, resume, runs, submission
 from .configs import params_help, parse_params
 from .configs.predict import PredictConfig
+from .infer.budget import Budget  # torch-free: the time budget of LM and encoder scoring
 from .infer.loaders import LOADERS, has_fold_models, load_predictor  # noqa: F401 (the door's names)
 
 log = logging.getLogger("lmsys_pref.predict")
 PREDICT_OUTPUTS = ("submission.csv", "predict.json")
+CACHE_RECORD = "inputs.json"  # in cache_dir: what the cached scores were made from
 
 
 def load_test(cfg: PredictConfig) -> pd.DataFrame:
@@ -28,12 +30,14 @@ def load_test(cfg: PredictConfig) -> pd.DataFrame:
     return data.load_split(data.find_file(cfg.data_dir, "test"), labelled=False)
 
 
-def load_model(cfg: PredictConfig, **extra):
-    """The saved model's predictor with this run's settings (devices, max_length, ...)."""
+def load_model(cfg: PredictConfig, budget: Budget | None = None, **extra):
+    """The saved model's predictor with this run's settings (devices, max_length, ...); a
+    transformer's batches are watched by `budget` (None = a new one of `cfg.time_limit_h`)."""
     kind = runs.read_model_meta(cfg.model_dir)["kind"]
     overrides = {k: v for k, v in cfg.model_overrides().items() if k != "tta"}
     if kind in ("lm", "encoder"):
-        overrides.update(progress=cfg.progress, cache_dir=cfg.cache_dir)
+        overrides.update(progress=cfg.progress, cache_dir=cfg.cache_dir,
+                         budget=budget or Budget(cfg.time_limit_h))
     return load_predictor(cfg.model_dir, **overrides, **extra), kind
 
 
@@ -71,20 +75,44 @@ def write_outputs(cfg: PredictConfig, test: pd.DataFrame, probs: np.ndarray, sta
     return summary
 
 
+def check_cache(cfg: PredictConfig, test_path: Path) -> dict | None:
+    """With `cache_dir`: record what its partial scores are made of (a content digest of the
+    model folder and of the test file, and the scoring settings); when a rerun finds other
+    inputs it says what changed and drops the stale scores before scoring again."""
+    if not cfg.cache_dir:
+        return None
+    now = {"input model": resume.content_digest(runs.resolve_model_dir(cfg.model_dir), True),
+           f"input {test_path.name}": resume.content_digest(test_path),
+           **cfg.model_overrides()}
+    record = Path(cfg.cache_dir) / CACHE_RECORD
+    old = runs.load_json(record) if record.is_file() else None
+    if old is not None and old != now:
+        log.warning("%s: the cached scores are of other inputs (%s); scoring again",
+                    cfg.cache_dir, "; ".join(resume.differing_fields(old, now)))
+        for stale in Path(cfg.cache_dir).rglob("*.npz"):
+            stale.unlink()
+    runs.save_json(record, now)
+    return now
+
+
+@runs.holds_out_dir  # one run per OUT_DIR; never the model's run folder or DATA_DIR
 def predict(cfg: PredictConfig) -> dict:
     """Score `cfg.data_dir`'s test split with `cfg.model_dir`; write the outputs.
 
     Returns:
         The predict.json summary.
     """
-    t0 = time.perf_counter()
+    t0, budget = time.perf_counter(), Budget(cfg.time_limit_h)  # the limit counts from here
     runs.prepare_out_dir(cfg.out_dir, PREDICT_OUTPUTS)  # no stale submission left looking current
     test = load_test(cfg)
-    predictor, kind = load_model(cfg)
+    check_cache(cfg, data.find_file(cfg.data_dir, "test"))
+    predictor, kind = load_model(cfg, budget)
     probs = predictor.predict_proba(test, tta=tta_for(kind, cfg.tta))
     stats = dict(getattr(predictor, "stats", {}) or {})
     extra = {"kind": kind, "model_dir": str(cfg.model_dir), "tta": cfg.tta,
              "total_seconds": time.perf_counter() - t0}
+    if kind in ("lm", "encoder"):
+        extra["time_budget"] = budget.summary()
     summary = write_outputs(cfg, test, probs, stats, extra)
     log.info("predict: %d rows -> %s", len(test), Path(cfg.out_dir) / "submission.csv")
     return summary

@@ -7,14 +7,16 @@ OUT_DIR/
   oof.csv|val.csv  id + label + three probabilities of the rows metrics.json scored
                    (`EVAL_FILES[metrics["eval"]]`)
   model/           all `predict` needs; model/lmsys_pref.json names the kind and config
+
+Ids are written and read as text (`tables.as_id_text`, `tables.read_csv`): a run's files carry
+the data's id strings exactly. OUT_DIR itself (one run at a time, never an input, no stale
+outputs) is `outdir`'s, re-exported here.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,10 +25,21 @@ import pandas as pd
 
 from . import metrics as scores
 from . import submission
-from .atomic import atomic_dir, atomic_path, is_temporary, write_text
-from .data import LABEL_COLS, DataError
+from .atomic import atomic_dir, atomic_path, write_text
+from .outdir import (
+    PREVIOUS,
+    REPORT_FIGURES,
+    RUN_OUTPUTS,
+    check_out_dir,
+    holding,
+    holds_out_dir,
+    prepare_out_dir,
+)
+from .tables import LABEL_COLS, DataError, as_id_text, read_csv
 
-__all__ = ["atomic_dir", "atomic_path", "prepare_out_dir", "write_outputs"]  # + the rest
+__all__ = ["PREVIOUS", "REPORT_FIGURES", "RUN_OUTPUTS", "atomic_dir", "atomic_path",
+           "check_out_dir", "holding", "holds_out_dir", "prepare_out_dir",
+           "write_outputs"]  # + the rest
 
 log = logging.getLogger("lmsys_pref")
 MODEL_META = "lmsys_pref.json"
@@ -59,6 +72,13 @@ OPTIONAL_METRIC_KEYS = {
     "attn_implementation": "attention kernel the transformer ran with (`attn_implementation`)",
     "n_shared_rows": "rows every blended run scored: the blend's weights are fitted on them",
     "blend_weights": "weight of each blended run folder (`lmsys_pref.eval.blend`)",
+    "soft_log_loss": "cross-entropy of the scored soft-labelled rows against their soft labels "
+                     "(`soft_labels`; the headline scores only the one-hot rows)",
+    "n_soft_eval": "scored rows with soft labels (in `soft_log_loss`, not in the headline)",
+    "extra_train": "extra training rows (`extra_train`): per file rows/used/dropped, the rows "
+                   "used, and the dropped ones (repeating a train/test conversation) by id",
+    "teachers": "distillation (`teachers`): temperature, loss weights, and per teacher its "
+                "files, provenance and `leaked_rows` (held-out rows its models trained on)",
 }
 EVAL_FILES = {"oof": "oof.csv", "val": "val.csv"}  # metrics["eval"] -> the scored rows' file
 
@@ -141,18 +161,18 @@ def load_json(path: str | Path) -> Any:
         raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
-def probs_frame(ids: Sequence[int], probs: np.ndarray, labels: Sequence[int] | None = None
+def probs_frame(ids: Sequence, probs: np.ndarray, labels: Sequence[int] | None = None
                 ) -> pd.DataFrame:
-    """id (+ label) + the three probability columns."""
+    """id (as text, `tables.as_id_text`) (+ label) + the three probability columns."""
     df = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(LABEL_COLS))
     if labels is not None:
         df.insert(0, "label", np.asarray(labels, dtype=int))
-    df.insert(0, "id", np.asarray(ids, dtype=np.int64))
+    df.insert(0, "id", as_id_text(ids))
     return df
 
 
 def read_probs(path: str | Path) -> pd.DataFrame:
-    """Read an oof/val/submission file written by this module.
+    """Read an oof/val/submission file written by this module (ids as the file's text).
 
     Raises:
         FileNotFoundError / DataError: naming the file (missing, empty or not a CSV).
@@ -161,7 +181,7 @@ def read_probs(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        return pd.read_csv(path)
+        return read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a readable CSV ({str(err).strip()})") from None
 
@@ -177,45 +197,6 @@ def write_outputs(out_dir: str | Path, *, test_ids: Sequence[int] | None,
     save_json(out / "metrics.json", metrics)
     if test_ids is not None:  # last: a submission.csv means the whole run completed
         submission.write(test_ids, test_probs, out / "submission.csv")
-    return out
-
-
-# What a run may leave in OUT_DIR; `prepare_out_dir` moves a previous run's copies aside.
-RUN_OUTPUTS = ("submission.csv", "oof.csv", "val.csv", "metrics.json", "predict.json",
-               "report.md", "report.json", "weights.json", "calibration.json", "model")
-PREVIOUS = "previous"
-
-
-def prepare_out_dir(out_dir: str | Path, outputs: Sequence[str] = RUN_OUTPUTS) -> Path:
-    """Make OUT_DIR ready for a run, before any work: create it, check it is writable, and move
-    what a previous run left (`outputs` that exist) into OUT_DIR/previous/ (replacing an older
-    one), so a stale submission.csv never looks like this run's. Temporaries of a killed run
-    are deleted.
-
-    Raises:
-        OSError: OUT_DIR cannot be created or written (the message names it).
-    """
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / ".write_test", "")
-        (out / ".write_test").unlink()
-    except OSError as err:
-        raise OSError(err.errno, f"OUT_DIR is not writable ({err.strerror})", str(out)) from None
-    for leftover in filter(is_temporary, out.iterdir()):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
-        else:
-            leftover.unlink()
-    stale = [out / name for name in outputs if (out / name).exists()]
-    if stale:
-        previous = out / PREVIOUS
-        shutil.rmtree(previous, ignore_errors=True)
-        previous.mkdir()
-        for path in stale:
-            os.replace(path, previous / path.name)
-        log.warning("%s: moved the previous run's %s into %s", out, [p.name for p in stale],
-                    previous)
     return out
 
 

@@ -1,5 +1,8 @@
 """Writing and checking `submission.csv`: exactly the test ids, in order, rows summing to 1.
 
+Ids are text end to end: a submission carries the test file's id strings exactly (`007`,
+`1e3`, ids beyond 2^63), compared as text.
+
 Probabilities are validated before anything is normalised: a row must be finite, non-negative
 and sum to 1 within `SUM_TOL` (rounding); only such rows are renormalised. [-1, -1, -2], NaN
 or [5, 0, 0] are a `SubmissionError` naming the file and the row id, never a silent fix.
@@ -13,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
-from .data import LABEL_COLS
+from .tables import LABEL_COLS, as_id_text, is_integer_text, read_csv
 
 SUBMISSION_COLS = ("id",) + LABEL_COLS
 SUM_TOL = 1e-3  # rows summing to 1 +- this are rounding; they are renormalised on write
@@ -42,37 +45,39 @@ def check_probs(ids: Sequence, probs: np.ndarray, name: str = "submission") -> n
     return p
 
 
-def _int_ids(ids, name: str) -> np.ndarray:
-    values = pd.Series(np.asarray(ids, dtype=object))
-    numeric = pd.to_numeric(values, errors="coerce")
-    bad = numeric.isna() | (numeric != numeric.round())
-    if bad.any():
-        raise SubmissionError(f"{name}: column 'id': {values[bad].iloc[0]!r} is not an integer "
-                              f"id ({int(bad.sum())} such row(s))")
-    return numeric.to_numpy().astype(np.int64)
+def _id_text(ids, name: str) -> np.ndarray:
+    """The ids as text (`tables.as_id_text`), each an integer-valued number, or
+    `SubmissionError` naming the first bad one."""
+    text = as_id_text(ids)
+    bad = [i for i, t in enumerate(text) if not is_integer_text(t)]
+    if bad:
+        raise SubmissionError(f"{name}: column 'id': {text[bad[0]]!r} is not an integer id "
+                              f"({len(bad)} such row(s))")
+    return text
 
 
-def to_frame(ids: Sequence[int], probs: np.ndarray, name: str = "submission") -> pd.DataFrame:
+def to_frame(ids: Sequence, probs: np.ndarray, name: str = "submission") -> pd.DataFrame:
     """Probabilities (n, 3) for `ids` as a submission frame, validated (`check_probs`), then
-    renormalised (rounding only)."""
+    renormalised (rounding only). The ids are written as given (text stays text)."""
     p = check_probs(ids, probs, name)
     df = pd.DataFrame(p / p.sum(axis=1, keepdims=True), columns=list(LABEL_COLS))
-    df.insert(0, "id", _int_ids(ids, name))
+    df.insert(0, "id", _id_text(ids, name))
     return df
 
 
-def validate(sub: pd.DataFrame, test_ids: Sequence[int] | None, name: str = "submission"
+def validate(sub: pd.DataFrame, test_ids: Sequence | None, name: str = "submission"
              ) -> pd.DataFrame:
-    """Raise `SubmissionError` unless `sub` holds valid rows with unique integer ids, and
-    exactly `test_ids` in order when they are given."""
+    """Raise `SubmissionError` unless `sub` holds valid rows with unique integer-valued ids,
+    and exactly `test_ids` in order when they are given. Ids compare as text (`007` is not
+    `7`); numbers given by a caller compare as their decimal text."""
     if list(sub.columns) != list(SUBMISSION_COLS):
         raise SubmissionError(f"{name}: columns {list(sub.columns)} != {list(SUBMISSION_COLS)}")
-    ids = _int_ids(sub["id"], name)
+    ids = _id_text(sub["id"], name)
     if test_ids is not None:
-        want = np.asarray(test_ids)
+        want = as_id_text(test_ids)
         if len(ids) != len(want) or not (ids == want).all():
-            missing = sorted(set(want.tolist()) - set(ids.tolist()))[:5]
-            extra = sorted(set(ids.tolist()) - set(want.tolist()))[:5]
+            missing = [i for i in want.tolist() if i not in set(ids.tolist())][:5]
+            extra = [i for i in ids.tolist() if i not in set(want.tolist())][:5]
             raise SubmissionError(f"{name}: ids differ from the test ids in order ({len(ids)} "
                                   f"rows vs {len(want)}; missing {missing}, extra {extra})")
     dup = pd.Series(ids)[pd.Series(ids).duplicated()]
@@ -83,7 +88,7 @@ def validate(sub: pd.DataFrame, test_ids: Sequence[int] | None, name: str = "sub
     return sub
 
 
-def write(ids: Sequence[int], probs: np.ndarray, path: str | Path) -> Path:
+def write(ids: Sequence, probs: np.ndarray, path: str | Path) -> Path:
     """Validate and write a submission CSV atomically (whole or not at all); returns its path."""
     sub = validate(to_frame(ids, probs, str(path)), ids, str(path))
     path = Path(path)
@@ -92,8 +97,8 @@ def write(ids: Sequence[int], probs: np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def read(path: str | Path, test_ids: Sequence[int] | None = None) -> pd.DataFrame:
-    """Read and validate a submission (against `test_ids` when given).
+def read(path: str | Path, test_ids: Sequence | None = None) -> pd.DataFrame:
+    """Read and validate a submission (against `test_ids` when given); ids as the file's text.
 
     Raises:
         FileNotFoundError, SubmissionError: naming the file (and the row id where there is one).
@@ -102,7 +107,7 @@ def read(path: str | Path, test_ids: Sequence[int] | None = None) -> pd.DataFram
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        sub = pd.read_csv(path)
+        sub = read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise SubmissionError(f"{path}: not a readable CSV ({str(err).strip()})") from None
     return validate(sub, test_ids, str(path))

@@ -11,7 +11,7 @@ import pandas as pd
 import xgboost
 from tqdm.auto import tqdm
 
-from . import data, features, postrules, runs, splits
+from . import data, features, labels, postrules, resume, runs, splits
 from .configs.xgb import XGBConfig
 
 log = logging.getLogger("lmsys_pref")
@@ -28,21 +28,43 @@ def booster_params(cfg: XGBConfig) -> dict[str, Any]:
 
 
 class Features:
-    """Features of rows and of their swapped copies, built once and sliced per fold."""
+    """Features of rows and of their swapped copies, built once and sliced per fold.
 
-    def __init__(self, df: pd.DataFrame, with_swap: bool = True):
-        both = features.build(pd.concat([df, data.swap(df)], ignore_index=True)
-                              if with_swap else df.reset_index(drop=True))
-        self.orig, self.swapped = both.iloc[: len(df)], both.iloc[len(df):]
-        self.labels = df["label"].to_numpy() if "label" in df else None
+    `extra` rows (`extra_train`) follow the rows, at positions `self.extra`: every training
+    matrix gets them (`with_extra`), no fold ever scores them.
+    """
+
+    def __init__(self, df: pd.DataFrame, with_swap: bool = True,
+                 extra: pd.DataFrame | None = None):
+        rows = df if extra is None else pd.concat([df, extra], ignore_index=True)
+        both = features.build(pd.concat([rows, data.swap(rows)], ignore_index=True)
+                              if with_swap else rows.reset_index(drop=True))
+        self.orig, self.swapped = both.iloc[: len(rows)], both.iloc[len(rows):]
+        self.labels = rows["label"].to_numpy() if "label" in rows else None
+        self.targets = None if self.labels is None else labels.targets(rows) \
+            if set(data.LABEL_COLS) <= set(rows.columns) else data.onehot(self.labels)
+        self.n, self.extra = len(df), np.arange(len(df), len(rows))
+
+    def with_extra(self, rows: np.ndarray) -> np.ndarray:
+        """`rows` and every extra row: what a booster trains on."""
+        return np.concatenate([rows, self.extra])
 
     def matrix(self, rows: np.ndarray, swap_augment: bool) -> xgboost.DMatrix:
         """Training matrix of `rows` (plus their swapped copies, labels swapped)."""
-        X, y = self.orig.iloc[rows], None if self.labels is None else self.labels[rows]
+        X, t = self.orig.iloc[rows], None if self.targets is None else self.targets[rows]
         if swap_augment:
             X = pd.concat([X, self.swapped.iloc[rows]])
-            y = None if y is None else np.concatenate([y, np.array([1, 0, 2])[y]])
-        return xgboost.DMatrix(X, y)
+            t = None if t is None else np.concatenate([t, data.swap(t)])
+        return weighted_matrix(X, t)
+
+
+def weighted_matrix(X: pd.DataFrame, targets: np.ndarray | None) -> xgboost.DMatrix:
+    """A DMatrix of one-hot rows as they are; with soft labels every row as three copies, one
+    per class, weighted by its probability (zero-weight copies left out)."""
+    if targets is None or np.isin(targets, (0, 1)).all():
+        return xgboost.DMatrix(X, None if targets is None else targets.argmax(1))
+    pos, cls = np.nonzero(targets > 0)
+    return xgboost.DMatrix(X.iloc[pos], cls, weight=targets[pos, cls])
 
 
 def train_booster(cfg: XGBConfig, feats: Features, rows: np.ndarray,
@@ -59,10 +81,12 @@ def train_booster(cfg: XGBConfig, feats: Features, rows: np.ndarray,
         fit_pos, stop_pos = splits.holdout(feats.labels[rows], 0.15, cfg.seed,
                                          groups=None if groups is None else groups[rows])
         stop = feats.matrix(rows[stop_pos], False)
-        return xgboost.train(params, feats.matrix(rows[fit_pos], cfg.swap_augment),
+        return xgboost.train(params, feats.matrix(feats.with_extra(rows[fit_pos]),
+                                                  cfg.swap_augment),
                              cfg.n_estimators, evals=[(stop, "stop")],
                              early_stopping_rounds=cfg.early_stopping_rounds, verbose_eval=False)
-    return xgboost.train(params, feats.matrix(rows, cfg.swap_augment), rounds or cfg.n_estimators)
+    return xgboost.train(params, feats.matrix(feats.with_extra(rows), cfg.swap_augment),
+                         rounds or cfg.n_estimators)
 
 
 def predict_booster(booster: xgboost.Booster, feats: Features, rows: np.ndarray | None = None,
@@ -89,9 +113,9 @@ def cross_validate(cfg: XGBConfig, feats: Features, groups: np.ndarray | None = 
 
     `groups` (`splits.fold_groups`) keep the rows of one group inside one fold.
     """
-    oof = np.zeros((len(feats.orig), 3))
+    oof = np.zeros((feats.n, 3))  # extra rows train every fold, never scored
     best = []
-    folds = splits.kfold(feats.labels, cfg.n_folds, cfg.seed, groups=groups)
+    folds = splits.kfold(feats.labels[:feats.n], cfg.n_folds, cfg.seed, groups=groups)
     for tr, va in tqdm(folds, desc="xgb folds"):
         booster = train_booster(cfg, feats, tr, groups=groups)
         oof[va] = predict_booster(booster, feats, va, cfg.tta)
@@ -99,6 +123,7 @@ def cross_validate(cfg: XGBConfig, feats: Features, groups: np.ndarray | None = 
     return oof, best
 
 
+@runs.holds_out_dir  # one run per OUT_DIR, never DATA_DIR
 def fit(cfg: XGBConfig) -> dict:
     """Train the XGBoost baseline and write the run folder (see `lmsys_pref.runs`).
 
@@ -107,9 +132,11 @@ def fit(cfg: XGBConfig) -> dict:
     """
     t0 = time.time()
     out = runs.prepare_out_dir(cfg.out_dir)  # writable, no stale outputs: before any work
-    train, test = data.load_competition(cfg.data_dir, lenient=cfg.lenient,
-                                        max_train_rows=cfg.max_train_rows)
-    feats = Features(train, with_swap=cfg.swap_augment or cfg.tta == "swap")
+    rows = labels.load_training(cfg)  # + extra_train rows: checked and deduplicated
+    train, test = rows.train, rows.test
+    data.check_n_folds(train, cfg.n_folds, str(data.find_file(cfg.data_dir, "train")),
+                       cfg.group_by)
+    feats = Features(train, with_swap=cfg.swap_augment or cfg.tta == "swap", extra=rows.extra)
     oof, oof_frame, best, rounds = None, None, [], None
     if cfg.n_folds > 1:
         oof, best = cross_validate(cfg, feats, splits.fold_groups(train, cfg.group_by))
@@ -122,10 +149,12 @@ def fit(cfg: XGBConfig) -> dict:
     test_probs = None if test is None else predict_booster(
         booster, Features(test, cfg.tta == "swap"), tta=cfg.tta)
     scored = oof is not None  # with n_folds <= 1 no row is scored out of fold: null scores
-    result = runs.run_metrics(
-        train["label"] if scored else None, oof, eval="oof" if scored else None,
-        n_train=len(train), n_test=0 if test is None else len(test), seconds=time.time() - t0,
-        n_eval=len(train) if scored else 0, n_folds=cfg.n_folds, fold_rounds=best)
+    hard, soft = labels.scored(train, oof) if scored else (np.zeros(len(train), bool), {})
+    result = runs.run_metrics(  # headline: the one-hot rows; soft rows as soft_log_loss
+        train["label"][hard] if hard.any() else None, oof[hard] if hard.any() else None,
+        eval="oof" if scored else None, n_train=len(train),
+        n_test=0 if test is None else len(test), seconds=time.time() - t0,
+        n_eval=int(hard.sum()), n_folds=cfg.n_folds, fold_rounds=best, **soft, **rows.report())
     runs.write_outputs(out, test_ids=None if test is None else test["id"],
                        test_probs=test_probs, metrics=result, oof=oof_frame)
     log.info("xgb: cv log loss %s, %.0fs", result["log_loss"], result["seconds"])
@@ -138,7 +167,8 @@ def save(booster: xgboost.Booster, cfg: XGBConfig, model_dir: str | Path) -> Pat
     model_dir.mkdir(parents=True, exist_ok=True)
     booster.save_model(model_dir / BOOSTER)
     runs.write_model_meta(model_dir, "xgb", cfg.to_dict(),
-                          feature_names=list(booster.feature_names or []))
+                          feature_names=list(booster.feature_names or []),
+                          inputs=resume.input_digests(cfg, test=True))  # what it was fit on
     return model_dir
 
 
@@ -165,9 +195,22 @@ def load_predictor(model_dir: str | Path, **overrides: Any) -> XGBPredictor:
     meta = runs.read_model_meta(model_dir)
     cfg = XGBConfig.from_dict(meta["config"])
     known = {k: v for k, v in overrides.items() if k in XGBConfig.field_names()}
+    return XGBPredictor(load_booster(model_dir / BOOSTER), cfg.replace(**known))
+
+
+def load_booster(path: Path) -> xgboost.Booster:
+    """A saved booster; a missing, cut-off or corrupt file is one line naming it (XGBoost's own
+    error carries a C++ stack trace)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (the model folder is incomplete)")
     booster = xgboost.Booster()
-    booster.load_model(model_dir / BOOSTER)
-    return XGBPredictor(booster, cfg.replace(**known))
+    try:
+        booster.load_model(path)
+    except xgboost.core.XGBoostError as err:
+        reason = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), "")
+        raise data.DataError(f"{path}: not a readable XGBoost model, cut off or corrupt "
+                             f"({reason[:160]})") from None
+    return booster
 
 
 def plot_importance(run_dir: str | Path, top: int = 20):

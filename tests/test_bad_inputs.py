@@ -31,7 +31,23 @@ CASES = [
     ("train_header_only", "train", 1, ["train.csv", "no data rows"]),
     ("train_broken_json", "train", 1, ["train.csv", "row id 108", "'prompt'", "JSON"]),
     ("train_not_onehot", "train", 1, ["train.csv", "row id 103", "one-hot"]),
-    ("train_duplicate_ids", "train", 1, ["train.csv", "duplicate id(s) [109]", "'id'"]),
+    ("train_duplicate_ids", "train", 1, ["train.csv", "duplicate id(s) ['109']", "'id'"]),
+    # issue 20: shapes that were quietly reshaped, cut rows, cut model files
+    ("train_object_turn", "train", 1, ["train.csv", "row id 105", "'prompt'", "turn 0",
+                                       "JSON object", "string or null"]),
+    ("test_number_turn", "predict", 1, ["test.csv", "row id 203", "'response_a'", "turn 1",
+                                        "JSON number"]),
+    ("train_duplicate_header", "train", 1, ["train.csv", "['prompt']", "more than once"]),
+    ("train_cut_last_row", "train", 1, ["train.csv", "row id 112", "cut off", "7 of 9",
+                                        "'winner_model_b'"]),
+    ("test_cut_last_row", "predict", 1, ["test.csv", "row id 204", "cut off", "quoted field"]),
+    ("test_cut_last_row", "train", 1, ["test.csv", "row id 204", "cut off"]),
+    ("model_cut_booster", "predict_with_model", 1, ["booster.json",
+                                                    "not a readable XGBoost model"]),
+    ("model_cut_adapter", "predict_with_model", 1, ["adapter_model.safetensors", "cut off"]),
+    ("model_cut_adapter_config", "predict_with_model", 1, ["adapter_config.json",
+                                                           "not valid JSON"]),
+    ("model_cut_tokenizer", "predict_with_model", 1, ["tokenizer.json", "not valid JSON"]),
     ("test_header_only", "train", 1, ["test.csv", "no data rows"]),
     ("test_header_only", "predict", 1, ["test.csv", "no data rows"]),
     ("test_missing_column", "train", 1, ["test.csv", "missing column(s) ['response_b']"]),
@@ -50,12 +66,23 @@ CASES = [
     ("_base", "train -p tta both", 2, ["'tta'", "'both'", "'none', 'swap'"]),
     ("_base", "train -p n_fold 2", 2, ["unknown parameter(s) ['n_fold']"]),
     ("_base", "train --preset nope", 2, ["unknown preset 'nope'"]),
+    ("_base", "train -p n_estimators -5", 2, ["'n_estimators'", "-5", "out of range", ">= 1"]),
+    ("_base", "train -p max_train_rows -5", 2, ["'max_train_rows'", "out of range", ">= 0"]),
+    ("_base", "train -p n_folds -3", 2, ["'n_folds'", "-3", "out of range"]),
+    ("_base", "train -p learning_rate inf", 2, ["'learning_rate'", "inf", "finite", "> 0"]),
+    ("_base", "train -p subsample 2", 2, ["'subsample'", "2.0", "in (0, 1]"]),
+    ("_base", "train -p n_folds 500", 1, ["train.csv", "n_folds 500", "class", "of 12 rows"]),
+    ("_base", "train out_is_data", 2, ["out_dir", "is the data_dir"]),
+    ("_base", "predict out_is_data", 2, ["out_dir", "is the data_dir"]),
+    ("_base", "predict out_is_model", 2, ["out_dir", "is the model_dir"]),
+    ("_base", "blend out_is_run", 2, ["out_dir", "is the run_dirs"]),
+    ("_base", "blend out_holds_run", 2, ["out_dir", "contains the run_dirs"]),
     ("_base", "train out_under_file", 1, ["OUT_DIR is not writable", "out"]),
     ("_base", "predict out_under_file", 1, ["out"]),
     ("_base", "blend missing_run", 1, ["no_such_run", "no such run folder"]),
 ]
 WORKING = ["test_null_turn", "test_empty_list", "test_lone_surrogate", "test_long_answer",
-           "test_bom_crlf", "test_parquet"]
+           "test_bom_crlf", "test_parquet", "test_uneven_turns", "test_text_ids"]
 
 
 def materialise(case: str, tmp_path: Path) -> Path:
@@ -96,6 +123,13 @@ def command(spec: str, case_dir: Path, out: Path, model_dir: Path, good_run: Pat
     if "out_under_file" in extra:
         (out.parent / "a_file").write_text("x")
         out, extra = out.parent / "a_file" / "out", []
+    if "out_is_data" in extra:
+        out, extra = case_dir, []
+    if "out_is_model" in extra:
+        out, extra = model_dir, []
+    if "out_is_run" in extra or "out_holds_run" in extra:
+        return ["blend", "--runs", str(good_run), str(good_run), "--out-dir",
+                str(good_run if "out_is_run" in extra else good_run.parent)]
     if verb == "train":
         return ["train", "xgb", "--data-dir", str(case_dir), "--out-dir", str(out), *TINY, *extra]
     if verb == "predict":
@@ -136,9 +170,10 @@ def test_bad_input_ends_in_one_named_line(case, spec, code, fragments, tmp_path,
 def test_quirky_test_files_are_scored(case, tmp_path, capsys, model_dir):
     case_dir = materialise(case, tmp_path)
     assert cli.main(command("predict", case_dir, tmp_path / "out", model_dir, None)) == 0
-    test = data.load_split(data.find_file(case_dir, "test"))
-    sub = pd.read_csv(tmp_path / "out" / "submission.csv")
-    assert sub["id"].tolist() == test["id"].tolist() == [201, 202, 203, 204]
+    path = data.find_file(case_dir, "test")
+    raw = pd.read_csv(path, dtype=str) if path.suffix == ".csv" else pd.read_parquet(path)
+    sub = pd.read_csv(tmp_path / "out" / "submission.csv", dtype={"id": str})
+    assert sub["id"].tolist() == raw["id"].astype(str).tolist()  # the file's id text, in order
     assert np.allclose(sub.iloc[:, 1:].sum(1), 1)
 
 
@@ -158,7 +193,7 @@ def test_n_folds_zero_final_fit_only(tmp_path):
     m = xgb.fit(XGBConfig(data_dir=str(CORPUS / "_base"), out_dir=str(out), n_folds=0,
                           n_estimators=5))
     assert m["log_loss"] is None and m["n_train"] == 12 and m["n_test"] == 4
-    assert pd.read_csv(out / "submission.csv")["id"].tolist() == [201, 202, 203, 204]
+    assert pd.read_csv(out / "submission.csv")["id"].tolist() == [201, 202, 203, 204]  # ints
     assert not (out / "oof.csv").exists()
     assert report.write_report(out).read_text().startswith("# Report: run")
     assert xgb.load_predictor(out).predict_proba(

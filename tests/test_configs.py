@@ -54,7 +54,7 @@ def test_lm_values_are_converted(field, text, expected):
     (LMConfig, "lora_init", "olora", ["'lora_init'", "pissa_niter_<n>"]),
     (LMConfig, "random_init", "[1, 2]", ["'random_init'", "dict"]),
     (LMConfig, "model_id", True, ["'model_id'", "str"]),
-    (PredictConfig, "max_length", "long", ["'max_length'", "int or null"]),
+    (PredictConfig, "max_length", "long", ["'max_length'", "int >= 1 or null"]),
     (PredictConfig, "tta", "both", ["'tta'", "swap_device or null"]),
     (BiasConfig, "tta_modes", "none,flip", ["tta_modes", "'flip'"]),
 ])
@@ -109,7 +109,7 @@ def test_encoder_docstrings_override_inherited_ones():
     assert docs["objective"].startswith("'mse' = regression")
     assert docs["layout"] == {r.name: r.doc for r in field_table(LMConfig)}["layout"]
     types = {r.name: r.type for r in field_table(LMConfig)}
-    assert types["dtype"] == "one of: auto, fp32, bf16, fp16" and types["lora_r"] == "int"
+    assert types["dtype"] == "one of: auto, fp32, bf16, fp16" and types["lora_r"] == "int >= 0"
 
 
 def test_train_help_lists_every_field_with_type_default_and_doc(capsys):
@@ -117,7 +117,7 @@ def test_train_help_lists_every_field_with_type_default_and_doc(capsys):
     out = capsys.readouterr().out
     for row in field_table(LMConfig):
         assert f"  {row.name}  ({row.type}; default " in out
-    assert "max_length  (int; default 2048)" in out  # the gemma2-2b preset's value
+    assert "max_length  (int >= 1; default 2048)" in out  # the gemma2-2b preset's value
     assert "truncation_side  (one of: right, left; default 'right')" in out
     for doc in ("LoRA rank; 0 = no adapter", "Share max_length between prompt and answers",
                 "'right' keeps the start of each part", "Padded tokens per inference batch"):
@@ -126,9 +126,9 @@ def test_train_help_lists_every_field_with_type_default_and_doc(capsys):
 
 def test_help_of_other_baselines_and_bias(capsys):
     assert cli.main(["train", "xgb", "--help"]) == 0
-    assert "n_folds  (int; default 5)" in capsys.readouterr().out
+    assert "n_folds  (int >= 0; default 5)" in capsys.readouterr().out
     assert cli.main(["train", "roberta", "--preset", "minilm", "--help"]) == 0
-    assert "max_length  (int; default 256)" in capsys.readouterr().out
+    assert "max_length  (int >= 1; default 256)" in capsys.readouterr().out
 
 
 def test_bias_help_lists_fields(capsys):
@@ -165,3 +165,58 @@ def test_configs_and_core_import_no_torch():
             "lmsys_pref.runs, lmsys_pref.blend, lmsys_pref.xgb, lmsys_pref.cli, "
             "lmsys_pref.notebooks; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("cls, field, value, bound", [
+    (XGBConfig, "n_estimators", "-5", "an integer >= 1"),   # was: zero trees, exit 0
+    (XGBConfig, "max_train_rows", "-5", "an integer >= 0"),  # was: one row short
+    (LMConfig, "max_test_rows", "-1", "an integer >= 0"),
+    (XGBConfig, "n_folds", "-3", "an integer >= 0"),        # was: treated as 0
+    (XGBConfig, "learning_rate", "inf", "a finite number > 0"),  # was: CV, then a broken model
+    (XGBConfig, "learning_rate", "0", "a finite number > 0"),
+    (XGBConfig, "subsample", "2", "in (0, 1]"),             # was: an XGBoost error in a cell
+    (XGBConfig, "colsample_bytree", "0", "in (0, 1]"),
+    (XGBConfig, "reg_lambda", "-1", ">= 0"),
+    (XGBConfig, "seed", "-1", "in [0, 4294967295]"),
+    (LMConfig, "val_frac", "1", "in (0, 1)"),
+    (LMConfig, "lora_dropout", "1", "in [0, 1)"),
+    (LMConfig, "warmup_ratio", "-0.1", "in [0, 1)"),
+    (LMConfig, "batch_size", "0", ">= 1"),
+    (LMConfig, "max_steps", "-2", ">= -1"),
+    (LMConfig, "epochs", "-inf", "> 0"),
+    (EncoderConfig, "grad_accum", "0", ">= 1"),
+    (PredictConfig, "token_budget", "0", "an integer >= 1"),
+    (BiasConfig, "max_rows", "-1", ">= 0"),
+])
+def test_out_of_range_values_stop_when_the_config_is_built(cls, field, value, bound):
+    for build in (lambda: cls.from_dict({field: value}),
+                  lambda: cls().replace(**{field: value})):
+        with pytest.raises(ConfigError) as err:
+            build()
+        assert f"{cls.__name__}: parameter {field!r}" in str(err.value)
+        assert "out of range" in str(err.value) and bound in str(err.value)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_every_numeric_field_has_its_range_in_the_dataclass(cls):
+    import types
+    import typing
+
+    from lmsys_pref.configs.fields import Bounds, type_hints
+
+    def bounded(tp) -> bool:
+        if typing.get_origin(tp) is typing.Annotated:
+            return any(isinstance(m, Bounds) for m in typing.get_args(tp)[1:])
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            return all(bounded(a) for a in typing.get_args(tp) if a is not type(None))
+        return tp not in (int, float)
+
+    unbounded = [n for n, tp in type_hints(cls).items() if not bounded(tp)]
+    assert unbounded == [], f"give these fields a range (configs.fields.Bounds): {unbounded}"
+
+
+def test_ranges_show_in_help_and_defaults_are_in_range():
+    types = {r.name: r.type for r in field_table(XGBConfig)}
+    assert types["subsample"] == "float in (0, 1]" and types["learning_rate"] == "float > 0"
+    for cls in CLASSES:
+        cls()  # every default satisfies its own range

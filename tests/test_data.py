@@ -85,7 +85,7 @@ def test_parquet_round_trip(tmp_path, quirks_dir):
 
 def test_empty_cell_reads_as_no_turns_and_is_logged(tmp_path, caplog):
     df = data.load_split(write_csv(tmp_path, [row(1), row(8, b="")]))
-    assert df.loc[1, "response_b"] == [] and "ids [8]" in caplog.text
+    assert df.loc[1, "response_b"] == [] and "ids ['8']" in caplog.text
 
 
 def test_labels_and_onehot_round_trip(quirks_dir):
@@ -198,3 +198,85 @@ def test_real_rows_sharing_a_prompt_never_straddle_a_split(arena_dir):
         for _, va in folds + [holdout]:
             assert abs(len(va) - 300) <= 10  # a fifth, give or take a group
             np.testing.assert_allclose(np.bincount(y[va], minlength=3) / len(va), share, atol=0.03)
+
+
+@pytest.mark.parametrize("cell, kind, turn", [
+    ('[{"role": "user", "content": "hi"}]', "JSON object", 0),
+    ('["fine", 5]', "JSON number", 1),
+    ('["a", ["nested"]]', "JSON array", 1),
+    ('["a", "b", true]', "JSON boolean", 2),
+])
+def test_a_turn_that_is_not_a_string_is_named(tmp_path, cell, kind, turn, caplog):
+    path = write_csv(tmp_path, [row(1), row(42, prompt=cell)])
+    with pytest.raises(data.DataError) as err:
+        data.load_split(path)
+    assert str(err.value).startswith(f"{path}: row id 42, column 'prompt', turn {turn}: a {kind}")
+    assert "expected a string or null" in str(err.value)
+    lenient = data.load_split(path, lenient=True)  # kept as its JSON text, logged
+    assert lenient.loc[1, "prompt"][turn] == json.dumps(json.loads(cell)[turn])
+    assert "repaired 1 row(s) in column 'prompt': ids ['42']" in caplog.text
+
+
+def test_uneven_turn_counts_are_reported_and_evened_out_for_every_layout(tmp_path, caplog):
+    from lmsys_pref import features
+
+    rows = [row(1), row(2, prompt='["q1", "q2", "q3"]', a='["a1", "a2"]', b='["b1", "b2", "b3"]'),
+            row(3, prompt='["q1", "q2"]', a='["a1", "a2"]', b="[]"),  # an empty answer: kept
+            row(4, prompt='["q1"]', a='["a1", "a2"]', b='["b1"]')]
+    df = data.load_split(write_csv(tmp_path, rows))
+    assert "2 row(s) whose prompt and answers have different turn counts (ids ['2', '4'])" in \
+        caplog.text
+    assert df.loc[1, "response_a"] == ["a1", "a2", ""]
+    assert df.loc[3, "prompt"] == ["q1", ""] and df.loc[3, "response_b"] == ["b1", ""]
+    assert df.loc[2, "response_b"] == []
+    flags = features.build(df)  # features, prompt layouts and probes see the same turn counts
+    assert flags.loc[1, ["p_turns", "a_turns", "b_turns", "a_empty_turns"]].tolist() == \
+        [3, 3, 3, 1]
+    for col in data.TEXT_COLS:
+        assert df[col].map(len).tolist()[:2] + [len(df.loc[3, col])] == [1, 3, 2]
+
+
+def test_a_repeated_header_name_is_an_error(tmp_path):
+    path = tmp_path / "train.csv"
+    text = write_csv(tmp_path, [row(1)]).read_text().splitlines()
+    path.write_text(text[0].replace("model_b", "response_a") + "\n" + text[1] + "\n")
+    with pytest.raises(data.DataError, match=r"column name\(s\) \['response_a'\] appear more "
+                                             "than once in the header"):
+        data.load_split(path)
+
+
+@pytest.mark.parametrize("cut, what", [
+    (-12, "ends inside a quoted field"),  # mid-answer
+    (-2, "ends after 8 of 9 columns, before column 'winner_tie'"),  # right after a comma
+    (-4, "ends after 7 of 9 columns, before column 'winner_model_b'"),
+])
+def test_a_cut_last_row_is_an_error_unless_lenient(tmp_path, cut, what):
+    path = write_csv(tmp_path, [row(1), row(2, b='["a long enough answer"]', label=(0, 1, 0))])
+    text = path.read_text()
+    path.write_text(text[:cut])
+    with pytest.raises(data.DataError) as err:
+        data.load_split(path)
+    assert str(err.value).startswith(f"{path}: row id 2 (line 3) is cut off") and what in \
+        str(err.value)
+    assert data.load_split(path, lenient=True)["id"].tolist() == ["1"]  # dropped, logged
+    path.write_text(text.rstrip("\n"))  # complete, only without the final newline: fine
+    assert data.load_split(path)["id"].tolist() == ["1", "2"]
+
+
+def test_ids_are_text_from_csv_and_parquet(tmp_path):
+    path = write_csv(tmp_path, [row("007"), row("1e3"), row("18446744073709551617")])
+    assert data.load_split(path)["id"].tolist() == ["007", "1e3", "18446744073709551617"]
+    frame = pd.read_csv(write_csv(tmp_path, [row(5), row(6)], "t.csv"))  # int64 ids
+    frame.to_parquet(tmp_path / "t.parquet")
+    assert data.load_split(tmp_path / "t.parquet")["id"].tolist() == ["5", "6"]
+
+
+def test_n_folds_is_checked_against_each_class_and_the_prompts(tmp_path):
+    df = data.load_split(write_csv(tmp_path, [row(i, label=(1, 0, 0) if i % 2 else (0, 1, 0))
+                                              for i in range(1, 9)]))
+    with pytest.raises(data.DataError, match="class 'tie' \\(winner_tie\\) has 0 of 8 rows"):
+        data.check_n_folds(df, 2, "train.csv")
+    data.check_n_folds(df, 1, "train.csv")  # a holdout or final fit only: nothing to check
+    df.loc[:, "label"] = [0, 1, 2, 0, 1, 2, 0, 1]
+    with pytest.raises(data.DataError, match="needs at least 2 distinct prompts; the file has 1"):
+        data.check_n_folds(df, 2, "train.csv", group_by="prompt")

@@ -2,6 +2,8 @@
 dtype and attention kernel per device, no copies of quantized models."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from transformers import TrainingArguments
@@ -67,14 +69,20 @@ def test_attention_choice_per_device(monkeypatch):
     assert precision.choose_attention("auto", conf, "cuda:0") is None  # library default, SDPA
 
 
-def gemma_logits(attn: str, dtype: str) -> torch.Tensor:
-    """Logits of a tiny Gemma-2 whose attention soft-capping really bites (cap 0.5)."""
+def gemma_logits(attn: str, dtype: str, cap: float | None = 0.5, sharpen: float = 1.0
+                 ) -> torch.Tensor:
+    """Logits of a tiny Gemma-2 whose attention soft-capping really bites (cap 0.5);
+    `sharpen` scales the query and key weights (larger scores)."""
     cfg = LMConfig.from_preset("tiny-gemma2", dtype=dtype, attn_implementation=attn,
                                random_init={**LMConfig.from_preset("tiny-gemma2").random_init,
-                                            "attn_logit_softcapping": 0.5})
+                                            "attn_logit_softcapping": cap})
     tok = models.load_tokenizer(cfg.model_id)
     model = models.load_base(cfg, tok, "cpu")
-    assert model.config._attn_implementation == attn
+    assert model.config._attn_implementation == attn.replace("_nocap", "")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                p.mul_(sharpen)
     torch.nn.init.normal_(model.score.weight, std=0.5, generator=torch.Generator().manual_seed(0))
     rows = [tok("a cat sat on the mat " * k)["input_ids"] for k in (2, 5, 11)]
     ids, mask = collate(rows, tok.pad_token_id, "cpu")
@@ -120,3 +128,107 @@ def test_a_quantized_model_is_never_deep_copied_to_another_device():
     with pytest.raises(ValueError, match="load one replica per device"):
         devices.replicate(model, [torch.device("cpu"), torch.device("meta")])
     assert devices.replicate(model, [torch.device("cpu")] * 2) == [model, model]
+
+
+def test_flash_attn_without_soft_capping_is_never_chosen(monkeypatch):
+    """flash-attn < 2.6 has no `softcap`: `auto` must fall back to flex_attention."""
+    gemma = LMConfig.from_preset("tiny-gemma2")
+    conf = models._base_config(gemma, models.load_tokenizer(gemma.model_id), None, None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(precision.importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "flash_attn" else None)
+    for version, want in (("2.5.9", "flex_attention"), ("2.6.3", "flash_attention_2"),
+                          ("3.0.0b1", "flash_attention_2")):
+        monkeypatch.setattr(precision.importlib.metadata, "version", lambda name: version)
+        assert precision.choose_attention("auto", conf, "cuda:0") == want, version
+
+
+def test_sdpa_nocap_drops_the_soft_cap_only_when_asked():
+    gemma = LMConfig.from_preset("tiny-gemma2")
+    conf = models._base_config(gemma, models.load_tokenizer(gemma.model_id), None, None)
+    assert precision.choose_attention("auto", conf, "cpu") != precision.NOCAP  # never silent
+    nocap = gemma_logits(precision.NOCAP, "fp32", sharpen=30)
+    capped = gemma_logits("eager", "fp32", sharpen=30)
+    assert (nocap - capped).abs().max() > 1e-2  # a cap of 0.5 bites: the scores move
+    torch.testing.assert_close(nocap, gemma_logits("eager", "fp32", cap=None, sharpen=30),
+                               atol=1e-5, rtol=1e-5)  # = exact attention without the cap
+    cfg = LMConfig.from_preset("tiny-gemma2", attn_implementation=precision.NOCAP)
+    model = models.load_base(cfg, models.load_tokenizer(cfg.model_id), "cpu")
+    assert models.describe(model)["attn_implementation"] == "sdpa_nocap"
+    assert model.config.attn_logit_softcapping is None  # a saved full model reloads uncapped
+
+
+def test_pissa_on_a_quantized_base_is_refused_when_the_config_is_built():
+    from lmsys_pref.configs import ConfigError
+
+    for quant in ("4bit", "8bit"):
+        with pytest.raises(ConfigError, match="'lora_init'.*'quantization'"):
+            LMConfig.from_preset("tiny-llama", lora_init="pissa_niter_4", quantization=quant)
+    LMConfig.from_preset("tiny-llama", lora_init="pissa", quantization="none")
+    LMConfig.from_preset("tiny-llama", lora_init="default", quantization="4bit")
+
+
+def test_the_adapter_is_loaded_on_the_device_of_its_replica(tmp_path, monkeypatch):
+    """peft stages an adapter on its default device (cuda:0) unless told `torch_device`."""
+    from peft import PeftModel
+
+    cfg = LMConfig.from_preset("tiny-llama")
+    model, tok = models.build(cfg)
+    models.save(model, tok, cfg, tmp_path / "model")
+    seen, load = [], PeftModel.load_adapter
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("torch_device"))
+        return load(self, *args, **kwargs)
+
+    monkeypatch.setattr(PeftModel, "load_adapter", spy)
+    models.load_for_inference(tmp_path / "model", "cpu")
+    assert seen == ["cpu"]
+
+
+def test_several_devices_release_the_trained_model_before_loading_replicas(tmp_path,
+                                                                         monkeypatch):
+    from lmsys_pref.train import fit
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8))
+    model.is_quantized = True  # cannot move to the CPU: its memory must be dropped in place
+    held = []
+
+    class Replicas:
+        def __init__(self, model_dir, devices):
+            held.append(sum(t.numel() for t in [*model.parameters(), *model.buffers()]))
+
+        def predict_proba(self, df):
+            return np.full((len(df), 3), 1 / 3)
+
+    monkeypatch.setattr(fit.predictor, "LMPredictor", Replicas)
+    cfg = LMConfig.from_preset("tiny-llama", devices="cpu,cpu")
+    probs = fit.score_test(cfg, model, None, pd.DataFrame({"id": [1, 2]}), tmp_path)
+    assert probs.shape == (2, 3) and held == [0]
+
+
+def test_scoring_after_mixed_precision_training_equals_the_reloaded_model(tmp_path, quirks_dir,
+                                                                          monkeypatch):
+    """accelerate's autocast wrapper must not outlive training: the validation scores of the
+    trained model equal those of the saved and reloaded one (CPU bf16 autocast forced on)."""
+    from lmsys_pref import data
+    from lmsys_pref.infer import predictor
+
+    make = loop.training_args
+
+    def bf16_autocast(cfg, out_dir, device):
+        args = make(cfg, out_dir, device)
+        args.bf16, args.mixed_precision = True, "bf16"  # what a GPU run gets
+        return args
+
+    monkeypatch.setattr(loop, "training_args", bf16_autocast)
+    cfg = LMConfig.from_preset("tiny-llama", out_dir=str(tmp_path), dtype="fp32", max_steps=2,
+                               eval_steps=1, eval_rows=2)
+    df = data.load_split(quirks_dir / "train.csv", lenient=True).iloc[:12]
+    model, tok = models.build(cfg)
+    res = loop.train_one(cfg, model, tok, df.iloc[:8], df.iloc[8:], tmp_path)
+    assert "_original_forward" not in model.__dict__  # the wrapper is gone for good
+    models.save(model, tok, cfg, tmp_path / "model")
+    again, tok, cfg = models.load_for_inference(tmp_path / "model", "cpu")
+    reloaded = predictor.predict_frame(again, tok, df.iloc[8:], cfg, progress=False)
+    np.testing.assert_allclose(res["val_probs"], reloaded, atol=1e-6)

@@ -85,7 +85,7 @@ def test_grid_summary(grid_run):
     assert 0.8 < ok.log_loss.min() < 1.0986  # the deeper trees learn the sample's length signal
     errors = dict(zip(df.name, df.error))
     assert "unknown baseline 'catboost'" in errors["no-such"]
-    assert "NotebookError" in errors["xgb-crash"] and "n_splits" in errors["xgb-crash"]
+    assert "NotebookError" in errors["xgb-crash"] and "n_folds 1000" in errors["xgb-crash"]
     saved = pd.read_csv(out / "summary.csv")
     assert list(saved.name) == list(df.name)
     md = (out / "summary.md").read_text()
@@ -164,3 +164,45 @@ def test_metrics_outside_the_vocabulary_fail_the_row(tmp_path):
                     run_dir=tmp_path)
     assert row["status"] == "failed" and "missing key(s) ['log_loss'" in row["error"]
     assert row["error"].endswith("(+ OPTIONAL_METRIC_KEYS)")
+
+
+def test_malformed_grid_yaml_is_one_line(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("- name: a\n  baseline: xgb\n  parameters: {n_folds: 2\n")
+    with pytest.raises(ConfigError) as err:
+        grid.load_grid(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: not valid YAML (line ") and "\n" not in msg
+    assert cli(["grid", "--grid", str(path), "--out-dir", str(tmp_path / "o")]) == 2
+
+
+def fit_in_process(baseline, run_dir, data_dir, preset, params, progress=False):
+    """`notebooks.run_notebook` without a kernel: the same `xgb.fit` the notebook calls."""
+    from lmsys_pref import xgb
+    from lmsys_pref.configs.xgb import XGBConfig
+
+    xgb.fit(XGBConfig.from_preset(preset or "xgb", **params, data_dir=str(data_dir),
+                                  out_dir=str(run_dir)))
+
+
+def test_changed_data_is_scored_again_and_the_log_says_why(tmp_path, sample_dir, monkeypatch,
+                                                          caplog):
+    import logging
+    import shutil
+
+    monkeypatch.setattr(grid.notebooks, "run_notebook", fit_in_process)
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    entries = [{"name": "x", "baseline": "xgb", "parameters": TINY}]
+    assert grid.run_grid(entries, data, tmp_path / "runs", progress=False).status[0] == "ok"
+    moved = tmp_path / "moved"  # the same content elsewhere: the same run
+    shutil.copytree(data, moved)
+    assert grid.run_grid(entries, moved, tmp_path / "runs", progress=False).status[0] == \
+        "skipped"
+    test = pd.read_csv(data / "test.csv", dtype=str)
+    test.iloc[:7].to_csv(data / "test.csv", index=False)  # a new test file, same path
+    with caplog.at_level(logging.INFO, "lmsys_pref.grid"):
+        again = grid.run_grid(entries, data, tmp_path / "runs", progress=False)
+    assert again.status[0] == "ok" and "test.csv: content changed" in caplog.text
+    sub = pd.read_csv(tmp_path / "runs" / "x" / "submission.csv", dtype={"id": str})
+    assert sub["id"].tolist() == test["id"][:7].tolist()  # the new test's ids, not the old

@@ -50,7 +50,7 @@ def held_out(cfg, quirks_dir) -> tuple[pd.DataFrame, pd.DataFrame]:
     df = data.load_split(quirks_dir / "train.csv", lenient=True)
     name = "oof.csv" if (runs.resolve_model_dir(cfg.out_dir).parent / "oof.csv").exists() \
         else "val.csv"
-    scored = pd.read_csv(f"{cfg.out_dir}/{name}")
+    scored = pd.read_csv(f"{cfg.out_dir}/{name}", dtype={"id": str})  # ids are text
     return df.set_index("id").loc[scored["id"]].reset_index(), scored
 
 

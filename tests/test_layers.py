@@ -24,7 +24,7 @@ TORCH_FREE = CORE + ("lmsys_pref.eval.blend", "lmsys_pref.eval.report")
 TORCH_PACKAGES = ("lmsys_pref.model", "lmsys_pref.infer", "lmsys_pref.train")
 # The folder list, bottom to top (ARCHITECTURE.md): a module imports its own layer or lower ones.
 LAYERS = ("core", "model", "infer", "train", "eval", "doors", "kaggle", "cli")
-DOORS = ("predict", "notebooks", "grid", "launch", "distributed", "nbstrip")
+DOORS = ("predict", "notebooks", "grid", "launch", "distributed", "nbstrip", "pseudo_label")
 TORCH_WORLD = ("torch", "transformers", "peft", "accelerate", "bitsandbytes")
 
 

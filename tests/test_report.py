@@ -70,7 +70,7 @@ def test_report_bad_input(tmp_path, train, quirks_dir):
         report.write_report(tmp_path)
     run, _ = make_run(tmp_path / "run", train)
     df = runs.read_probs(run / "oof.csv")
-    df.loc[2, "id"] = 999999
+    df.loc[2, "id"] = "999999"
     df.to_csv(run / "oof.csv", index=False)
     with pytest.raises(data.DataError, match=r"999999"):
         report.write_report(run, quirks_dir)

@@ -98,7 +98,7 @@ def test_kfold_lm_run_and_predict_is_the_mean_of_its_folds(tmp_path, quirks_dir)
     cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
                                lenient=True, max_steps=2, n_folds=3, tta="swap")
     m = fit.fit(cfg)
-    oof = pd.read_csv(tmp_path / "oof.csv")
+    oof = pd.read_csv(tmp_path / "oof.csv", dtype={"id": str})  # ids are text end to end
     train_ids = data.load_split(quirks_dir / "train.csv", lenient=True)["id"]
     assert sorted(oof["id"]) == sorted(train_ids) and not oof.isna().any().any()
     assert m["eval"] == "oof" and m["n_folds"] == 3 and len(m["fold_log_losses"]) == 3

@@ -52,9 +52,9 @@ def test_fit_writes_the_run_contract(run, quirks_dir):
     cfg, m = run
     out = runs.Path(cfg.out_dir)
     test = data.load_split(quirks_dir / "test.csv")
-    sub = pd.read_csv(out / "submission.csv")
+    sub = pd.read_csv(out / "submission.csv", dtype={"id": str})  # ids are text end to end
     assert sub["id"].tolist() == test["id"].tolist()
-    oof = pd.read_csv(out / "oof.csv")
+    oof = pd.read_csv(out / "oof.csv", dtype={"id": str})
     assert sorted(oof["id"]) == sorted(data.load_split(quirks_dir / "train.csv")["id"])
     assert (out / "model" / "postrules.json").exists()
     saved = runs.read_metrics(out)  # the shared vocabulary (runs.METRIC_KEYS)

@@ -3,8 +3,11 @@
 Notebook `parameters` cells, YAML presets and `-p key value` overrides all use the field names of
 these dataclasses, and every value goes through one parser (`coerce`) when a config is built:
 `-p learning_rate 1e-4` becomes the float 1e-4, `-p n_folds five` is a `ConfigError` naming the
-parameter, the value and the expected type, before any data or model is loaded. The field table
-(`field_table`, `params_help`) feeds `--help` from the same annotations and field docstrings.
+parameter, the value and the expected type, before any data or model is loaded. A numeric
+field's valid range lives in its annotation (`Count`, `Fraction`, `Rate`, ... = `Annotated[...,
+Bounds(...)]`, see `fields`): `-p n_estimators -5` or `-p learning_rate inf` stops there too.
+The field table (`field_table`, `params_help`) feeds `--help` from the same annotations and
+field docstrings.
 """
 from __future__ import annotations
 
@@ -14,13 +17,30 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .fields import ConfigError, coerce, describe, field_table, params_help, type_hints
+from .fields import (
+    Bounds,
+    ConfigError,
+    Count,
+    Fraction,
+    NonNegative,
+    OpenFraction,
+    PositiveCount,
+    Rate,
+    Seed,
+    Share,
+    coerce,
+    describe,
+    field_table,
+    params_help,
+    type_hints,
+)
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 T = TypeVar("T", bound="BaseConfig")
 
-__all__ = ["BaseConfig", "ConfigError", "coerce", "describe", "field_table", "load_preset",
-           "params_help", "parse_params", "preset_names"]
+__all__ = ["BaseConfig", "Bounds", "ConfigError", "Count", "Fraction", "NonNegative",
+           "OpenFraction", "PositiveCount", "Rate", "Seed", "Share", "coerce", "describe",
+           "field_table", "load_preset", "params_help", "parse_params", "preset_names"]
 
 
 @dataclasses.dataclass
@@ -33,6 +53,9 @@ class BaseConfig:
     # Fields that do not change the trained weights (where and how the run scores, logs,
     # saves); every other field is part of the resume fingerprint (`lmsys_pref.resume`).
     NOT_TRAINING = ()
+    # Fields naming input files or folders besides data_dir (a path, a list, or paths separated
+    # by spaces): the fingerprints digest their content, never their path (`lmsys_pref.resume`).
+    INPUT_FILES = ()
 
     def __post_init__(self) -> None:
         """Convert and check every field against its annotation (`ConfigError` on a bad one)."""

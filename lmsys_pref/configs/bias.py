@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from . import BaseConfig
+from . import BaseConfig, Count, PositiveCount, Seed
 
 
 @dataclasses.dataclass
@@ -25,18 +25,18 @@ class BiasConfig(BaseConfig):
     bias.md say which rows were used and what the model saw of them."""
     out_dir: str = "runs/bias"
     """Where bias.json, bias.md and the PNG figures go."""
-    max_rows: int = 500
+    max_rows: Count = 500
     """Probe at most this many rows (a seeded sample; 0 = all): every probe scores them again."""
-    seed: int = 42
+    seed: Seed = 42
     """Seed of the row sample and of every perturbation, so any model sees the same inputs."""
     tta_modes: list[Literal["none", "swap", "swap_device"]] = dataclasses.field(
         default_factory=lambda: ["none", "swap"])
     """Test-time augmentation settings the position probe compares ('none', 'swap')."""
-    verbosity_repeats: int = 3
+    verbosity_repeats: PositiveCount = 3
     """How many times the repeated-sentence and filler probes lengthen an answer."""
     judge_bias_dir: str = "../shared/data/judge_bias"
     """LLMBar / EvalBiasBench folder (see PROVENANCE.md); skipped when absent or ''."""
-    max_judge_rows: int = 0
+    max_judge_rows: Count = 0
     """Score at most this many pairs per judge-bias subset (0 = all)."""
     lenient: bool = False
     """Repair undecodable cells of train.csv (logged by id) instead of failing."""

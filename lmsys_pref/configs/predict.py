@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
-from . import BaseConfig
+from . import BaseConfig, NonNegative, PositiveCount
 from .lm import DTYPE, DTYPE_ALIASES, TTA
 
 # The fields a saved model's own config also has; `None` here keeps the saved value.
-MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget", "model_id", "dtype")
+MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget", "model_id", "dtype",
+                   "quantization")
 
 
 @dataclasses.dataclass
@@ -15,7 +17,7 @@ class PredictConfig(BaseConfig):
     """Score `data_dir/test.csv` with the model saved in `model_dir` (any baseline)."""
 
     kind = "predict"
-    ALIASES = {"dtype": DTYPE_ALIASES}
+    ALIASES = {"dtype": DTYPE_ALIASES, "quantization": {"": "none"}}
 
     model_dir: str = "runs/xgb"
     """OUT_DIR of a train run, or its model/ folder (holds lmsys_pref.json)."""
@@ -30,14 +32,18 @@ class PredictConfig(BaseConfig):
     """'none', 'swap' (each row and its A/B swap, averaged after mapping back) or 'swap_device'
     (the swapped pass on its own device(s), as the 1st-place solution); None keeps the saved
     setting."""
-    max_length: int | None = None
+    max_length: PositiveCount | None = None
     """Token length limit of one row (prompt + both answers); None keeps the saved setting."""
-    token_budget: int | None = None
+    token_budget: PositiveCount | None = None
     """Padded tokens per batch (rows x longest row); halved automatically on CUDA out-of-memory.
     None keeps the saved setting."""
     dtype: DTYPE | None = None
     """Weights dtype at scoring time: 'auto', 'fp32', 'bf16', 'fp16' (torch spellings such as
     'float16' accepted); a T4 (no bf16) forces 'fp16'. None keeps the saved setting."""
+    quantization: Literal["none", "4bit", "8bit"] | None = None
+    """Base weights at scoring time: 'none', '4bit' (NF4) or '8bit' through bitsandbytes (a 9B
+    base in fp16 needs about 18 GB, more than a 16 GB T4; in 8-bit about 10 GB). LoRA models
+    only; None keeps the saved setting."""
     model_id: str | None = None
     """Where the base weights of a LoRA model live now, e.g.
     '/kaggle/input/gemma-2/transformers/gemma-2-2b-it/2' on Kaggle; None keeps the saved one."""
@@ -48,6 +54,11 @@ class PredictConfig(BaseConfig):
     """Folder for partial predictions; a rerun after a crash resumes from them. None = off."""
     progress: bool = True
     """Show a tqdm progress bar (rows, tokens/s, ETA)."""
+    time_limit_h: NonNegative = 0.0
+    """Hours the run may take (Kaggle's GPU kernels: 9). The throughput of the first batches
+    projects the whole run (rows x TTA passes x folds), which is always logged; a projection
+    above 95% of this limit stops the run at once, saying how far over it would go and what
+    would fit (no TTA, a shorter max_length, merged folds, 4-bit). 0 = no limit."""
 
     def model_overrides(self) -> dict:
         """The saved-model settings this run changes (only those set)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from . import BaseConfig
+from . import BaseConfig, Count, Fraction, NonNegative, PositiveCount, Rate, Seed
+from .lm import check_levers
 
 
 @dataclasses.dataclass
@@ -13,42 +14,55 @@ class XGBConfig(BaseConfig):
 
     kind = "xgb"
     NOT_TRAINING = ("out_dir", "tta", "n_jobs")
+    INPUT_FILES = ("extra_train",)  # fingerprinted by content (lmsys_pref.resume)
 
     data_dir: str = "data/sample"
     """Folder with train.csv (labelled) and test.csv (csv or parquet)."""
     out_dir: str = "runs/xgb"
     """Run folder: submission.csv, metrics.json, oof.csv, model/."""
-    n_folds: int = 5
+    n_folds: Count = 5
     """Stratified folds for out-of-fold predictions; 0 or 1 skips CV (final fit only)."""
     group_by: Literal["prompt", "none"] = "prompt"
     """Keep rows that share a prompt on one side of every split (the folds and the early-stopping
     rows; sklearn's StratifiedGroupKFold): 'prompt', or 'none' (stratified by label only)."""
-    seed: int = 42
+    seed: Seed = 42
     """Seed of the fold split and of XGBoost."""
     swap_augment: bool = True
     """Train on every row plus its A/B-swapped copy (labels swapped)."""
     tta: Literal["none", "swap"] = "swap"
     """Test-time augmentation: 'none' or 'swap' (average with the mapped-back swapped scores)."""
-    max_train_rows: int = 0
+    max_train_rows: Count = 0
     """Use only the first N training rows (0 = all); for quick runs and tests."""
     lenient: bool = False
     """Repair undecodable cells (logged by id) instead of failing."""
-    n_estimators: int = 600
+    soft_labels: bool = False
+    """Accept probability labels (the three winner columns in [0, 1], summing to 1 within 1e-6)
+    in train.csv and `extra_train`: each row trains as three copies weighted by its
+    probabilities; metrics.json scores such rows as `soft_log_loss`. False = one-hot only."""
+    extra_train: list[str] = dataclasses.field(default_factory=list)
+    """Labelled files (competition layout) added to the training rows only: never to a fold's
+    held-out or early-stopping rows, oof.csv or the metrics. Rows whose prompt and answers
+    (either order) are also in train/test are dropped and listed by id in metrics.json.
+    -p extra_train "a.csv b.csv"."""
+    n_estimators: PositiveCount = 600
     """Boosting rounds (upper bound when early stopping is on)."""
-    learning_rate: float = 0.03
+    learning_rate: Rate = 0.03
     """Shrinkage per round."""
-    max_depth: int = 5
+    max_depth: PositiveCount = 5
     """Tree depth."""
-    min_child_weight: float = 5.0
+    min_child_weight: NonNegative = 5.0
     """Minimum hessian per leaf; higher is more conservative."""
-    subsample: float = 0.8
+    subsample: Fraction = 0.8
     """Row subsampling per tree."""
-    colsample_bytree: float = 0.6
+    colsample_bytree: Fraction = 0.6
     """Feature subsampling per tree."""
-    reg_lambda: float = 2.0
+    reg_lambda: NonNegative = 2.0
     """L2 regularisation of leaf weights."""
-    early_stopping_rounds: int = 50
+    early_stopping_rounds: Count = 50
     """Stop a fold after this many rounds without OOF improvement (0 = off); the final fit uses
     the mean best round of the folds."""
-    n_jobs: int = 0
+    n_jobs: Count = 0
     """XGBoost threads (0 = all cores)."""
+
+    def check(self) -> None:
+        check_levers(self)

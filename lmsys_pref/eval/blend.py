@@ -142,6 +142,7 @@ def _metrics(ref: Run, honest: np.ndarray, t0: float, **optional) -> dict:
                             n_folds=CV_FOLDS, **optional)
 
 
+@runs.holds_out_dir  # never one of the input runs; one run per OUT_DIR
 def calibrate(run_dir: str | Path, out_dir: str | Path, per_class_bias: bool = True,
               group_by: str = "prompt", data_dir: str | Path | None = None) -> dict:
     """Fit scaling on a run's OOF and apply it to the test predictions.
@@ -174,6 +175,7 @@ def _fit_blend(labels, probs, method: str, scale: bool, per_class_bias: bool):
     return w, s
 
 
+@runs.holds_out_dir  # never one of the input runs; one run per OUT_DIR
 def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "log",
           scale: bool = True, per_class_bias: bool = True, *,
           min_shared_rows: int = MIN_SHARED_ROWS, group_by: str = "prompt",
@@ -200,6 +202,7 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
     Raises:
         SharedRowsError: fewer than `min_shared_rows` shared rows (naming each run's count).
         DataError: the runs' labels or test ids differ (naming the run and the row id).
+        ConfigError: `out_dir` is or contains one of `run_dirs` (its model would be moved).
     """
     if not run_dirs:
         raise ValueError("blend: give at least one run folder")

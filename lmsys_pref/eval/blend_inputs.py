@@ -52,7 +52,7 @@ def load_run(run_dir: str | Path) -> Run:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     preds, src = load_predictions(run_dir)
-    ids = data.check_ids(preds, str(src))  # integers, no duplicates: as in train.csv
+    ids = data.check_ids(preds, str(src))  # text, integer-valued, no duplicates: as train.csv
     probs = submission.check_probs(
         ids, preds[list(LABEL_COLS)].apply(pd.to_numeric, errors="coerce"), str(src))
     sub_path = run_dir / "submission.csv"

@@ -3,7 +3,8 @@
 Reads the rows the run scored: the file its metrics.json names (`eval`: oof -> `oof.csv`, val ->
 `val.csv`, see `runs.METRIC_KEYS`), else whichever of the two exists; lengths and turn
 counts come from the labelled data the run trained on (`data_dir` of the saved config in
-`model/lmsys_pref.json`, or the `data_dir` argument).
+`model/lmsys_pref.json`, or the `data_dir` argument). A report replaces the previous one whole
+(`REPORT_FILES`): a re-run without the data leaves no loss-by-length figure of an older one.
 """
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from .. import data, metrics, runs  # noqa: E402
+from ..atomic import write_text  # noqa: E402
 from ..data import CLASS_NAMES, LABEL_COLS  # noqa: E402
 
 log = logging.getLogger("lmsys_pref")
 PRED_FILES = tuple(runs.EVAL_FILES.values())  # oof.csv, val.csv
+# Everything a report writes; a new report first removes them all (`clear_report`).
+REPORT_FILES = runs.REPORT_FIGURES + ("report.md", "report.json")
 
 
 def load_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, Path]:
@@ -153,6 +157,7 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
     Length and turn sections need the training data; without it they are left out (noted).
     """
     run_dir = Path(run_dir)
+    clear_report(run_dir)  # the report is replaced whole: no figure of an older one stays
     if (run_dir / "metrics.json").exists() and not any((run_dir / n).exists()
                                                        for n in PRED_FILES):
         return _write_unscored(run_dir)
@@ -184,20 +189,25 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
                   "## By number of turns\n", _md_table(by_turns, "turns"),
                   "\n![turns](loss_by_turns.png)\n"]
     runs.save_json(run_dir / "report.json", ev)
-    path = run_dir / "report.md"
-    path.write_text("\n".join(parts))
-    return path
+    return write_text(run_dir / "report.md", "\n".join(parts))  # last, whole: the report is done
+
+
+def clear_report(run_dir: Path) -> list[str]:
+    """Delete the files an earlier report wrote (`REPORT_FILES`); returns their names."""
+    gone = [name for name in REPORT_FILES if (run_dir / name).is_file()]
+    for name in gone:
+        (run_dir / name).unlink()
+    return gone
 
 
 def _write_unscored(run_dir: Path) -> Path:
     """report.md of a run that scored no labelled row (e.g. XGBoost with n_folds 0 or 1)."""
     log.warning("%s: no %s (no row was scored out of fold); report without figures", run_dir,
                 " or ".join(PRED_FILES))
-    path = run_dir / "report.md"
-    path.write_text(f"# Report: {run_dir.name}\n\nNo labelled row was scored out of fold "
-                    f"(no {' or '.join(PRED_FILES)}; e.g. `n_folds` 0 or 1, a final fit only), "
-                    "so there is no log loss, calibration or confusion matrix to show.\n")
-    return path
+    return write_text(run_dir / "report.md",
+                      f"# Report: {run_dir.name}\n\nNo labelled row was scored out of fold "
+                      f"(no {' or '.join(PRED_FILES)}; e.g. `n_folds` 0 or 1, a final fit only), "
+                      "so there is no log loss, calibration or confusion matrix to show.\n")
 
 
 def cli_main(argv: list[str]) -> int:

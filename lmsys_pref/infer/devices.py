@@ -1,9 +1,11 @@
-"""Which devices a run scores on, and one model replica per device."""
+"""Which devices a run scores on, one model replica per device, and rows scored once across
+the ranks of a DDP run."""
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 
@@ -73,3 +75,65 @@ def replicate(model, devices: Sequence[torch.device]) -> list:
         if hasattr(m, "eval"):
             m.eval()
     return out
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of this process in torch.distributed; (0, 1) outside a group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(lengths, rank: int, world: int) -> np.ndarray:
+    """This rank's row positions: every `world`-th row of the longest-first order, so each rank
+    gets the same mix of long and short rows (and finishes at about the same time)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return np.sort(order[rank::world])
+
+
+def across_ranks(score: Callable[[np.ndarray], np.ndarray], lengths) -> np.ndarray:
+    """Rows scored once across the process group, every rank getting all of them back.
+
+    In a DDP run (torchrun) each rank scores its `shard` of the rows (`score(positions)` ->
+    probabilities of those rows) and all ranks exchange their parts, so every rank holds the
+    same (n, k) result in input order. Outside a group `score` gets every row. Every rank must
+    call it (as every rank runs the same training code); a failure on any rank is raised on
+    all of them, naming the rank.
+    """
+    import torch.distributed as dist
+
+    rank, world = process_group()
+    if world == 1:
+        return score(np.arange(len(lengths)))
+    index, part, error = shard(lengths, rank, world), None, None
+    try:
+        part = score(index) if len(index) else None
+    except Exception as err:  # reported to every rank through the exchange
+        error = f"{type(err).__name__}: {err}"
+    parts = [None] * world
+    dist.all_gather_object(parts, (index, part, error))
+    errors = [f"rank {r}: {e}" for r, (_, _, e) in enumerate(parts) if e]
+    if errors:
+        raise RuntimeError("scoring across ranks failed: " + "; ".join(errors))
+    width = next(p.shape[1] for _, p, _ in parts if p is not None)
+    out = np.full((len(lengths), width), np.nan)
+    for idx, p, _ in parts:
+        if p is not None:
+            out[idx] = p
+    return out
+
+
+def release(model) -> None:
+    """Free the memory of a model that will not run again: its parameters and buffers are
+    dropped in place (a quantized model cannot be moved off its GPU), then the CUDA cache is
+    emptied. Read anything needed from the model (`describe`) before."""
+    import gc
+
+    for module in model.modules():
+        module._parameters.clear()
+        module._buffers.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

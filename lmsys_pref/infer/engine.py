@@ -31,7 +31,14 @@ import torch
 
 from ..model.heads import to_probs
 from . import scorecache
-from .batching import collate, padding_efficiency, plan_batches  # noqa: F401 (public here too)
+from .batching import (  # noqa: F401 (public here too)
+    Shapes,
+    collate,
+    padding_efficiency,
+    plan_batches,
+    shape_policy,
+    warm_order,
+)
 from .devices import parse_devices, replicate
 
 log = logging.getLogger("lmsys_pref.infer.engine")
@@ -114,9 +121,10 @@ class _Run:
     """Shared state of one `predict_ids` call: queue, results, progress, cache, first error."""
 
     def __init__(self, input_ids, lengths, pad_id, token_budget, logits, done, progress,
-                 cache_file, stop=None):
+                 cache_file, stop=None, shapes=None):
         self.input_ids, self.lengths, self.budget = input_ids, lengths, token_budget
         self.pad_id = pad_id
+        self.shapes = shapes or Shapes()  # batching.shape_policy of the model
         self.logits, self.done, self.cache_file = logits, done, cache_file
         self.work: queue.Queue = queue.Queue()
         self.stop = stop if stop is not None else threading.Event()
@@ -124,15 +132,14 @@ class _Run:
         self.stats = InferStats(rows=len(input_ids), cached_rows=int(done.sum()))
         self.bar = progress
 
-    def record(self, rows: np.ndarray, logits: np.ndarray) -> None:
-        width = int(self.lengths[rows].max())
+    def record(self, rows: np.ndarray, logits: np.ndarray, computed: int) -> None:
         with self.lock:
             if self.logits is None:  # the label count is known from the first batch
                 self.logits = np.full((len(self.done), logits.shape[1]), np.nan, np.float32)
             self.logits[rows] = logits
             self.done[rows] = True
             self.stats.tokens += int(self.lengths[rows].sum())
-            self.stats.computed_tokens += len(rows) * width
+            self.stats.computed_tokens += computed
             self.stats.batches += 1
             if self.bar is not None:
                 self.bar.update(int(self.lengths[rows].sum()))
@@ -151,8 +158,9 @@ def _score_batch(run: _Run, model, device, rows: np.ndarray, budget: list[int]) 
             pending[:0] = [chunk[b] for b in plan_batches(run.lengths[chunk], budget[0])]
             continue
         try:
-            ids, mask = collate([run.input_ids[i] for i in chunk], run.pad_id, device)
-            logits = _forward(model, ids, mask)
+            ids, mask = collate([run.input_ids[i] for i in chunk], run.pad_id, device,
+                                run.shapes)
+            logits = _forward(model, ids, mask)[:len(chunk)]
         except OOM_ERRORS as err:
             del err  # drop the traceback's reference to the batch tensors before freeing
             if len(chunk) == 1:
@@ -167,7 +175,7 @@ def _score_batch(run: _Run, model, device, rows: np.ndarray, budget: list[int]) 
                 torch.cuda.empty_cache()
             pending.insert(0, chunk)
             continue
-        run.record(chunk, logits)
+        run.record(chunk, logits, ids.numel())
 
 
 def _worker(run: _Run, model, device, threads: int | None = None) -> None:
@@ -241,9 +249,14 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
     t0 = time.perf_counter()
     bar = tqdm(total=int(lengths[~done].sum()), unit="tok", unit_scale=True, desc=desc,
                disable=not progress, smoothing=0.1)
-    run = _Run(input_ids, lengths, pad_id, token_budget, logits, done, bar, store, stop_event)
+    shapes = shape_policy(replicas[0])
+    run = _Run(input_ids, lengths, pad_id, token_budget, logits, done, bar, store, stop_event,
+               shapes)
     todo = np.flatnonzero(~done)
-    for b in plan_batches(lengths[todo], token_budget):
+    plan = plan_batches(lengths[todo], token_budget)
+    if shapes != Shapes():  # compiled per shape: the second compile a dynamic one (batching)
+        plan = warm_order(plan, lengths[todo], len(devs), shapes)
+    for b in plan:
         run.work.put(todo[b])
     threads, previous = cpu_threads(devs), torch.get_num_threads()
     try:

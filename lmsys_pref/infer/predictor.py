@@ -4,6 +4,7 @@ of a training run. Imports point one way: engine <- tta <- predictor <- commands
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from .. import data, runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
 from ..model import models, prompt
+from ..tables import as_id_text
 from . import engine
 from .devices import parse_devices
 from .tta import score as score_with_tta
@@ -38,7 +40,7 @@ def pad_id_of(model, tokenizer=None) -> int:
 
 def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress: bool = True,
                   cache_dir: str | Path | None = None, cache_key: str = "",
-                  return_stats: bool = False):
+                  return_stats: bool = False, budget=None):
     """Encode a frame with `prompt.encode`, score it (with TTA) and return (n, 3) probabilities.
 
     Args:
@@ -53,16 +55,20 @@ def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress
         cache_key: extra identity of the model for the cache (e.g. its folder).
         return_stats: return `(probs, InferStats)`; the stats of all passes together are also
             left in `infer.last_stats`.
+        budget: an `infer.budget.Budget` that watches the batches (projection, time limit).
     """
     mode = data.check_tta(tta if tta is not None else getattr(cfg, "tta", "none"))
     ids = prompt.encode(df, tokenizer, cfg)
     swapped = prompt.encode(data.swap(df), tokenizer, cfg) if mode != "none" else None
     cache = Path(cache_dir) / "scores.npz" if cache_dir else None
-    probs, stats = score_with_tta(
-        model, ids, swapped, mode=mode, devices=getattr(cfg, "devices", "auto"),
-        cache_path=cache, pad_id=pad_id_of(model, tokenizer),
-        token_budget=getattr(cfg, "token_budget", 16384), objective=getattr(cfg, "objective", "ce"),
-        progress=progress, cache_key=cache_key)
+    watch = budget.watch(model, prompt.lengths(ids), 1 if swapped is None else 2,
+                         cfg.max_length) if budget is not None else contextlib.nullcontext()
+    with watch:
+        probs, stats = score_with_tta(
+            model, ids, swapped, mode=mode, devices=getattr(cfg, "devices", "auto"),
+            cache_path=cache, pad_id=pad_id_of(model, tokenizer),
+            token_budget=getattr(cfg, "token_budget", 16384),
+            objective=getattr(cfg, "objective", "ce"), progress=progress, cache_key=cache_key)
     engine.last_stats = stats
     return (probs, stats) if return_stats else probs
 
@@ -96,6 +102,9 @@ class FoldMean:
         if missing:  # before any model is loaded
             raise FileNotFoundError(f"{self.model_dir}: fold folder(s) {missing} are missing")
         self.overrides, self.stats = overrides, {}
+        self.budget = overrides.get("budget")
+        if self.budget is not None:  # the projection counts every fold still to score
+            self.budget.models = len(self.folds)
 
     def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
         """(n, 3) mean probabilities of the folds, in the rows' order."""
@@ -118,12 +127,12 @@ class OutOfFold:
     def __init__(self, model_dir: str | Path, **overrides):
         self.model_dir = runs.resolve_model_dir(model_dir)
         held = runs.load_json(self.model_dir / runs.HELD_OUT)
-        self.fold_of = {int(i): name for name, ids in held.items() for i in ids}
+        self.fold_of = {i: name for name, ids in held.items() for i in as_id_text(ids)}
         self.overrides, self.stats = overrides, {}
 
     def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
         ids = df["id"].to_numpy()
-        folds = np.array([self.fold_of.get(int(i), "") for i in ids])
+        folds = np.array([self.fold_of.get(i, "") for i in as_id_text(ids)])
         if (folds == "").any():
             raise ValueError(f"{self.model_dir}: id(s) {ids[folds == ''][:5].tolist()} were "
                              "held out of no fold")
@@ -164,6 +173,7 @@ class LMPredictor:
         self.model_dir = runs.resolve_model_dir(model_dir)
         self.progress = bool(overrides.pop("progress", True))
         self.cache_dir = overrides.pop("cache_dir", None)
+        self.budget = overrides.pop("budget", None)  # infer.budget.Budget, shared by the folds
         meta = runs.read_model_meta(self.model_dir)
         cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
         unknown = sorted(set(overrides) - set(cls.field_names()))
@@ -194,7 +204,8 @@ class LMPredictor:
         """(n, 3) probabilities of `df`'s rows in order; `tta` None = the saved setting."""
         probs, stats = predict_frame(
             self.replicas, self.tokenizer, df, self.cfg, tta, progress=self.progress,
-            cache_dir=self.cache_dir, cache_key=self.cache_key(), return_stats=True)
+            cache_dir=self.cache_dir, cache_key=self.cache_key(), return_stats=True,
+            budget=self.budget)
         self.stats = (stats.to_dict() | {"rows": len(df), "scored_rows": stats.rows}
                       | models.describe(self.replicas[0]))
         return probs

@@ -1,6 +1,8 @@
 """Kaggle from the command line: build the kernels and the wheels, upload, follow, fetch.
 
     python -m lmsys_pref kernels build        --out-dir kaggle_kernels/build --username ME
+                                              [--competition llm-classification-finetuning]
+                                              [--run-dir runs/gemma9b | --base-model ID]
     python -m lmsys_pref kernels wheels       --out-dir kaggle_kernels/build/wheels --username ME
     python -m lmsys_pref kernels push-wheels  --out-dir kaggle_kernels/build/wheels
     python -m lmsys_pref kernels push-model   --run-dir runs/gemma
@@ -23,8 +25,10 @@ from pathlib import Path
 from .. import runs, submission
 from . import kernels, wheels
 from .kernels import KERNELS, METADATA, PLACEHOLDER_USER
+from .layout import BASE_HANDLES, BASE_NAMES, COMPETITIONS, DEFAULT_COMPETITION, base_of
 
 MODEL_BASELINES = {"xgb": "xgb", "encoder": "roberta"}  # run kind -> kernel family; lm: by name
+MODEL_NAMES = ("xgb", "roberta", "gemma", "llama")  # the kernel families
 
 
 def credentials_found() -> bool:
@@ -128,9 +132,33 @@ def model_baseline(meta: dict) -> str:
     return found[0]
 
 
+def model_name(meta: dict) -> str:
+    """The name in a saved model's dataset slug: its base for a LoRA run on a base of the table
+    (`gemma2-9b`, so `gemma-infer` meets the base it was trained on), else its family."""
+    family = model_baseline(meta)
+    model_id = str(meta.get("config", {}).get("model_id", ""))
+    return kernels.base_name(model_id, family) if meta.get("kind") == "lm" else family
+
+
+def build_target(args: argparse.Namespace) -> kernels.Target:
+    """The competition and base of `kernels build`: --base-model, else the base of --run-dir's
+    saved model (the base follows the run)."""
+    base = args.base_model or ""
+    if args.run_dir and not base:
+        meta = runs.read_model_meta(args.run_dir)
+        model_id = str(meta.get("config", {}).get("model_id", ""))
+        base = base_of(model_id, BASE_HANDLES) if meta.get("kind") == "lm" else ""
+        if meta.get("kind") == "lm" and not base and not args.base_handle:
+            raise ValueError(f"{args.run_dir}: its base {model_id!r} is not in the table "
+                             f"({', '.join(BASE_HANDLES)}); pass --base-model and --base-handle")
+        base = base or (model_id if args.base_handle else "")
+    return kernels.check_target(kernels.Target(args.competition, base, args.base_handle or ""))
+
+
 def push_model(run_dir: str | Path, username: str | None, baseline: str | None,
                message: str) -> int:
-    """Upload a run's model/ as <you>/lmsys-pref-<baseline>-model (the inference kernels' input).
+    """Upload a run's model/ as <you>/lmsys-pref-<name>-model (the inference kernels' input):
+    `name` is the run's base (gemma2-9b) or family (xgb, roberta; `baseline` overrides it).
 
     Writes dataset-metadata.json into the model folder; subfolders are uploaded zipped (Kaggle
     unpacks them).
@@ -141,7 +169,7 @@ def push_model(run_dir: str | Path, username: str | None, baseline: str | None,
         return 2
     try:
         model_dir = runs.resolve_model_dir(run_dir)
-        baseline = baseline or model_baseline(runs.read_model_meta(model_dir))
+        baseline = baseline or model_name(runs.read_model_meta(model_dir))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}")
         return 2
@@ -193,6 +221,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--kernel", action="append", choices=sorted(KERNELS),
                    help="only this kernel (repeatable; default all)")
     b.add_argument("--public", action="store_true", help="is_private false")
+    b.add_argument("--competition", default=DEFAULT_COMPETITION, choices=COMPETITIONS,
+                   help=f"competition slug (default {DEFAULT_COMPETITION})")
+    b.add_argument("--run-dir", help="the run the LoRA kernel scores: its base is attached")
+    b.add_argument("--base-model", help="model_id of the LoRA kernel's base (default: the "
+                   "run's, else gemma-2-2b-it / Meta-Llama-3-8B-Instruct)")
+    b.add_argument("--base-handle", help="Kaggle Models handle of that base, replacing the "
+                   "table's (owner/model/framework/variation/version)")
     w = sub.add_parser("wheels", help="the offline wheels dataset folder")
     w.add_argument("--no-deps", action="store_true", help="only the lmsys_pref wheel, offline")
     w.add_argument("--python-version", action="append", default=None,
@@ -201,10 +236,10 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--glibc", default=wheels.GLIBC, help="oldest glibc of the target system")
     p = sub.add_parser("push", help="kaggle kernels push -p <out-dir>/<kernel>")
     pw = sub.add_parser("push-wheels", help="upload the wheels folder (new version if it exists)")
-    pm = sub.add_parser("push-model", help="upload a run's model/ as <you>/lmsys-pref-<b>-model")
+    pm = sub.add_parser("push-model", help="upload a run's model/ as <you>/lmsys-pref-<n>-model")
     pm.add_argument("--run-dir", required=True, help="OUT_DIR of a train run, or its model/")
-    pm.add_argument("--baseline", choices=["xgb", "roberta", "gemma", "llama"],
-                    help="which inference kernel reads it (default: from the saved model)")
+    pm.add_argument("--baseline", choices=[*MODEL_NAMES, *BASE_NAMES.values()],
+                    help="the name in the dataset slug (default: the saved run's base or family)")
     st = sub.add_parser("status", help="kaggle kernels status of the pushed kernels")
     st.add_argument("--kernel", action="append", choices=sorted(KERNELS), help="default all")
     o = sub.add_parser("output", help="download a kernel's output (submission.csv)")
@@ -224,7 +259,7 @@ def cli_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "build":
         for folder in kernels.build_kernels(args.out_dir, args.username, args.kernel,
-                                            not args.public):
+                                            not args.public, build_target(args)):
             print(f"built {folder}")
     elif args.cmd == "wheels":
         versions = wheels.parse_python_versions(args.python_version or wheels.PYTHON_VERSIONS)

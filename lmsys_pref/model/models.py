@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from .. import runs
+from .. import resume, runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
-from ..data import LABEL_COLS
+from ..data import LABEL_COLS, DataError
 from . import heads, model_card
-from .precision import DTYPE_NAMES, choose_attention, resolve_dtype
+from .precision import DTYPE_NAMES, apply_attention, attention_name, choose_attention, resolve_dtype
 
 log = logging.getLogger("lmsys_pref.model.models")
 CACHE = Path(os.environ.get("LMSYS_PREF_CACHE", Path.home() / ".cache" / "lmsys_pref"))
@@ -142,6 +142,7 @@ def load_base(cfg, tokenizer, device: str = "cpu"):
     model.config.use_cache = False
     model.config.id2label = dict(enumerate(LABEL_COLS))
     model.config.label2id = {name: i for i, name in enumerate(LABEL_COLS)}
+    apply_attention(model, cfg.attn_implementation)  # sdpa_nocap: the cap dropped, SDPA
     heads.install(model, cfg.head_layers, seed=cfg.seed)
     return model
 
@@ -156,7 +157,7 @@ def describe(model) -> dict:
     """What was loaded, for metrics.json: attention kernel and weights dtype."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     dtype = next((p.dtype for p in base.parameters() if p.is_floating_point()), None)
-    return {"attn_implementation": getattr(base.config, "_attn_implementation", None),
+    return {"attn_implementation": attention_name(base),
             "weights_dtype": DTYPE_NAMES.get(dtype, str(dtype))}
 
 
@@ -246,15 +247,22 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
             elsewhere (a Kaggle input path) or `quantization`.
     """
     model_dir = runs.resolve_model_dir(model_dir)
+    problem = resume.model_files_problem(model_dir)  # one line naming a cut-off file
+    if problem:
+        raise DataError(problem)
     meta = runs.read_model_meta(model_dir)
     cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
-    cfg = cls.from_dict(meta["config"]).replace(dtype=dtype, **overrides)
+    saved = dict(meta["config"])
+    if "lora_init" in saved and overrides.get("quantization", "none") not in ("", "none"):
+        saved["lora_init"] = "default"  # a PiSSA adapter is saved as plain LoRA (see `save`)
+    cfg = cls.from_dict(saved).replace(dtype=dtype, **overrides)
     tok_dir = model_dir / TOKENIZER_DIR  # runs saved before the tokenizer moved to the root
     tokenizer = load_tokenizer(str(tok_dir if tok_dir.is_dir() else model_dir))
     if cfg.lora_r > 0:
         from peft import PeftModel
         base = load_base(cfg, tokenizer, device)
-        model = PeftModel.from_pretrained(base, str(model_dir))
+        # torch_device: peft otherwise stages the adapter on its default device (cuda:0)
+        model = PeftModel.from_pretrained(base, str(model_dir), torch_device=str(device))
     else:
         model = _load_full(model_dir, cfg, device)
     if cfg.quantization in ("", "none"):  # bitsandbytes layers were placed by device_map

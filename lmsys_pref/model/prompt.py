@@ -11,6 +11,12 @@ a third and budget a short part does not use goes to the others (water-filling);
 parts are filled in reading order, but each answer still keeps at least a quarter. Inside a part,
 `truncation_side="right"` keeps the start, `"left"` keeps the end (the last turns).
 
+Options for the layouts of public solutions (LMConfig fields, fixed tokens like the headers):
+`turn_joiner` (the text between the turns of a part in the `gemma` layout: ours is "\\n", public
+ones use " " or "\\n\\n"; it is tokenized on its own, so the tokens at a join can differ from
+those of the joined text), `suffix` (text after answer B, e.g. "\\n\\nWhich response is
+better?") and `eos` (the tokenizer's EOS token last).
+
 Speed: every column is tokenized in one batched call of the Rust tokenizer. A text far longer
 than any budget is first cut at a word boundary on the side that truncation drops; when the cut
 text still has more tokens than any budget, its kept tokens are those of the full text, else
@@ -49,10 +55,12 @@ class Template:
     a: tuple
     b: tuple
     sep: tuple  # between turns inside a part (gemma layout)
+    closing: tuple = ()  # the `suffix` text after answer B
+    eos: tuple = ()  # EOS appended last (`eos: true`), unless the special tokens end with it
 
     def overhead(self, n_turns: int) -> int:
         """Fixed tokens of a row with `n_turns` turns."""
-        base = len(self.prefix) + len(self.suffix)
+        base = len(self.prefix) + len(self.suffix) + len(self.closing) + len(self.eos)
         if self.layout == "gemma":
             return base + len(self.p_first) + len(self.a) + len(self.b)
         return base + len(self.p_first) + (n_turns - 1) * len(self.p_next) + \
@@ -63,18 +71,42 @@ def _ids(tokenizer, text: str | None) -> tuple:
     return tuple(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else ()
 
 
-def template(tokenizer, layout: str) -> Template:
-    """The layout's headers and the tokenizer's special tokens, as ids."""
+def template(tokenizer, layout: str, *, suffix: str = "", eos: bool = False,
+             turn_joiner: str | None = None) -> Template:
+    """The layout's headers and the tokenizer's special tokens, as ids.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        layout: one of `LAYOUTS`.
+        suffix: text after answer B ('' = none).
+        eos: end every row with the tokenizer's EOS token.
+        turn_joiner: text between the turns of a part in the `gemma` layout (None = "\\n").
+
+    Raises:
+        ValueError: unknown layout, `eos` with a tokenizer that has no EOS token.
+    """
     if layout not in _HEADERS:
         raise ValueError(f"layout: unknown {layout!r}; expected one of {LAYOUTS}")
     probe = _ids(tokenizer, "x")
     full = list(tokenizer("x", add_special_tokens=True)["input_ids"])
     at = next(i for i in range(len(full)) if tuple(full[i:i + len(probe)]) == probe)
     p_first, p_next, a, b, sep = _HEADERS[layout]
-    return Template(layout, tuple(full[:at]), tuple(full[at + len(probe):]),
-                    _ids(tokenizer, p_first),
+    if sep is not None and turn_joiner is not None:
+        sep = turn_joiner
+    special_end = tuple(full[at + len(probe):])
+    return Template(layout, tuple(full[:at]), special_end, _ids(tokenizer, p_first),
                     _ids(tokenizer, p_next), _ids(tokenizer, a), _ids(tokenizer, b),
-                    _ids(tokenizer, sep))
+                    _ids(tokenizer, sep), _ids(tokenizer, suffix),
+                    _eos_ids(tokenizer, special_end) if eos else ())
+
+
+def _eos_ids(tokenizer, special_end: tuple) -> tuple:
+    """(EOS,) unless the tokenizer's own trailing special tokens already end with it."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"eos: true, but the tokenizer {type(tokenizer).__name__} has no EOS "
+                         "token")
+    return () if special_end[-1:] == (eos,) else (int(eos),)
 
 
 def allocate(lengths: Sequence[int], avail: int, spread: bool = True) -> list[int]:
@@ -159,9 +191,10 @@ def _check(cfg) -> None:
         raise ValueError(f"truncation_side: {cfg.truncation_side!r}; expected one of {SIDES}")
 
 
-def _column_turns(df: pd.DataFrame, tokenizer, need: int, side: str, sep: tuple
+def _column_turns(df: pd.DataFrame, tokenizer, need: int, side: str, sep: tuple | None
                   ) -> dict[str, list[list[list[int]]]]:
-    """Per column, per row, per turn token ids (one tokenizer call per column)."""
+    """Per column, per row, per turn token ids (one tokenizer call per column); with `sep`
+    (the gemma layout) each part's turns become one stream joined by it."""
     out = {}
     for col in TEXT_COLS:
         cells = df[col].tolist()
@@ -171,7 +204,7 @@ def _column_turns(df: pd.DataFrame, tokenizer, need: int, side: str, sep: tuple
         for cell in cells:
             turns = ids[at:at + len(cell)]
             at += len(cell)
-            if sep:  # gemma layout: one stream per part, turns joined by the separator
+            if sep is not None:  # gemma layout: one stream per part, turns joined by `sep`
                 stream = []
                 for k, t in enumerate(turns):
                     stream += (list(sep) if k else []) + t
@@ -201,7 +234,7 @@ def _assemble(tpl: Template, parts: list[list[list[int]]]) -> list[int]:
         for k in range(len(p)):
             ids += list(tpl.p_first if k == 0 else tpl.p_next) + p[k] + list(tpl.a) + a[k] + \
                 list(tpl.b) + b[k]
-    return ids + list(tpl.suffix)
+    return ids + list(tpl.closing) + list(tpl.suffix) + list(tpl.eos)
 
 
 def _pad_turns(turns: list[list[int]], n: int, side: str) -> list[list[int]]:
@@ -236,15 +269,17 @@ def encode(df: pd.DataFrame, tokenizer, cfg) -> list[list[int]]:
         df: a frame from `data.load_split` (text columns are lists of turns).
         tokenizer: a Hugging Face tokenizer (fast ones are used through their Rust backend).
         cfg: an LMConfig/EncoderConfig (fields `layout`, `max_length`, `spread_max_length`,
-            `truncation_side`).
+            `truncation_side`; an LMConfig's `eos`, `suffix`, `turn_joiner`).
 
     Raises:
         ValueError: unknown layout/side, or `max_length` too small for the fixed tokens.
     """
     _check(cfg)
-    tpl = template(tokenizer, cfg.layout)
+    tpl = template(tokenizer, cfg.layout, suffix=getattr(cfg, "suffix", ""),
+                   eos=getattr(cfg, "eos", False), turn_joiner=getattr(cfg, "turn_joiner", None))
     need = max(cfg.max_length - tpl.overhead(1), 1)
-    cols = _column_turns(df, tokenizer, need, cfg.truncation_side, tpl.sep)
+    cols = _column_turns(df, tokenizer, need, cfg.truncation_side,
+                         tpl.sep if tpl.layout == "gemma" else None)
     return [encode_row(tpl, [cols[c][i] for c in TEXT_COLS], cfg) for i in range(len(df))]
 
 

@@ -15,35 +15,36 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate.utils import DistributedType
-from transformers import (
-    DataCollatorWithPadding,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 from transformers.utils.notebook import NotebookProgressCallback
 
 from .. import data, metrics, resume
-from ..infer import predictor
-from ..model import models, prompt
+from ..infer import devices, predictor
+from ..model import models, precision, prompt
+from . import distill
 
 log = logging.getLogger("lmsys_pref.train.loop")
 
 
 class RowDataset(torch.utils.data.Dataset):
-    """Token ids + targets (class index for "ce", one-hot floats for "mse")."""
+    """Token ids + targets (class index for "ce", one-hot floats for "mse", or (n, 3)
+    probabilities as given) + extra per-row `fields` (e.g. teacher probabilities)."""
 
-    def __init__(self, input_ids: list[list[int]], labels, objective: str = "ce"):
+    def __init__(self, input_ids: list[list[int]], labels, objective: str = "ce", **fields):
         self.input_ids = input_ids
-        labels = np.asarray(labels, dtype=int)
-        self.labels = data.onehot(labels).tolist() if objective == "mse" else labels.tolist()
+        labels = np.asarray(labels)
+        if labels.ndim == 1:
+            labels = data.onehot(labels) if objective == "mse" else labels.astype(int)
+        self.labels = labels.tolist()
+        self.fields = {k: np.asarray(v).tolist() for k, v in fields.items()}
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i],
+                **{k: v[i] for k, v in self.fields.items()}}
 
 
 def training_device(cfg) -> str:
@@ -112,11 +113,19 @@ def predict(model, tokenizer, df: pd.DataFrame, cfg, tta: str | None = None) -> 
     """(n, 3) probabilities of `df`'s rows on the training device, through the engine.
 
     Scoring stays on the device the model trained on: no copy of a trained (maybe quantized)
-    model is made while the Trainer's state still sits on a GPU.
+    model is made while the Trainer's state still sits on a GPU. It runs without the autocast
+    wrapper of mixed-precision training, as a reloaded model would (`precision.autocast_off`),
+    and once per DDP run: each rank scores its share of the rows (`devices.across_ranks`).
     """
     model.eval()
     one_device = cfg.replace(devices=training_device(cfg))
-    return predictor.predict_frame(model, tokenizer, df, one_device, tta=tta)
+
+    def score(rows: np.ndarray) -> np.ndarray:
+        return predictor.predict_frame(model, tokenizer, df.iloc[rows], one_device, tta=tta)
+
+    chars = sum(df[col].astype(str).str.len().to_numpy() for col in data.TEXT_COLS)
+    with precision.autocast_off(model):
+        return devices.across_ranks(score, chars)  # ranks get alike mixes of lengths
 
 
 class HoldoutEval(TrainerCallback):
@@ -152,8 +161,10 @@ def eval_sample(val_df: pd.DataFrame, cfg) -> pd.DataFrame:
 
 
 def _release(trainer) -> None:
-    """Drop the optimizer and scheduler states before scoring (GPU memory back)."""
+    """Drop the optimizer and scheduler states before scoring (GPU memory back), and the
+    autocast wrapper that mixed precision put on the model's forward."""
     trainer.optimizer = trainer.lr_scheduler = None
+    precision.unwrap_autocast(trainer.model)
     trainer.accelerator.free_memory()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -170,11 +181,13 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
     out_dir = Path(out_dir)
     last = resume.check_resume(out_dir, cfg)  # None, or the last complete checkpoint
     untuned = predict(model, tokenizer, val_df, cfg) if cfg.untuned_baseline else None
-    rows = data.augment_with_swap(train_df) if cfg.swap_augment else train_df
-    train_ds = RowDataset(prompt.encode(rows, tokenizer, cfg), rows["label"], cfg.objective)
-    trainer = Trainer(model=model, args=training_args(cfg, out_dir, training_device(cfg)),
-                      train_dataset=train_ds, data_collator=DataCollatorWithPadding(tokenizer),
-                      callbacks=[HoldoutEval(model, tokenizer, eval_sample(val_df, cfg), cfg)])
+    rows, targets, fields = distill.training_rows(train_df, cfg)  # swaps, soft labels, teachers
+    train_ds = distill.dataset(
+        RowDataset(prompt.encode(rows, tokenizer, cfg), targets, cfg.objective, **fields), cfg)
+    trainer = distill.trainer(  # the model's own loss, or distill.loss (compute_loss)
+        cfg, model=model, args=training_args(cfg, out_dir, training_device(cfg)),
+        train_dataset=train_ds, data_collator=distill.collator(tokenizer, cfg),
+        callbacks=[HoldoutEval(model, tokenizer, eval_sample(val_df, cfg), cfg)])
     # a PeftModel's forward takes **kwargs, so the Trainer assumes the model divides the loss by
     # the accumulation count itself; sequence classifiers do not: loss and gradients would be
     # summed over the accumulated batches instead of averaged

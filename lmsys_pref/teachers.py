@@ -1,0 +1,199 @@
+"""Teacher probabilities for distillation (`teachers`): read, checked against the splits, attached.
+
+A teacher file holds `id` and the three winner columns as probabilities: any run's oof.csv or
+val.csv, a run folder (its oof.csv, else val.csv), a `pseudo-label` output, or any such CSV.
+Every training row of every split (extra rows included) needs every teacher's row: a missing
+id is a `DataError` naming the teacher file and the first ids, before any model is built.
+
+'{fold}' in a path names per-fold files (fold k of the run reads the file made for k, the 1st
+place's teachers trained per fold); '{out_dir}' stands for the run's out_dir (grids chain runs
+with it). A student's held-out figures stay honest only if no teacher that made its training
+targets saw its held-out rows, so each file's provenance is checked where it is known:
+ - a run's oof.csv: every row's probabilities come from a fold model that trained on the other
+   folds, so each held-out row found in the file was seen;
+ - a run's val.csv: its model trained on the rows outside the file;
+ - a `pseudo-label` output: its pseudo_labels.json lists the ids its models never trained on;
+ - any other file: unknown (recorded as such).
+A per-fold file that saw its fold's held-out rows is refused (the teacher's folds do not match);
+any other leak is flagged in metrics.json (`teachers`: `leaked_rows` per file). Torch-free.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import data, runs
+from .data import LABEL_COLS, DataError
+
+log = logging.getLogger("lmsys_pref.teachers")
+PROB_TOL = 1e-3  # a teacher row's probabilities sum to 1 within this (then renormalised)
+PSEUDO_LABELS, PSEUDO_META = "pseudo_labels.csv", "pseudo_labels.json"
+RUN_FILES = ("oof.csv", "val.csv")
+
+
+def columns(i: int) -> list[str]:
+    """The columns of teacher `i`'s probabilities in a training frame."""
+    return [f"teacher{i}_{c}" for c in LABEL_COLS]
+
+
+def resolve(spec: str, fold: int = 0, out_dir: str | Path = ".", root: Path = Path(".")
+            ) -> Path:
+    """The file a teacher entry names for `fold` (a run folder gives its oof.csv or val.csv)."""
+    path = root / spec.replace("{fold}", str(fold)).replace("{out_dir}", str(out_dir))
+    if path.is_dir():
+        found = [path / name for name in RUN_FILES if (path / name).is_file()]
+        if not found:
+            raise FileNotFoundError(f"teacher {path}: a folder without {' or '.join(RUN_FILES)}")
+        path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher {path}: no such file")
+    return path
+
+
+def read(path: Path) -> pd.DataFrame:
+    """A teacher file as (n, 3) probabilities indexed by id (text), rows renormalised.
+
+    Raises:
+        DataError: a missing column, a duplicate id, or a row whose cells are not probabilities
+            (in [0, 1], summing to 1 within `PROB_TOL`), naming the file, the id and the column.
+    """
+    df = data.read_table(path)
+    missing = [c for c in ("id",) + LABEL_COLS if c not in df.columns]
+    if missing:
+        raise DataError(f"teacher {path}: missing column(s) {missing}; a teacher file holds "
+                        f"'id' and {list(LABEL_COLS)}; found {list(df.columns)[:12]}")
+    ids = df["id"].astype(str)
+    if ids.duplicated().any():
+        raise DataError(f"teacher {path}: duplicate id(s) {ids[ids.duplicated()].head(5).tolist()}"
+                        " in column 'id'")
+    p = df[list(LABEL_COLS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(p) | (p < 0) | (p > 1)
+    if bad.any():
+        r, c = divmod(int(bad.argmax()), 3)
+        cell = df[LABEL_COLS[c]].iloc[r]
+        raise DataError(f"teacher {path}: row id {ids.iloc[r]}: column '{LABEL_COLS[c]}' is "
+                        f"{'empty' if pd.isna(cell) else cell}, expected a probability in [0, 1]")
+    off = np.abs(p.sum(1) - 1) > PROB_TOL
+    if off.any():
+        r = int(off.argmax())
+        raise DataError(f"teacher {path}: row id {ids.iloc[r]}: columns {list(LABEL_COLS)} sum to "
+                        f"{p[r].sum():.6g}, expected 1 within {PROB_TOL:g}")
+    return pd.DataFrame(p / p.sum(1, keepdims=True), index=ids.to_numpy(), columns=LABEL_COLS)
+
+
+def provenance(path: Path, ids: pd.Index) -> tuple[str, set[str] | None]:
+    """What the teacher's models trained on, where its folder tells: ('saw', ids) for a run's
+    oof.csv, ('never_saw', ids) for a run's val.csv or a pseudo-label output, ('unknown', None)."""
+    if path.name == PSEUDO_LABELS and (path.parent / PSEUDO_META).is_file():
+        never = runs.load_json(path.parent / PSEUDO_META).get("never_saw")
+        return ("unknown", None) if never is None else ("never_saw", set(map(str, never)))
+    if path.name in RUN_FILES and (path.parent / "metrics.json").is_file():
+        return ("saw" if path.name == "oof.csv" else "never_saw"), set(ids)
+    return "unknown", None
+
+
+@dataclass
+class TeacherFile:
+    """One teacher file of one fold: its probabilities and provenance."""
+
+    spec: str
+    path: Path
+    probs: pd.DataFrame
+    sight: tuple[str, set[str] | None]
+
+    def leaked(self, held_out: Sequence) -> int | None:
+        """How many `held_out` ids the models behind this file trained on (None: unknown)."""
+        kind, ids = self.sight
+        held = set(map(str, held_out))
+        if kind == "unknown":
+            return None
+        return len(held & ids) if kind == "saw" else len(held - ids)
+
+
+class TeacherSet:
+    """The `teachers` of a run: one file per teacher, or per teacher and fold ('{fold}')."""
+
+    def __init__(self, files: dict[tuple[int, int], TeacherFile], specs: list[str],
+                 temperature: float, weights: list[float]):
+        self.files, self.specs = files, specs
+        self.temperature, self.weights = temperature, weights
+        self.leaks: list[int | None] = [0] * len(specs)
+
+    @classmethod
+    def load(cls, cfg, root: str | Path = ".") -> TeacherSet:
+        """Read every teacher file of `cfg.teachers` (per-fold ones for each of the run's folds)."""
+        n_folds = max(1, cfg.n_folds)
+        files = {}
+        for i, spec in enumerate(cfg.teachers):
+            for k in range(n_folds) if "{fold}" in spec else [0]:
+                path = resolve(spec, k, cfg.out_dir, Path(root))
+                probs = read(path)
+                files[i, k] = TeacherFile(spec, path, probs, provenance(path, probs.index))
+        return cls(files, list(cfg.teachers), cfg.distill_temperature,
+                   loss_weights(cfg.distill_weights, len(cfg.teachers)))
+
+    def file(self, i: int, fold: int) -> TeacherFile:
+        return self.files[i, fold] if "{fold}" in self.specs[i] else self.files[i, 0]
+
+    def check(self, splits: Sequence[tuple[Sequence, Sequence]]) -> None:
+        """Each split's (training ids, held-out ids): every teacher must cover the training ids
+        (`DataError` naming the file and the first missing ids); its leaks are counted."""
+        self.leaks = [0] * len(self.specs)
+        for k, (train_ids, held_out) in enumerate(splits):
+            for i, spec in enumerate(self.specs):
+                f = self.file(i, k)
+                need = pd.Index(pd.Series(train_ids, dtype=object).astype(str))
+                missing = need[~need.isin(f.probs.index)]
+                if len(missing):
+                    raise DataError(f"teacher {f.path}: no probabilities for {len(missing)} "
+                                    f"training row(s) of fold {k}: ids {missing[:5].tolist()}; "
+                                    "every training row needs every teacher's row")
+                leak = f.leaked(held_out)
+                if leak and "{fold}" in spec:
+                    raise DataError(f"teacher {f.path} (fold {k}): its models trained on {leak} "
+                                    f"of this fold's {len(held_out)} held-out rows; the teacher's"
+                                    " folds must match this run's (same rows, n_folds, seed, "
+                                    "group_by)")
+                self.leaks[i] = None if leak is None or self.leaks[i] is None \
+                    else self.leaks[i] + leak
+        for spec, leak in zip(self.specs, self.leaks):
+            if leak is None or leak:
+                log.warning("teacher %s: %s", spec, "provenance unknown: its held-out honesty is "
+                            "unchecked" if leak is None else f"trained on {leak} held-out row(s) "
+                            "of this run (its OOF came from models that saw them); flagged in "
+                            "metrics.json")
+
+    def attach(self, rows: pd.DataFrame, fold: int) -> pd.DataFrame:
+        """`rows` with each teacher's probabilities as columns (`columns(i)`)."""
+        ids = rows["id"].astype(str).to_numpy()
+        extra = {}
+        for i in range(len(self.specs)):
+            values = self.file(i, fold).probs.loc[ids].to_numpy()
+            extra.update(dict(zip(columns(i), values.T)))
+        return rows.assign(**extra)
+
+    def report(self) -> dict:
+        """metrics.json's `teachers`: the files, temperature, weights and leaks."""
+        return {"temperature": self.temperature, "weights": self.weights,
+                "files": [{"teacher": spec, "per_fold": "{fold}" in spec,
+                           "paths": sorted({str(f.path) for (i, _), f in self.files.items()
+                                            if i == n}),
+                           "leaked_rows": leak, "provenance": self.file(n, 0).sight[0]}
+                          for n, (spec, leak) in enumerate(zip(self.specs, self.leaks))]}
+
+
+def loss_weights(weights: Sequence[float], n_teachers: int) -> list[float]:
+    """The weights of [CE, KL_1, cos_1, ...]: as given, or 1 / (1 + 2 n) each."""
+    n_terms = 1 + 2 * n_teachers
+    return [float(w) for w in weights] if weights else [1.0 / n_terms] * n_terms
+
+
+def probabilities(rows: pd.DataFrame, n_teachers: int) -> np.ndarray:
+    """(n, n_teachers, 3) teacher probabilities of a training frame (`TeacherSet.attach`)."""
+    return np.stack([rows[columns(i)].to_numpy(dtype=np.float64) for i in range(n_teachers)],
+                    axis=1)

@@ -1,0 +1,97 @@
+"""The GPU benches' code on CPU at tiny sizes: MFU against the device's own peak with attention
+FLOPs counted, training steps that survive step 2, and the scoring memory of the build
+`predict` uses, measured per row."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import bench_lm_gpu, mfu
+from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.model import models
+
+
+def test_device_peaks_come_from_the_table_or_the_override(monkeypatch):
+    monkeypatch.delenv("LMSYS_PEAK_TFLOPS", raising=False)
+    assert mfu.device_peak("NVIDIA H100 80GB HBM3")[0] == 989
+    assert mfu.device_peak("NVIDIA H200")[0] == 989
+    assert mfu.device_peak("NVIDIA H100 PCIe")[0] == 756
+    assert mfu.device_peak("NVIDIA A100-SXM4-80GB")[0] == 312
+    assert mfu.device_peak("NVIDIA L4")[0] == 121
+    assert mfu.device_peak("Tesla T4")[0] == 65
+    assert mfu.device_peak("NVIDIA A10G")[0] is None  # not guessed from the A10
+    assert mfu.device_peak("NVIDIA A10G", override=70)[0] == 70
+    monkeypatch.setenv("LMSYS_PEAK_TFLOPS", "100")
+    assert mfu.device_peak("NVIDIA H100 80GB HBM3")[0] == 100
+
+
+def test_attention_flops_count_each_query_against_the_keys_it_sees():
+    shape = {"heads": 2, "head_dim": 4, "windows": [None, 3]}
+    brute = sum(4 * 2 * 4 * sum(min(q + 1, w or 10**9) for q in range(n))
+                for w in (None, 3) for n in (5, 2))
+    assert mfu.attention_flops([5, 2], shape) == brute
+    n_params = 1000
+    assert mfu.model_flops(n_params, [5, 2], shape) == 2 * n_params * 7 + brute
+    assert mfu.model_flops(n_params, [5, 2], shape, training=True) == 4 * n_params * 7 + 3 * brute
+    assert mfu.mfu(2e12, 1.0, 4.0) == pytest.approx(0.5) and mfu.mfu(1.0, 1.0, None) is None
+
+
+def test_attention_shape_of_gemma2_has_its_sliding_layers():
+    from transformers import Gemma2Config
+
+    shape = mfu.attention_shape(Gemma2Config(**{k: v for k, v in bench_lm_gpu.GEMMA2_2B.items()
+                                                 if k != "model_type"}))
+    assert shape["heads"] == 8 and shape["head_dim"] == 256
+    assert shape["windows"][:2] == [4096, None] and len(shape["windows"]) == 26
+
+
+def test_a_matmul_peak_is_measured():
+    assert mfu.matmul_tflops("cpu", torch.float32, n=64, iters=2) > 0
+
+
+@pytest.fixture
+def tiny():
+    cfg = LMConfig.from_preset("tiny-gemma2", dtype="fp32", batch_size=2)
+    model, tok = models.build(cfg)
+    return cfg, model, tok
+
+
+def test_training_bench_runs_past_its_second_step(tiny):
+    cfg, model, _ = tiny
+    lengths = np.array([12, 30, 7, 25, 18])
+    res = bench_lm_gpu.measure_training(model, cfg, lengths, steps=2, device="cpu")
+    assert res["steps"] == 2 and res["tokens_per_s"] > 0 and res["tflops_per_s"] >= 0
+    assert res["mfu"] is None and res["peak_gib"] is None  # no peak and no CUDA here
+
+
+def test_scoring_memory_is_the_predict_build_per_row(tiny, tmp_path, monkeypatch):
+    cfg, model, tok = tiny
+    models.save(model, tok, cfg, tmp_path / "model")
+    events, widths = [], []
+
+    class Peaks:
+        def reset(self):
+            events.append("reset")
+
+        def read(self):
+            events.append("read")
+            return {"allocated_gib": len(events), "reserved_gib": 0}
+
+    def no_training_build(*args, **kwargs):
+        raise AssertionError("the training build (models.build) is not what predict scores")
+
+    load = models.load_for_inference
+
+    def spy(*args, **kwargs):
+        loaded = load(*args, **kwargs)
+        loaded[0].register_forward_pre_hook(
+            lambda mod, args, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+        return loaded
+
+    monkeypatch.setattr(models, "build", no_training_build)
+    monkeypatch.setattr(models, "load_for_inference", spy)
+    res = bench_lm_gpu.inference_memory(tmp_path / "model", "cpu", (64, 96), Peaks())
+    assert widths == [64, 96] and events == ["reset", "read"] * 2
+    assert res == {64: {"allocated_gib": 2, "reserved_gib": 0},
+                   96: {"allocated_gib": 4, "reserved_gib": 0}}
