@@ -63,7 +63,7 @@ train-gemma: $(INSTALLED) ## Gemma LoRA: DATA_DIR OUT_DIR [PRESET=gemma2-2b|gemm
 train-llama: $(INSTALLED) ## Llama LoRA: DATA_DIR OUT_DIR [PRESET=llama3-8b|smollm2-135m|tiny-llama] [PARAMS]
 	$(RUN) train llama --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/llama) $(PRESET_ARG) $(PARAMS)
 
-train-roberta: $(INSTALLED) ## encoder (RoBERTa, MSE, k-fold): DATA_DIR OUT_DIR [PRESET=roberta-base|minilm|tiny-roberta] [PARAMS]
+train-roberta: $(INSTALLED) ## encoder (RoBERTa: MSE; minilm: CE; k-fold): DATA_DIR OUT_DIR [PRESET=roberta-base|minilm|tiny-roberta] [PARAMS]
 	$(RUN) train roberta --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/roberta) $(PRESET_ARG) $(PARAMS)
 
 predict: $(INSTALLED) ## score DATA_DIR/test.csv with MODEL_DIR (any baseline) -> OUT_DIR/submission.csv
@@ -71,6 +71,13 @@ predict: $(INSTALLED) ## score DATA_DIR/test.csv with MODEL_DIR (any baseline) -
 
 predict-dist: $(INSTALLED) ## predict over NPROC processes (torchrun; gloo on CPU, NCCL on GPUs)
 	$(RUN) dist --nproc $(NPROC) predict --model-dir $(MODEL_DIR) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/predict) $(PARAMS)
+
+.PHONY: planted planted-score
+planted: $(INSTALLED) ## a planted-signal task (marker-phrase answers) from DATA_DIR/train.csv -> OUT_DIR [PARAMS="--n-train 512 --n-test 160"]
+	$(RUN) planted make --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/planted) $(PARAMS)
+
+planted-score: $(INSTALLED) ## accuracy of SUBMISSION on the planted folder DATA_DIR (its answers.csv)
+	$(RUN) planted score --data-dir $(DATA_DIR) --submission $(SUBMISSION) $(PARAMS)
 
 .PHONY: pseudo-label
 pseudo-label: $(INSTALLED) ## soft labels for DATA_DIR/test.csv from MODEL_DIR (MODEL_DIRS="a b": averaged) -> OUT_DIR [PARAMS="--hard-threshold 0.9"]

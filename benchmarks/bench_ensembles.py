@@ -1,8 +1,8 @@
-"""Every baseline blends (issue 13), on the 1,500 real rows, CPU.
+"""Every baseline blends (issues 13, 16), on the 1,500 real rows, CPU.
 
-1. An XGBoost run (5 prompt-grouped folds) and a 5-fold SmolLM2-135M LoRA run at small settings
-   both score every labelled row out of fold, so `make blend` fits on all 1,500 rows; the
-   cross-fitted blend is compared with each single run.
+1. An XGBoost run (5 prompt-grouped folds) and 5-fold runs of SmolLM2-135M LoRA, Gemma 3 270M
+   LoRA and MiniLM at small settings all score every labelled row out of fold, so `make blend`
+   fits on all 1,500 rows; the cross-fitted blend is compared with each single run.
 2. A 3-fold encoder run (MiniLM) trained on 1,200 rows: its fold-mean and its best-fold test
    predictions, both scored on the 300 held-out labelled rows.
 """
@@ -27,20 +27,38 @@ WORK = ROOT / "runs" / "bench_ensembles"
 # last 6 of SmolLM2's 30 layers (backward stops there)
 LM_SETTINGS = dict(n_folds=5, max_length=96, max_steps=25, lora_layers_from=24,
                    untuned_baseline=False, torch_threads=2)
+# Gemma 3 270M: the preset (LoRA on the last 6 of 18 layers) at the same 96 tokens and 25 steps
+GEMMA_SETTINGS = dict(n_folds=5, max_length=96, max_steps=25, untuned_baseline=False,
+                      torch_threads=2)
 ENC_SETTINGS = dict(n_folds=3, max_length=128, epochs=1, torch_threads=2)
+# MiniLM on all 1,500 rows: the preset (cross-entropy) at 128 tokens, one epoch per fold
+ENC_OOF_SETTINGS = dict(n_folds=5, max_length=128, epochs=1, torch_threads=2,
+                        untuned_baseline=False)
+LM_RUNS = {  # name -> (config class, preset, settings), each a 5-fold OOF run
+    "smollm2": (LMConfig, "smollm2-135m", LM_SETTINGS),
+    "gemma3": (LMConfig, "gemma3-270m", GEMMA_SETTINGS),
+    "minilm": (EncoderConfig, "minilm", ENC_OOF_SETTINGS),
+}
+# the same figures before issue 16 (zeroed output layer; MiniLM with MSE), to show the move
+BEFORE = {"xgb": 1.0322, "smollm2": 1.0967, "blend": 1.0347, "minilm_fold_mean": 1.0976,
+          "minilm_best_fold": 1.0973, "minilm_cv": 1.0977}
+LABELS = {"xgb": "XGBoost (5 folds)", "smollm2": "SmolLM2-135M LoRA (5 folds)",
+          "gemma3": "Gemma 3 270M LoRA (5 folds)", "minilm": "MiniLM, cross-entropy (5 folds)"}
 
 
 def blend_runs(shared: Path) -> dict:
-    """XGBoost + 5-fold SmolLM2 LoRA, then their cross-fitted blend."""
-    arena = shared
-    xgb_m = xgb.fit(XGBConfig(data_dir=str(arena), out_dir=str(WORK / "xgb"), n_jobs=2))
-    t0 = time.time()
-    lm_m = fit.fit(LMConfig.from_preset("smollm2-135m", data_dir=str(arena),
-                                        out_dir=str(WORK / "smollm2"), **LM_SETTINGS))
-    lm_seconds = time.time() - t0
-    blended = blend.blend([WORK / "xgb", WORK / "smollm2"], WORK / "blend")
-    return {"xgb": xgb_m, "smollm2": lm_m, "smollm2_seconds": round(lm_seconds),
-            "blend": blended}
+    """XGBoost + the 5-fold LM runs, then blends: XGBoost with each LM, and all of them."""
+    res = {"xgb": xgb.fit(XGBConfig(data_dir=str(shared), out_dir=str(WORK / "xgb"),
+                                    n_jobs=2)), "seconds": {}}
+    for name, (cls, preset, settings) in LM_RUNS.items():
+        t0 = time.time()
+        res[name] = fit.fit(cls.from_preset(preset, data_dir=str(shared),
+                                            out_dir=str(WORK / name), **settings))
+        res["seconds"][name] = round(time.time() - t0)
+    res["blends"] = {f"xgb + {name}": blend.blend([WORK / "xgb", WORK / name],
+                                                  WORK / f"blend_{name}") for name in LM_RUNS}
+    res["blend"] = blend.blend([WORK / n for n in ("xgb", *LM_RUNS)], WORK / "blend")
+    return res
 
 
 def encoder_folds(shared: Path) -> dict:
@@ -70,22 +88,32 @@ def encoder_folds(shared: Path) -> dict:
 
 def markdown(res: dict) -> str:
     b, e = res["blend"], res["encoder"]
-    singles = {"XGBoost (5 folds)": b["xgb"]["log_loss"],
-               "SmolLM2-135M LoRA (5 folds)": b["smollm2"]["log_loss"]}
-    lines = ["| predictions (OOF, 1,500 rows) | log loss |", "|---|---:|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in singles.items()]
-    lines.append(f"| **blend, cross-fitted** ({b['blend'].get('n_eval', '?')} shared rows) | "
-                 f"**{b['blend']['log_loss']:.4f}** |")
+    singles = {LABELS[k]: b[k]["log_loss"] for k in LABELS}
+    lines = ["| predictions (OOF, 1,500 rows, prompt-grouped folds) | log loss | accuracy | "
+             "before issue 16 |", "|---|---:|---:|---:|"]
+    lines += [f"| {LABELS[k]} | {b[k]['log_loss']:.4f} | {b[k]['accuracy']:.3f} | "
+              f"{BEFORE.get(k, '-')} |" for k in LABELS]
+    lines += [f"| blend {k}, cross-fitted | {v['log_loss']:.4f} | {v['accuracy']:.3f} | "
+              f"{BEFORE['blend'] if k == 'xgb + smollm2' else '-'} |"
+              for k, v in b["blends"].items()]
+    lines.append(f"| **blend of all four, cross-fitted** ({b['blend'].get('n_eval', '?')} shared "
+                 f"rows) | **{b['blend']['log_loss']:.4f}** | {b['blend']['accuracy']:.3f} | - |")
     beat = b["blend"]["log_loss"] < min(singles.values())
-    lines += ["", f"Goal (blend below the better single run): **{'met' if beat else 'not met'}**."
-              f" SmolLM2 5-fold run ({LM_SETTINGS}): {b['smollm2_seconds']} s on CPU.", "",
+    times = ", ".join(f"{k} {s} s" for k, s in b["seconds"].items())
+    settings = "; ".join(f"{k}: {s}" for k, (_, _, s) in LM_RUNS.items())
+    lines += ["", f"Goal (blend below the best single run): **{'met' if beat else 'not met'}**."
+              f" CPU time of the 5-fold LM runs: {times}. Settings: {settings}.", "",
               f"Encoder (MiniLM, 3 folds on 1,200 rows; {e['held_out_rows']} held-out labelled "
               "rows, prompt-grouped split):", "",
-              "| test predictions | held-out log loss |", "|---|---:|",
-              f"| mean of the 3 folds | {e['fold_mean_log_loss']:.4f} |",
-              f"| best fold only (fold {e['best_fold']}) | {e['best_fold_log_loss']:.4f} |", "",
+              "| test predictions | held-out log loss | before issue 16 (MSE, zeroed head) |",
+              "|---|---:|---:|",
+              f"| mean of the 3 folds | {e['fold_mean_log_loss']:.4f} | "
+              f"{BEFORE['minilm_fold_mean']} |",
+              f"| best fold only (fold {e['best_fold']}) | {e['best_fold_log_loss']:.4f} | "
+              f"{BEFORE['minilm_best_fold']} |", "",
               f"Out-of-fold log loss of the 1,200 rows: {e['cv_log_loss']:.4f} "
-              f"(folds {', '.join(f'{x:.4f}' for x in e['fold_log_losses'])})."]
+              f"(folds {', '.join(f'{x:.4f}' for x in e['fold_log_losses'])}; before "
+              f"{BEFORE['minilm_cv']})."]
     return "\n".join(lines) + "\n"
 
 
@@ -93,7 +121,7 @@ def run(shared: Path | None, quick: bool = False) -> dict:
     if shared is None or not (shared / "train.csv").exists():
         return {"skipped": "the real data (../shared/data/lmsys-chatbot-arena) is absent"}
     res = {"blend": blend_runs(shared), "encoder": encoder_folds(shared)}
-    return {"title": "Blends of every baseline; fold averaging (issue 13)",
+    return {"title": "Blends of every baseline; fold averaging (issues 13, 16)",
             "command": "python -m benchmarks.run --only ensembles",
             "markdown": markdown(res), **{k: runs._jsonable(v) for k, v in res.items()}}
 

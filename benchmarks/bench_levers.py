@@ -38,7 +38,7 @@ STUDENT = dict(n_folds=5, max_length=64, max_steps=40, objective="ce", learning_
 def planted() -> dict:
     """The planted test of tests/test_distill.py, with its figures."""
     sys.path.insert(0, str(ROOT / "tests"))
-    import planted as p  # noqa: E402 - the tests' planted rows
+    import synthetic_rows as p  # noqa: E402 - the tests' synthetic planted rows
 
     df = p.planted_rows(120, seed=0)
     truth = p.true_labels(df)

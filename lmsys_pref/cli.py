@@ -25,6 +25,7 @@ COMMANDS = {
     "grid": ("lmsys_pref.grid:cli_main", "a YAML grid of runs + a leaderboard (summary.md)"),
     "dist": ("lmsys_pref.launch:cli_main", "predict or train over N processes (torchrun)"),
     "eda": ("lmsys_pref.notebooks:eda_main", "the EDA notebook on a data folder"),
+    "planted": ("lmsys_pref.planted:cli_main", "a planted-signal task: make it, score a run on it"),
     "nbstrip": ("lmsys_pref.nbstrip:main", "strip outputs from notebooks (also a git filter)"),
     "kernels": ("lmsys_pref.kaggle.commands:cli_main", "Kaggle kernel folders and wheels"),
     "pseudo-label": ("lmsys_pref.pseudo_label:cli_main", "soft labels for test.csv from runs"),

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from planted import planted_rows, soften, teacher_file, true_labels, write_dir
+from synthetic_rows import planted_rows, soften, teacher_file, true_labels, write_dir
 
 from lmsys_pref import cli, data, grid, runs, teachers
 from lmsys_pref.configs.encoder import EncoderConfig

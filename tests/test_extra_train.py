@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from planted import planted_rows, soften, teacher_file, write_dir
+from synthetic_rows import planted_rows, soften, teacher_file, write_dir
 
 from lmsys_pref import data, labels, runs, xgb
 from lmsys_pref.configs.encoder import EncoderConfig

@@ -2,7 +2,8 @@
 
 Per family (Gemma-2 with the poster's 3-layer head, Llama, RoBERTa): the untuned baseline, a few
 training steps, save -> reload with the same logits, `predict` with swap TTA on two CPU workers,
-fp16 scoring, and a bias probe. Golden losses pin the seeded runs (torch 2.13 CPU).
+fp16 scoring, and a bias probe. Golden losses pin the seeded runs (torch 2.13 CPU; re-derived
+when the head's output layer became small-random instead of zero, heads.HEAD_INIT_GAIN).
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ from lmsys_pref.train import fit
 BF16_ATOL = 3e-3  # probabilities: bf16 keeps ~3 digits; batch shape changes the rounding
 FP16_ATOL = 2e-2  # fp16 scoring of a bf16-trained model
 GOLDEN_TOL = 2e-3
+UNTUNED_TOL = 0.02  # heads.HEAD_INIT_GAIN: untuned logits spread ~1% of the hidden state's RMS
 FAMILIES = {
     # preset, config class, overrides, golden holdout log loss (val or cv)
     "gemma2": ("tiny-gemma2", LMConfig, dict(head_layers=3, untuned_baseline=True, epochs=2),
-               1.08754),
-    "llama": ("tiny-llama", LMConfig, dict(untuned_baseline=True, epochs=2), 1.08150),
-    "roberta": ("tiny-roberta", EncoderConfig, dict(max_steps=3), 1.16856),
+               1.08560),
+    "llama": ("tiny-llama", LMConfig, dict(untuned_baseline=True, epochs=2), 1.08071),
+    "roberta": ("tiny-roberta", EncoderConfig, dict(max_steps=3), 1.09767),
 }
 
 
@@ -62,8 +64,8 @@ def test_golden_holdout_loss_in_bf16(family_run):
     # LoRA trains on a bf16 body; full fine-tuning (the encoder) keeps fp32 master weights and
     # scores its saved model in bf16 (test_reload_gives_the_same_logits)
     assert m["weights_dtype"] == ("fp32" if cfg.lora_r == 0 else "bf16")
-    if "untuned_log_loss" in m:  # the zero-initialised head predicts exactly 1/3 each
-        assert m["untuned_log_loss"] == pytest.approx(math.log(3), abs=1e-6)
+    if "untuned_log_loss" in m:  # the small random head predicts close to 1/3 each
+        assert m["untuned_log_loss"] == pytest.approx(math.log(3), abs=UNTUNED_TOL)
         assert m[key] < m["untuned_log_loss"]
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from planted import planted_rows, soften, teacher_file, write_dir
+from synthetic_rows import planted_rows, soften, teacher_file, write_dir
 
 from lmsys_pref import data, labels, metrics, runs, teachers
 from lmsys_pref.configs import ConfigError

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from planted import planted_rows, write_dir
+from synthetic_rows import planted_rows, write_dir
 
 from lmsys_pref import cli, data, labels, pseudo_label, runs, teachers, xgb
 from lmsys_pref.configs.xgb import XGBConfig

@@ -1,0 +1,126 @@
+"""A planted-signal task: does a pipeline learn anything at all?
+
+Real arena rows are hard (a model near ln 3 on a small run may simply have too little data), so
+a researcher checking the pipeline wants a task whose answer is certain: the preferred answer is
+the one that opens with a fixed marker phrase; both or neither opening with it is a tie. The
+texts are real arena rows, so lengths and vocabulary stay realistic; only the openings and the
+labels are planted. A model that learns it must read both answers (the marker's position in the
+input) and map A/B to the right columns, so a swapped label mapping or a wrong TTA mapping fails
+it as surely as a head that passes no gradient.
+
+`make` writes a competition-layout folder (train.csv, test.csv without labels, answers.csv with
+the test labels, sample_submission.csv); `score` compares a submission with answers.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import atomic, data, metrics
+
+MARKER = "Zebra lantern verdict:"  # a phrase no arena answer opens with
+# (marker on A, marker on B) per class: a wins, b wins, tie (both), tie (neither)
+PLANTS = {0: (True, False), 1: (False, True), 2: (True, True), 3: (False, False)}
+ANSWERS = "answers.csv"
+
+
+def _opened(cell: str, marker: str, on: bool) -> str:
+    """The JSON turn list `cell` with `marker` opening its first turn when `on`."""
+    try:
+        turns = json.loads(cell) if isinstance(cell, str) and cell.strip() else []
+    except ValueError:  # an undecodable cell (the sample's quirks): its text as one turn
+        turns = [cell]
+    turns = [t if isinstance(t, str) else "" for t in (turns if isinstance(turns, list) else [])]
+    turns = turns or [""]
+    if on:
+        turns[0] = f"{marker} {turns[0]}"
+    return json.dumps(turns)  # ASCII escapes: lone surrogates stay as the files spell them
+
+
+def plant(rows: pd.DataFrame, marker: str = MARKER, seed: int = 0) -> pd.DataFrame:
+    """`rows` (competition layout, raw cells) with the answers' openings and labels planted.
+
+    Classes are drawn evenly from the four kinds in `PLANTS` (so ties are about half: both and
+    neither), seeded. Ids, prompts and every other column are kept as they are.
+    """
+    kinds = np.random.default_rng(seed).integers(0, len(PLANTS), len(rows))
+    out = rows.copy()
+    for col, side in (("response_a", 0), ("response_b", 1)):
+        out[col] = [_opened(cell, marker, PLANTS[k][side]) for cell, k in zip(rows[col], kinds)]
+    label = np.minimum(kinds, 2)  # both kinds of tie are the tie class
+    onehot = data.onehot(label)
+    for j, col in enumerate(data.LABEL_COLS):
+        out[col] = onehot[:, j].astype(int)
+    return out
+
+
+def make(src_dir: str | Path, out_dir: str | Path, n_train: int = 512, n_test: int = 160,
+         marker: str = MARKER, seed: int = 0) -> Path:
+    """Write a planted task built from `src_dir/train.csv` into `out_dir`.
+
+    Args:
+        src_dir: a competition folder (its train.csv supplies the texts).
+        out_dir: gets train.csv, test.csv (unlabelled), answers.csv, sample_submission.csv.
+        n_train, n_test: rows of each; together at most the source's rows.
+        marker: the phrase that marks the preferred answer.
+        seed: which rows go where and which answers are marked.
+    """
+    src = data.read_table(data.find_file(src_dir, "train"))
+    if n_train < 1 or n_test < 1 or n_train + n_test > len(src):
+        raise ValueError(f"planted: n_train {n_train} + n_test {n_test} must be >= 1 each and "
+                         f"fit the {len(src)} rows of {src_dir}/train.csv")
+    picked = src.iloc[np.random.default_rng(seed).permutation(len(src))[:n_train + n_test]]
+    rows = plant(picked.reset_index(drop=True), marker, seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    test = rows.iloc[n_train:]
+    atomic.write_text(out / "train.csv", rows.iloc[:n_train].to_csv(index=False))
+    atomic.write_text(out / "test.csv", test[list(data.TEST_COLS)].to_csv(index=False))
+    atomic.write_text(out / ANSWERS, test[["id", *data.LABEL_COLS]].to_csv(index=False))
+    sample = test[["id"]].assign(**{c: 1 / 3 for c in data.LABEL_COLS})
+    atomic.write_text(out / "sample_submission.csv", sample.to_csv(index=False))
+    return out
+
+
+def score(answers: str | Path, submission: str | Path) -> dict:
+    """Accuracy and log loss of `submission` against the planted `answers` (matched by id)."""
+    truth = pd.read_csv(answers, dtype={"id": str})
+    sub = pd.read_csv(submission, dtype={"id": str}).set_index("id")
+    missing = sorted(set(truth["id"]) - set(sub.index))
+    if missing:
+        raise data.DataError(f"{submission}: no row for {len(missing)} planted ids, "
+                             f"first {missing[:3]}")
+    probs = sub.loc[truth["id"], list(data.LABEL_COLS)].to_numpy(float)
+    labels = truth[list(data.LABEL_COLS)].to_numpy().argmax(1)
+    return {"rows": len(truth), "accuracy": metrics.accuracy(labels, probs),
+            "log_loss": metrics.log_loss(labels, probs)}
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """`lmsys-pref planted make --data-dir SRC --out-dir D` / `planted score --data-dir D
+    --submission S`."""
+    ap = argparse.ArgumentParser(prog="lmsys-pref planted", description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=("make", "score"))
+    ap.add_argument("--data-dir", required=True, help="make: source rows; score: planted folder")
+    ap.add_argument("--out-dir", help="make: the planted folder to write")
+    ap.add_argument("--submission", help="score: a submission.csv of the planted test rows")
+    ap.add_argument("--n-train", type=int, default=512)
+    ap.add_argument("--n-test", type=int, default=160)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.action == "make":
+        if not args.out_dir:
+            ap.error("make needs --out-dir")
+        out = make(args.data_dir, args.out_dir, args.n_train, args.n_test, seed=args.seed)
+        print(f"planted task: {args.n_train} train + {args.n_test} test rows -> {out}")
+        return 0
+    if not args.submission:
+        ap.error("score needs --submission")
+    res = score(Path(args.data_dir) / ANSWERS, args.submission)
+    print(f"planted: {res['rows']} rows, accuracy {res['accuracy']:.3f}, "
+          f"log loss {res['log_loss']:.4f}")
+    return 0
