@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import atomic, data, metrics
+from . import atomic, data, metrics, runs
+from . import submission as submission_file
 
 MARKER = "Zebra lantern verdict:"  # a phrase no arena answer opens with
 # (marker on A, marker on B) per class: a wins, b wins, tie (both), tie (neither)
@@ -87,14 +88,15 @@ def make(src_dir: str | Path, out_dir: str | Path, n_train: int = 512, n_test: i
 
 
 def score(answers: str | Path, submission: str | Path) -> dict:
-    """Accuracy and log loss of `submission` against the planted `answers` (matched by id)."""
-    truth = pd.read_csv(answers, dtype={"id": str})
-    sub = pd.read_csv(submission, dtype={"id": str}).set_index("id")
-    missing = sorted(set(truth["id"]) - set(sub.index))
-    if missing:
-        raise data.DataError(f"{submission}: no row for {len(missing)} planted ids, "
-                             f"first {missing[:3]}")
-    probs = sub.loc[truth["id"], list(data.LABEL_COLS)].to_numpy(float)
+    """Accuracy and log loss of `submission` against the planted `answers`.
+
+    Raises:
+        SubmissionError: the submission is not exactly the planted test ids, in order, with
+            valid probabilities (`submission_file.read`, naming the file).
+    """
+    truth = runs.read_probs(answers)
+    sub = submission_file.read(submission, truth["id"])
+    probs = sub[list(data.LABEL_COLS)].to_numpy(float)
     labels = truth[list(data.LABEL_COLS)].to_numpy().argmax(1)
     return {"rows": len(truth), "accuracy": metrics.accuracy(labels, probs),
             "log_loss": metrics.log_loss(labels, probs)}

@@ -20,6 +20,7 @@ import torch
 from lmsys_pref import cli, data, metrics, planted
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.model import models
+from lmsys_pref.submission import SubmissionError
 from lmsys_pref.train import loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +155,9 @@ def test_planted_make_and_score_commands(sample_dir, tmp_path, capsys):
     assert "accuracy 1.000" in capsys.readouterr().out
     assert json.loads(json.dumps(planted.score(out / planted.ANSWERS, tmp_path / "sub.csv")))[
         "rows"] == 12
+    perfect.iloc[::-1].to_csv(tmp_path / "reordered.csv", index=False)
+    with pytest.raises(SubmissionError, match="reordered.csv: ids differ"):
+        planted.score(out / planted.ANSWERS, tmp_path / "reordered.csv")
 
 
 # --- slow: the real small checkpoints through the Makefile, as a researcher runs them ---------
