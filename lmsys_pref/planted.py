@@ -2,11 +2,15 @@
 
 Real arena rows are hard (a model near ln 3 on a small run may simply have too little data), so
 a researcher checking the pipeline wants a task whose answer is certain: the preferred answer is
-the one that opens with a fixed marker phrase; both or neither opening with it is a tie. The
-texts are real arena rows, so lengths and vocabulary stay realistic; only the openings and the
-labels are planted. A model that learns it must read both answers (the marker's position in the
-input) and map A/B to the right columns, so a swapped label mapping or a wrong TTA mapping fails
-it as surely as a head that passes no gradient.
+the one that opens (or, `at="end"`, closes) with a fixed marker phrase; both or neither holding
+it is a tie. The texts are real arena rows, so lengths and vocabulary stay realistic; only the
+markers and the labels are planted. A model that learns it must read both answers (the marker's
+position in the input) and map A/B to the right columns, so a swapped label mapping or a wrong
+TTA mapping fails it as surely as a head that passes no gradient.
+
+Put the marker where the preset's truncation keeps text: `start` for `truncation_side: right`
+(gemma3-270m, minilm), `end` for `left` (smollm2-135m, llama3-8b keep the end of each answer, so
+an opening marker is cut off every long answer: SmolLM2 scored 0.519 on a `start` task).
 
 `make` writes a competition-layout folder (train.csv, test.csv without labels, answers.csv with
 the test labels, sample_submission.csv); `score` compares a submission with answers.csv.
@@ -27,31 +31,58 @@ MARKER = "Zebra lantern verdict:"  # a phrase no arena answer opens with
 # (marker on A, marker on B) per class: a wins, b wins, tie (both), tie (neither)
 PLANTS = {0: (True, False), 1: (False, True), 2: (True, True), 3: (False, False)}
 ANSWERS = "answers.csv"
+PLACES = ("start", "end")  # the marker opens the first turn, or closes the last
+
+_LM_RUN = {"max_length": 96, "epochs": 2, "batch_size": 8, "grad_accum": 1,
+           "untuned_baseline": "false"}  # 104 steps on 512 rows, at the preset's learning rate
+# Each offline preset's small run on the 512/160 task: preset -> (baseline, `-p` settings, where
+# the marker goes). The demo's budget (8 LoRA steps at 64 rows, ~13 per MiniLM fold) is too few
+# steps to read which side holds the marker: these are 13x (LMs) and 6x (MiniLM, 78 steps) of it.
+# Shared by the slow test, `benchmarks/bench_planted.py` and the README.
+SMALL_RUNS = {
+    "minilm": ("roberta", {"n_folds": 0, "max_length": 128, "epochs": 3,
+                           "learning_rate": 0.0003, "batch_size": 16,
+                           "untuned_baseline": "false"}, "start"),
+    "gemma3-270m": ("gemma", _LM_RUN, "start"),
+    "smollm2-135m": ("llama", _LM_RUN, "end"),  # truncation_side left keeps the answers' ends
+}
 
 
-def _opened(cell: str, marker: str, on: bool) -> str:
-    """The JSON turn list `cell` with `marker` opening its first turn when `on`."""
+def params(settings: dict) -> list[str]:
+    """`-p key value` arguments for the `lmsys-pref train` door."""
+    return [a for k, v in settings.items() for a in ("-p", k, str(v))]
+
+
+def _marked(cell: str, marker: str, on: bool, at: str = "start") -> str:
+    """The JSON turn list `cell` with `marker` opening its first turn (or closing its last,
+    `at="end"`) when `on`."""
     try:
         turns = json.loads(cell) if isinstance(cell, str) and cell.strip() else []
     except ValueError:  # an undecodable cell (the sample's quirks): its text as one turn
         turns = [cell]
     turns = [t if isinstance(t, str) else "" for t in (turns if isinstance(turns, list) else [])]
     turns = turns or [""]
-    if on:
+    if on and at == "start":
         turns[0] = f"{marker} {turns[0]}"
+    elif on:
+        turns[-1] = f"{turns[-1]} {marker}"
     return json.dumps(turns)  # ASCII escapes: lone surrogates stay as the files spell them
 
 
-def plant(rows: pd.DataFrame, marker: str = MARKER, seed: int = 0) -> pd.DataFrame:
-    """`rows` (competition layout, raw cells) with the answers' openings and labels planted.
+def plant(rows: pd.DataFrame, marker: str = MARKER, seed: int = 0,
+          at: str = "start") -> pd.DataFrame:
+    """`rows` (competition layout, raw cells) with the answers' markers and labels planted.
 
     Classes are drawn evenly from the four kinds in `PLANTS` (so ties are about half: both and
-    neither), seeded. Ids, prompts and every other column are kept as they are.
+    neither), seeded. Ids, prompts and every other column are kept as they are. `at`: one of
+    `PLACES`.
     """
+    if at not in PLACES:
+        raise ValueError(f"planted: at {at!r}; expected one of {PLACES}")
     kinds = np.random.default_rng(seed).integers(0, len(PLANTS), len(rows))
     out = rows.copy()
     for col, side in (("response_a", 0), ("response_b", 1)):
-        out[col] = [_opened(cell, marker, PLANTS[k][side]) for cell, k in zip(rows[col], kinds)]
+        out[col] = [_marked(cell, marker, PLANTS[k][side], at) for cell, k in zip(rows[col], kinds)]
     label = np.minimum(kinds, 2)  # both kinds of tie are the tie class
     onehot = data.onehot(label)
     for j, col in enumerate(data.LABEL_COLS):
@@ -60,7 +91,7 @@ def plant(rows: pd.DataFrame, marker: str = MARKER, seed: int = 0) -> pd.DataFra
 
 
 def make(src_dir: str | Path, out_dir: str | Path, n_train: int = 512, n_test: int = 160,
-         marker: str = MARKER, seed: int = 0) -> Path:
+         marker: str = MARKER, seed: int = 0, at: str = "start") -> Path:
     """Write a planted task built from `src_dir/train.csv` into `out_dir`.
 
     Args:
@@ -69,13 +100,15 @@ def make(src_dir: str | Path, out_dir: str | Path, n_train: int = 512, n_test: i
         n_train, n_test: rows of each; together at most the source's rows.
         marker: the phrase that marks the preferred answer.
         seed: which rows go where and which answers are marked.
+        at: `start` (the marker opens an answer) or `end` (it closes one): where the preset's
+            `truncation_side` keeps text (right keeps the start, left the end).
     """
     src = data.read_table(data.find_file(src_dir, "train"))
     if n_train < 1 or n_test < 1 or n_train + n_test > len(src):
         raise ValueError(f"planted: n_train {n_train} + n_test {n_test} must be >= 1 each and "
                          f"fit the {len(src)} rows of {src_dir}/train.csv")
     picked = src.iloc[np.random.default_rng(seed).permutation(len(src))[:n_train + n_test]]
-    rows = plant(picked.reset_index(drop=True), marker, seed)
+    rows = plant(picked.reset_index(drop=True), marker, seed, at)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     test = rows.iloc[n_train:]
@@ -113,12 +146,17 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=512)
     ap.add_argument("--n-test", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--at", choices=PLACES, default="start",
+                    help="make: the marker opens (start) or closes (end) an answer; end for "
+                         "presets with truncation_side left (smollm2-135m, llama3-8b)")
     args = ap.parse_args(argv)
     if args.action == "make":
         if not args.out_dir:
             ap.error("make needs --out-dir")
-        out = make(args.data_dir, args.out_dir, args.n_train, args.n_test, seed=args.seed)
-        print(f"planted task: {args.n_train} train + {args.n_test} test rows -> {out}")
+        out = make(args.data_dir, args.out_dir, args.n_train, args.n_test, seed=args.seed,
+                   at=args.at)
+        print(f"planted task: {args.n_train} train + {args.n_test} test rows, marker at the "
+              f"{args.at} -> {out}")
         return 0
     if not args.submission:
         ap.error("score needs --submission")

