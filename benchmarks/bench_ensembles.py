@@ -28,14 +28,13 @@ WORK = ROOT / "runs" / "bench_ensembles"
 # preset's own LoRA (SmolLM2: the last 10 of 30 layers; Gemma 3 270M: the last 6 of 18)
 LM_SETTINGS = dict(n_folds=5, max_length=96, max_steps=25, untuned_baseline=False,
                    torch_threads=2)
-GEMMA_SETTINGS = LM_SETTINGS
 ENC_SETTINGS = dict(n_folds=3, max_length=128, epochs=1, torch_threads=2)
 # MiniLM on all 1,500 rows: the preset (cross-entropy) at 128 tokens, one epoch per fold
 ENC_OOF_SETTINGS = dict(n_folds=5, max_length=128, epochs=1, torch_threads=2,
                         untuned_baseline=False)
 LM_RUNS = {  # name -> (config class, preset, settings), each a 5-fold OOF run
     "smollm2": (LMConfig, "smollm2-135m", LM_SETTINGS),
-    "gemma3": (LMConfig, "gemma3-270m", GEMMA_SETTINGS),
+    "gemma3": (LMConfig, "gemma3-270m", LM_SETTINGS),
     "minilm": (EncoderConfig, "minilm", ENC_OOF_SETTINGS),
 }
 # the same figures before issue 16 (zeroed output layer; MiniLM with MSE), to show the move

@@ -27,7 +27,8 @@ def run(shared: Path | None, quick: bool) -> dict:
     if shared is None or not (Path(shared) / "train.csv").exists():
         return {"skipped": "real data not found"}
     rows = 200 if quick else 1500
-    params = ["-p", "max_train_rows", str(rows)]
+    # resume false: an earlier run's checkpoints in OUT would skip the training timed here
+    params = ["-p", "max_train_rows", str(rows), "-p", "resume", "false"]
     cmd = [sys.executable, "-m", "lmsys_pref", "train", "gemma", "--preset", "gemma3-270m",
            "--data-dir", str(shared), "--out-dir", str(OUT), *params]
     t0 = time.time()

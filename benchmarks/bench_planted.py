@@ -45,13 +45,15 @@ def _lmsys(*args: str) -> None:
 
 def one_run(shared: Path, preset: str) -> dict:
     """Plant, train, predict both ways and score one preset's small run."""
-    baseline, settings, at = planted.SMALL_RUNS[preset]
+    baseline, settings = planted.SMALL_RUNS[preset]
+    at = planted.place_for(preset)
     task, run = WORK / f"task_{at}", WORK / preset
-    if not (task / planted.ANSWERS).exists():
-        planted.make(shared, task, n_train=512, n_test=160, seed=0, at=at)
+    # made afresh every time (a second): a changed shared train.csv must not reuse an old task
+    planted.make(shared, task, n_train=512, n_test=160, seed=0, at=at)
     t0 = time.time()
+    # resume false: an earlier run's checkpoints in this folder would skip the training timed here
     _lmsys("train", baseline, "--preset", preset, "--data-dir", str(task), "--out-dir", str(run),
-           *planted.params(settings))
+           *planted.params(settings), "-p", "resume", "false")
     seconds = time.time() - t0
     res = {"at": at, "settings": settings, "train_seconds": round(seconds),
            "metrics": runs.read_metrics(run)}

@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import atomic, data, metrics, runs
 from . import submission as submission_file
+from .configs import load_preset
 
 MARKER = "Zebra lantern verdict:"  # a phrase no arena answer opens with
 # (marker on A, marker on B) per class: a wins, b wins, tie (both), tie (neither)
@@ -35,17 +36,24 @@ PLACES = ("start", "end")  # the marker opens the first turn, or closes the last
 
 _LM_RUN = {"max_length": 96, "epochs": 2, "batch_size": 8, "grad_accum": 1,
            "untuned_baseline": "false"}  # 104 steps on 512 rows, at the preset's learning rate
-# Each offline preset's small run on the 512/160 task: preset -> (baseline, `-p` settings, where
-# the marker goes). The demo's budget (8 LoRA steps at 64 rows, ~13 per MiniLM fold) is too few
-# steps to read which side holds the marker: these are 13x (LMs) and 6x (MiniLM, 78 steps) of it.
-# Shared by the slow test, `benchmarks/bench_planted.py` and the README.
+# Each offline preset's small run on the 512/160 task: preset -> (baseline, `-p` settings); the
+# marker goes where its truncation keeps text (`place_for`). The demo's budget (8 LoRA steps at
+# 64 rows, ~13 per MiniLM fold) is too few steps to read which side holds the marker: these are
+# 13x (LMs) and 6x (MiniLM, 78 steps) of it. Shared by the slow test,
+# `benchmarks/bench_planted.py` and the README.
 SMALL_RUNS = {
     "minilm": ("roberta", {"n_folds": 0, "max_length": 128, "epochs": 3,
                            "learning_rate": 0.0003, "batch_size": 16,
-                           "untuned_baseline": "false"}, "start"),
-    "gemma3-270m": ("gemma", _LM_RUN, "start"),
-    "smollm2-135m": ("llama", _LM_RUN, "end"),  # truncation_side left keeps the answers' ends
+                           "untuned_baseline": "false"}),
+    "gemma3-270m": ("gemma", _LM_RUN),
+    "smollm2-135m": ("llama", _LM_RUN),
 }
+
+
+def place_for(preset: str) -> str:
+    """Where `preset`'s truncation keeps a marker: `end` when it cuts from the left (keeping
+    the end of each answer), else `start` (LMConfig's default truncation_side is right)."""
+    return "end" if load_preset(preset).get("truncation_side") == "left" else "start"
 
 
 def params(settings: dict) -> list[str]:

@@ -67,6 +67,8 @@ def test_the_marker_can_close_the_answer_for_left_truncation(planted_rows, sampl
         assert not any(turns[0].startswith(MARKER) for turns in end[col])
     with pytest.raises(ValueError, match="at 'middle'"):
         planted.plant(raw, MARKER, at="middle")
+    assert [planted.place_for(p) for p in ("smollm2-135m", "llama3-8b", "gemma3-270m",
+                                           "minilm")] == ["end", "end", "start", "start"]
 
 
 def _lora_grad_norm(model) -> float:
@@ -206,8 +208,8 @@ def _make(target: str, **variables) -> None:
 def test_small_real_models_learn_the_planted_task(preset, arena_dir, tmp_path):
     pytest.importorskip(PACKAGES[preset])
     task, run = tmp_path / "planted", tmp_path / "run"
-    baseline, settings, at = planted.SMALL_RUNS[preset]
-    planted.make(arena_dir, task, n_train=512, n_test=160, seed=0, at=at)
+    baseline, settings = planted.SMALL_RUNS[preset]
+    planted.make(arena_dir, task, n_train=512, n_test=160, seed=0, at=planted.place_for(preset))
     _make(f"train-{baseline}", PRESET=preset, DATA_DIR=task, OUT_DIR=run,
           PARAMS=" ".join(planted.params(settings)))
     _make("predict", MODEL_DIR=run / "model", DATA_DIR=task, OUT_DIR=tmp_path / "pred",
