@@ -148,7 +148,7 @@ strip-notebooks: $(INSTALLED) ## strip outputs from notebooks/*.ipynb before com
 	$(RUN) nbstrip notebooks/*.ipynb
 
 hooks: $(INSTALLED) ## git: strip notebook outputs on `git add` (filter in .gitattributes) + pre-commit lint
-	git config filter.nbstrip.clean "$(abspath $(PY)) -m lmsys_pref.nbstrip"
+	git config filter.nbstrip.clean "$(abspath $(PY)) -m lmsys_pref.commands.nbstrip"
 	git config filter.nbstrip.smudge cat
 	git config filter.nbstrip.required true
 	printf '#!/bin/sh\nexec "%s" -m ruff check lmsys_pref tests benchmarks\n' "$(abspath $(PY))" > $$(git rev-parse --git-path hooks)/pre-commit

@@ -20,9 +20,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lmsys_pref import data, features, metrics, runs, splits, xgb
+from lmsys_pref import data, runs, xgb
 from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.data import metrics, splits
 from lmsys_pref.eval import blend
+from lmsys_pref.xgb import features
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench_blend"

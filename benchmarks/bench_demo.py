@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmsys_pref import runs
+from lmsys_pref.files import jsonio
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "bench_demo"
@@ -46,4 +46,4 @@ def run(shared: Path | None = None, quick: bool = False) -> dict:
     return {"title": "`make demo`: four baselines on the bundled sample",
             "command": "make demo (python -m benchmarks.run --only demo)",
             "markdown": md, "wall_seconds": round(wall, 1), "goal_met": met,
-            "summary": runs._jsonable(summary.to_dict(orient="records"))}
+            "summary": jsonio.jsonable(summary.to_dict(orient="records"))}

@@ -14,12 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmsys_pref import data, metrics, predict, resume, runs, splits, xgb
+from lmsys_pref import data, runs, xgb
+from lmsys_pref.commands import predict
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.data import metrics, splits
 from lmsys_pref.eval import blend
+from lmsys_pref.files import jsonio
 from lmsys_pref.infer.predictor import LMPredictor
+from lmsys_pref.runs import resume
 from lmsys_pref.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +145,7 @@ def run(shared: Path | None, quick: bool = False) -> dict:
     res = {"blend": blend_runs(shared), "encoder": encoder_folds(shared)}
     return {"title": "Blends of every baseline; fold averaging (issues 13, 16)",
             "command": "python -m benchmarks.run --only ensembles",
-            "markdown": markdown(res), **{k: runs._jsonable(v) for k, v in res.items()}}
+            "markdown": markdown(res), **{k: jsonio.jsonable(v) for k, v in res.items()}}
 
 
 

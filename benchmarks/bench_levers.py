@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmsys_pref import pseudo_label, runs, xgb
+from lmsys_pref import runs, xgb
+from lmsys_pref.commands import pseudo_label
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
 from lmsys_pref.eval import blend, judge_sets
+from lmsys_pref.files import jsonio
 from lmsys_pref.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,7 +157,7 @@ def run(shared: Path | None, quick: bool = False) -> dict:
         res["real"] = real_rows(shared)
     return {"title": "The winners' data levers: teachers, pseudo-labels, extra rows (issue 21)",
             "command": "python -m benchmarks.run --only levers", "markdown": markdown(res),
-            **runs._jsonable(res)}
+            **jsonio.jsonable(res)}
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lmsys_pref import data, metrics, predict, runs, splits
+from lmsys_pref import data
+from lmsys_pref.commands import predict
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.data import metrics, splits
+from lmsys_pref.files import jsonio
 from lmsys_pref.infer.predictor import LMPredictor
 from lmsys_pref.train import fit, merge
 
@@ -102,7 +105,7 @@ def run(shared: Path | None, quick: bool = False) -> dict:
     res = measure(shared, quick)
     return {"title": "One model from k folds: merge-folds vs the fold average (issue 17)",
             "command": "python -m benchmarks.run --only merge", "markdown": markdown(res),
-            **runs._jsonable(res)}
+            **jsonio.jsonable(res)}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from lmsys_pref import planted, runs
+from lmsys_pref import runs
+from lmsys_pref.eval import planted
+from lmsys_pref.files import jsonio
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench_planted"
@@ -99,5 +101,5 @@ def run(shared: Path | None, quick: bool = False) -> dict:
             "command": "python -m benchmarks.run --only planted (or, per preset: make planted, "
                        "make train-*, make predict -p tta swap, make planted-score; README, "
                        "\"Does it learn?\")",
-            "markdown": markdown(res), "runs": runs._jsonable(res),
+            "markdown": markdown(res), "runs": jsonio.jsonable(res),
             "goal_met": all(r["swap"]["accuracy"] >= GOAL for r in res.values())}

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lmsys_pref import data, features, runs
+from lmsys_pref import data, runs
+from lmsys_pref.xgb import features
 
 FULL_ROWS = 57_477
 

@@ -2,7 +2,7 @@
 
 Light imports only here: torch-based modules load on first use.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from . import _renamed  # noqa: E402
 

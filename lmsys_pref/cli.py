@@ -16,19 +16,19 @@ import sys
 from . import __version__
 
 COMMANDS = {
-    "train": ("lmsys_pref.notebooks:cli_main", "train a baseline by executing its notebook"),
-    "predict": ("lmsys_pref.predict:cli_main", "score test.csv with a saved model"),
+    "train": ("lmsys_pref.commands.notebooks:cli_main", "train a baseline (runs its notebook)"),
+    "predict": ("lmsys_pref.commands.predict:cli_main", "score test.csv with a saved model"),
     "bias": ("lmsys_pref.eval.bias:cli_main", "bias probes of a saved model"),
     "report": ("lmsys_pref.eval.report:cli_main", "figures + report.md for a run folder"),
     "calibrate": ("lmsys_pref.eval.blend:calibrate_main", "temperature-scale a run on its OOF"),
     "blend": ("lmsys_pref.eval.blend:cli_main", "blend runs with weights fitted on OOF"),
-    "grid": ("lmsys_pref.grid:cli_main", "a YAML grid of runs + a leaderboard (summary.md)"),
-    "dist": ("lmsys_pref.launch:cli_main", "predict or train over N processes (torchrun)"),
-    "eda": ("lmsys_pref.notebooks:eda_main", "the EDA notebook on a data folder"),
-    "planted": ("lmsys_pref.planted:cli_main", "a planted-signal task: make it, score a run on it"),
-    "nbstrip": ("lmsys_pref.nbstrip:main", "strip outputs from notebooks (also a git filter)"),
+    "grid": ("lmsys_pref.commands.grid:cli_main", "a YAML grid of runs + a leaderboard"),
+    "dist": ("lmsys_pref.commands.launch:cli_main", "predict or train over N processes (torchrun)"),
+    "eda": ("lmsys_pref.commands.notebooks:eda_main", "the EDA notebook on a data folder"),
+    "planted": ("lmsys_pref.eval.planted:cli_main", "a planted-signal task: make it, score it"),
+    "nbstrip": ("lmsys_pref.commands.nbstrip:main", "strip notebook outputs (also a git filter)"),
     "kernels": ("lmsys_pref.kaggle.commands:cli_main", "Kaggle kernel folders and wheels"),
-    "pseudo-label": ("lmsys_pref.pseudo_label:cli_main", "soft labels for test.csv from runs"),
+    "pseudo-label": ("lmsys_pref.commands.pseudo_label:cli_main", "soft labels from runs"),
     "merge-folds": ("lmsys_pref.train.merge:cli_main", "a k-fold run's folds as one model"),
     "import-model": ("lmsys_pref.model.importer:cli_main", "a peft adapter as a model folder"),
 }

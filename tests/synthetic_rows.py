@@ -1,5 +1,5 @@
 """Synthetic planted rows for the data-lever tests (tests/test_distill.py, ...); the real-row
-planted task (arena texts, a marker phrase) is `lmsys_pref.planted`.
+planted task (arena texts, a marker phrase) is `lmsys_pref.eval.planted`.
 
 The preferred answer opens with a marker phrase; the other opens with a different one. Ids are
 text, as the competition files spell them. A tiny model learns the signal in seconds.

@@ -17,6 +17,7 @@ import pytest
 from lmsys_pref import cli, data, runs, xgb
 from lmsys_pref.configs.xgb import XGBConfig
 from lmsys_pref.eval import report
+from lmsys_pref.files import atomic
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "bad_inputs"
 TINY = ["-p", "n_estimators", "5", "-p", "n_folds", "2"]
@@ -257,14 +258,14 @@ def test_unwritable_out_dir_is_found_before_any_work(tmp_path, monkeypatch):
 
 def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
     target = tmp_path / "model"
-    with runs.atomic_dir(target) as tmp:
+    with atomic.atomic_dir(target) as tmp:
         (tmp / "w.bin").write_text("v1")
     with pytest.raises(RuntimeError):
-        with runs.atomic_dir(target) as tmp:
+        with atomic.atomic_dir(target) as tmp:
             (tmp / "w.bin").write_text("half")
             raise RuntimeError("killed while saving")
     assert (target / "w.bin").read_text() == "v1" and sorted(os_names(tmp_path)) == ["model"]
-    with runs.atomic_dir(target) as tmp:
+    with atomic.atomic_dir(target) as tmp:
         (tmp / "w2.bin").write_text("v2")
     assert [p.name for p in target.iterdir()] == ["w2.bin"] and os_names(tmp_path) == ["model"]
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import cli, data, predict, runs
+from lmsys_pref import cli, data, runs
+from lmsys_pref.commands import predict
 from lmsys_pref.configs.bias import BiasConfig
 from lmsys_pref.eval import bias, judge_sets
 

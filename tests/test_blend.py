@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import cli, data, metrics, runs, splits, submission
+from lmsys_pref import cli, data, runs
+from lmsys_pref.data import metrics, splits
 from lmsys_pref.eval import blend, blend_inputs
+from lmsys_pref.runs import submission
 
 
 def true_probs(n, seed=0):

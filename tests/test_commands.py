@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from lmsys_pref import cli, launch, nbstrip, notebooks
+from lmsys_pref import cli
+from lmsys_pref.commands import launch, nbstrip, notebooks
 
 MAKEFILE = (notebooks.REPO / "Makefile").read_text()
 # Targets that run no product command, and why; any other target's recipe must use $(RUN).
@@ -75,7 +76,7 @@ def test_every_cli_command_resolves():
 def test_dist_runs_the_distributed_module_under_torchrun(capsys):
     assert launch.torchrun_argv(3, "train", ["gemma", "--out-dir", "o"]) == [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3", "-m",
-        "lmsys_pref.distributed", "train", "gemma", "--out-dir", "o"]
+        "lmsys_pref.commands.distributed", "train", "gemma", "--out-dir", "o"]
     with pytest.raises(SystemExit):
         launch.cli_main(["--nproc", "0", "predict"])
     assert "--nproc must be at least 1" in capsys.readouterr().err
@@ -94,8 +95,8 @@ def test_nbstrip_is_a_stdin_filter(tmp_path):
     nb = nbstrip.nbformat.v4.new_notebook(cells=[nbstrip.nbformat.v4.new_code_cell("1 + 1")])
     nb.cells[0].outputs = [nbstrip.nbformat.v4.new_output("execute_result", {"text/plain": "2"})]
     nb.cells[0].execution_count = 1
-    out = subprocess.run([sys.executable, "-m", "lmsys_pref.nbstrip"], input=json.dumps(nb),
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "lmsys_pref.commands.nbstrip"],
+                         input=json.dumps(nb), capture_output=True, text=True, check=True).stdout
     cell = json.loads(out)["cells"][0]
     assert (cell["outputs"], cell["execution_count"], cell["source"]) == ([], None, ["1 + 1"])
 

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from lmsys_pref import __version__, cli, notebooks
+from lmsys_pref import __version__, cli
+from lmsys_pref.commands import notebooks
 from lmsys_pref.configs import ConfigError, coerce, field_table, load_preset, preset_names
 from lmsys_pref.configs.bias import BiasConfig
 from lmsys_pref.configs.encoder import EncoderConfig
@@ -161,9 +162,10 @@ def test_coerce_optional_list_and_unknown_types():
 
 
 def test_configs_and_core_import_no_torch():
-    code = ("import sys, lmsys_pref.configs.lm, lmsys_pref.configs.encoder, lmsys_pref.resume, "
-            "lmsys_pref.runs, lmsys_pref.blend, lmsys_pref.xgb, lmsys_pref.cli, "
-            "lmsys_pref.notebooks; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, lmsys_pref.configs.lm, lmsys_pref.configs.encoder, "
+            "lmsys_pref.runs.resume, lmsys_pref.runs, lmsys_pref.eval.blend, lmsys_pref.xgb, "
+            "lmsys_pref.cli, "
+            "lmsys_pref.commands.notebooks; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

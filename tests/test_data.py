@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmsys_pref import data, splits
+from lmsys_pref import data
+from lmsys_pref.data import splits
 
 
 def write_csv(tmp_path, rows, name="train.csv"):
@@ -218,7 +219,7 @@ def test_a_turn_that_is_not_a_string_is_named(tmp_path, cell, kind, turn, caplog
 
 
 def test_uneven_turn_counts_are_reported_and_evened_out_for_every_layout(tmp_path, caplog):
-    from lmsys_pref import features
+    from lmsys_pref.xgb import features
 
     rows = [row(1), row(2, prompt='["q1", "q2", "q3"]', a='["a1", "a2"]', b='["b1", "b2", "b3"]'),
             row(3, prompt='["q1", "q2"]', a='["a1", "a2"]', b="[]"),  # an empty answer: kept

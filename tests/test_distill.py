@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from synthetic_rows import planted_rows, soften, teacher_file, true_labels, write_dir
 
-from lmsys_pref import cli, data, grid, runs, teachers
+from lmsys_pref import cli, data, runs
+from lmsys_pref.commands import grid
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.data import teachers
 from lmsys_pref.train import distill, fit, loop
 
 COLS = list(data.LABEL_COLS)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from lmsys_pref import distributed
+from lmsys_pref.commands import distributed
 from lmsys_pref.infer import batching, engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,16 +120,16 @@ def test_merge_stats():
 
 @pytest.mark.slow
 def test_torchrun_predict_cli_matches_single_process(tmp_path, quirks_dir):
-    """torchrun --nproc-per-node 2 -m lmsys_pref.distributed predict on a saved XGBoost model."""
+    """torchrun --nproc-per-node 2 -m lmsys_pref.commands.distributed predict, an XGBoost model."""
     xgb = pytest.importorskip("lmsys_pref.xgb")
-    from lmsys_pref import submission
     from lmsys_pref.configs.xgb import XGBConfig
+    from lmsys_pref.runs import submission
 
     run = tmp_path / "run"
     xgb.fit(XGBConfig(data_dir=str(quirks_dir), out_dir=str(run), n_folds=0, n_estimators=10,
                       n_jobs=1))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", str(free_port()), "-m", "lmsys_pref.distributed", "predict",
+           "--master-port", str(free_port()), "-m", "lmsys_pref.commands.distributed", "predict",
            "--model-dir", str(run), "--data-dir", str(quirks_dir), "--out-dir",
            str(tmp_path / "out")]
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=180,
@@ -144,7 +144,7 @@ def test_torchrun_predict_cli_matches_single_process(tmp_path, quirks_dir):
 
 def torchrun(*args: str) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", str(free_port()), "-m", "lmsys_pref.distributed", *args]
+           "--master-port", str(free_port()), "-m", "lmsys_pref.commands.distributed", *args]
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=300,
                    env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
 
@@ -152,7 +152,9 @@ def torchrun(*args: str) -> None:
 @pytest.mark.slow
 def test_torchrun_ddp_training_then_sharded_scoring(tmp_path, quirks_dir):
     """The tiny-llama preset trained by DDP over 2 gloo ranks, then scored over 2 ranks."""
-    from lmsys_pref import data, predict, submission
+    from lmsys_pref import data
+    from lmsys_pref.commands import predict
+    from lmsys_pref.runs import submission
 
     run = tmp_path / "run"
     torchrun("train", "llama", "--preset", "tiny-llama", "--data-dir", str(quirks_dir),

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 from synthetic_rows import planted_rows, soften, teacher_file, write_dir
 
-from lmsys_pref import data, labels, runs, xgb
+from lmsys_pref import data, runs, xgb
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.data import labels
 from lmsys_pref.train import fit, loop
 
 COLS = list(data.LABEL_COLS)

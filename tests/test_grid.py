@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from lmsys_pref import grid, runs
+from lmsys_pref import runs
 from lmsys_pref.cli import main as cli
+from lmsys_pref.commands import grid
 from lmsys_pref.configs import ConfigError
 
 TINY = {"n_estimators": 20, "n_folds": 2}

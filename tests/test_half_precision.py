@@ -15,13 +15,15 @@ import pandas as pd
 import pytest
 import torch
 
-from lmsys_pref import cli, data, metrics, runs, splits, submission
+from lmsys_pref import cli, data, runs
 from lmsys_pref.configs.bias import BiasConfig
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.data import metrics, splits
 from lmsys_pref.eval import bias
 from lmsys_pref.infer.batching import collate
 from lmsys_pref.model import heads, models, prompt
+from lmsys_pref.runs import submission
 from lmsys_pref.train import fit
 
 BF16_ATOL = 3e-3  # probabilities: bf16 keeps ~3 digits; batch shape changes the rounding

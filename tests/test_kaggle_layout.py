@@ -221,7 +221,7 @@ def test_the_base_follows_the_run(tmp_path, capsys):
 
 def test_predict_quantization_override(tmp_path, monkeypatch):
     """`-p quantization 8bit` reaches the model loader, like dtype (a 9B on a 16 GB T4)."""
-    from lmsys_pref import predict
+    from lmsys_pref.commands import predict
     from lmsys_pref.model import models
 
     cfg = predict.parse_args(["--model-dir", str(lm_run(tmp_path, "google/gemma-2-9b-it")),

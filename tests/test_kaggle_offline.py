@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 
 import lmsys_pref
-from lmsys_pref import submission
 from lmsys_pref.kaggle import kernels, wheels
+from lmsys_pref.runs import submission
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -228,8 +228,8 @@ def test_xgb_train_own_defaults(offline, kaggle_mount, tmp_path):
 def test_gemma_infer_today_layout(offline, kaggle_mount, tmp_path):
     """gemma-infer on a tiny 2-fold LoRA run trained elsewhere (here, on CPU) and merged into
     one model by `lmsys-pref merge-folds`, as the 1st place scored five folds in 9 hours."""
-    from lmsys_pref import notebooks
     from lmsys_pref.cli import main as cli
+    from lmsys_pref.commands import notebooks
 
     built, wheel_dir, data = offline
     run, model = tmp_path / "run", tmp_path / "merged"

@@ -15,7 +15,7 @@ from packaging.tags import Tag
 
 from lmsys_pref.cli import main as cli
 from lmsys_pref.kaggle import wheel_check, wheels
-from lmsys_pref.kaggle_image import KAGGLE_IMAGE
+from lmsys_pref.kaggle.image import KAGGLE_IMAGE
 
 USER = "alice-k"
 

@@ -1,4 +1,4 @@
-"""Soft labels and teacher files (lmsys_pref.labels, lmsys_pref.teachers): torch-free checks."""
+"""Soft labels and teacher files (lmsys_pref.data.labels, .teachers): torch-free checks."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 from synthetic_rows import planted_rows, soften, teacher_file, write_dir
 
-from lmsys_pref import data, labels, metrics, runs, teachers
+from lmsys_pref import data, runs
 from lmsys_pref.configs import ConfigError
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.data import labels, metrics, teachers
 
 COLS = list(data.LABEL_COLS)
 

@@ -15,16 +15,18 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "lmsys_pref"
-# The torch-free core (ARCHITECTURE.md): an XGBoost run, blends, reports and `predict` on an
-# XGBoost model never load torch.
-CORE = ("lmsys_pref.data", "lmsys_pref.splits", "lmsys_pref.features", "lmsys_pref.metrics",
-        "lmsys_pref.submission", "lmsys_pref.postrules", "lmsys_pref.runs", "lmsys_pref.xgb",
-        "lmsys_pref.configs", "lmsys_pref.atomic", "lmsys_pref.resume")
-TORCH_FREE = CORE + ("lmsys_pref.eval.blend", "lmsys_pref.eval.report")
-TORCH_PACKAGES = ("lmsys_pref.model", "lmsys_pref.infer", "lmsys_pref.train")
 # The folder list, bottom to top (ARCHITECTURE.md): a module imports its own layer or lower ones.
-LAYERS = ("core", "model", "infer", "train", "eval", "doors", "kaggle", "cli")
-DOORS = ("predict", "notebooks", "grid", "launch", "distributed", "nbstrip", "pseudo_label")
+LAYERS = ("root", "files", "configs", "data", "runs", "xgb", "model", "infer", "train", "eval",
+          "commands", "kaggle", "cli")
+# The only modules at the top of the package: the package itself, the forwarding of old paths,
+# and the entry points. Everything else lives in the folder of its layer.
+ENTRY_POINTS = {"lmsys_pref": "root", "lmsys_pref._renamed": "root", "lmsys_pref.cli": "cli",
+                "lmsys_pref.__main__": "cli"}
+# The torch-free layers (ARCHITECTURE.md): an XGBoost run, blends, reports and `predict` on an
+# XGBoost model never load torch.
+CORE = tuple(f"lmsys_pref.{layer}" for layer in ("files", "configs", "data", "runs", "xgb"))
+TORCH_FREE = CORE + ("lmsys_pref.eval.blend", "lmsys_pref.eval.report", "lmsys_pref.eval.planted")
+TORCH_PACKAGES = ("lmsys_pref.model", "lmsys_pref.infer", "lmsys_pref.train")
 TORCH_WORLD = ("torch", "transformers", "peft", "accelerate", "bitsandbytes")
 
 
@@ -64,8 +66,8 @@ def imports_of(name: str) -> tuple[set[str], set[str]]:
             if t.startswith("lmsys_pref"):
                 while t not in MODULES and "." in t:
                     t = t.rsplit(".", 1)[0]
-                if t in MODULES and t != name and not MODULES[t].name == "__init__.py":
-                    ours.add(t)
+                if t in MODULES and t != name:
+                    ours.add(t)  # a package's face (its __init__) counts like any module
             else:
                 theirs.add(t.split(".")[0])
     return ours, theirs
@@ -95,14 +97,25 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+class Unplaced(ValueError):
+    """A module the layer rule cannot place: flat at the top, or in an unknown folder."""
+
+
 def layer_of(name: str) -> str:
-    """The layer of a module: its folder, or for a top-level module core, doors or cli."""
-    parts = name.split(".")[1:] or ["__init__"]
-    if parts[0] in LAYERS:
-        return parts[0]
-    if parts[0] in ("cli", "__main__"):
-        return "cli"
-    return "doors" if parts[0] in DOORS else "core"
+    """The layer of a module: the folder it lives in, or for the entry points their own.
+
+    Raises:
+        Unplaced: a module at the top of the package that is no entry point, or one in a folder
+            that is no layer (there is no default layer).
+    """
+    if name in ENTRY_POINTS:
+        return ENTRY_POINTS[name]
+    parts = name.split(".")
+    if len(parts) > 1 and parts[1] in LAYERS[1:-1]:  # a layer's folder, its face included
+        return parts[1]
+    where = "flat at the top of lmsys_pref" if len(parts) == 2 else f"in folder {parts[1]!r}"
+    raise Unplaced(f"{name} is {where}: put it in the folder of its layer "
+                   f"({', '.join(LAYERS[1:-1])}) and add it to ARCHITECTURE.md")
 
 
 def upward(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
@@ -127,7 +140,7 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 
 def test_the_graph_sees_function_level_and_registry_imports():
     assert "lmsys_pref.infer.predictor" in GRAPH["lmsys_pref.infer.loaders"]  # LOADERS string
-    assert "lmsys_pref.train.fit" in GRAPH["lmsys_pref.distributed"]  # inside a function
+    assert "lmsys_pref.train.fit" in GRAPH["lmsys_pref.commands.distributed"]  # inside a function
 
 
 def test_no_import_cycle_in_the_package():
@@ -136,13 +149,29 @@ def test_no_import_cycle_in_the_package():
 
 def test_every_module_has_a_layer_and_the_folders_are_the_layers():
     assert layer_of("lmsys_pref.model.heads") == "model"
-    assert layer_of("lmsys_pref.eval.bias") == "eval" and layer_of("lmsys_pref.data") == "core"
+    assert layer_of("lmsys_pref.eval.bias") == "eval" and layer_of("lmsys_pref.data") == "data"
+    assert {layer_of(m) for m in MODULES} == set(LAYERS)  # every module placed, every layer used
     tops = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert tops - {"configs"} == set(LAYERS) - {"core", "doors", "cli"}
+    assert tops == set(LAYERS) - {"root", "cli"}
+
+
+def test_the_top_of_the_package_holds_only_the_entry_points():
+    flat = {p.stem for p in PKG.glob("*.py")}
+    assert flat == {"__init__", "__main__", "_renamed", "cli"}, flat
+    assert {p.name for p in PKG.iterdir() if p.is_dir() and p.name != "__pycache__"} == \
+        set(LAYERS) - {"root", "cli"} | {"presets"}
+
+
+@pytest.mark.parametrize("planted", ["lmsys_pref.teachers", "lmsys_pref.newthing",
+                                     "lmsys_pref.utils.helpers"])
+def test_the_layer_rule_refuses_a_module_it_cannot_place(planted):
+    with pytest.raises(Unplaced, match="put it in the folder of its layer"):
+        layer_of(planted)
 
 
 def test_imports_point_down_the_layers():
-    """model <- infer <- train <- eval <- doors <- kaggle <- cli, never back, at package level."""
+    """files <- configs <- data <- runs <- xgb <- model <- infer <- train <- eval <- commands <-
+    kaggle <- cli, never back, at package level."""
     up = upward(GRAPH)
     assert not up, "imports pointing up a layer: " + ", ".join(f"{a} -> {b}" for a, b in up)
 
@@ -165,14 +194,15 @@ def test_the_core_never_reaches_torch(core):
 
 
 def test_an_xgboost_run_and_predict_leave_torch_unimported():
-    code = ("import sys, lmsys_pref.xgb, lmsys_pref.predict, lmsys_pref.eval.blend, lmsys_pref.cli;"
+    code = ("import sys, lmsys_pref.xgb, lmsys_pref.commands.predict, lmsys_pref.eval.blend, "
+            "lmsys_pref.cli;"
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("old", ["lmsys_pref.lm.fit", "lmsys_pref.kernels", "lmsys_pref.blend",
-                                 "lmsys_pref.kaggle_image"])
+@pytest.mark.parametrize("old", ["lmsys_pref.teachers", "lmsys_pref.predict", "lmsys_pref.atomic",
+                                 "lmsys_pref.features"])
 def test_an_old_module_path_warns_and_forwards_to_the_new_module(old):
     from lmsys_pref._renamed import RENAMED
 
@@ -194,3 +224,12 @@ def test_every_renamed_module_exists_at_its_new_path():
 
     assert set(RENAMED.values()) <= set(MODULES), set(RENAMED.values()) - set(MODULES)
     assert not set(RENAMED) & set(MODULES)  # an old name never shadows a real module
+
+
+def test_an_old_path_still_runs_as_a_module(tmp_path):
+    """A git filter set up before the move (`python -m lmsys_pref.nbstrip`) keeps working."""
+    nb = '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    out = subprocess.run([sys.executable, "-W", "ignore", "-m", "lmsys_pref.nbstrip"], input=nb,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert '"cells": []' in out.stdout

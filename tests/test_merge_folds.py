@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmsys_pref import cli, data, predict, runs
+from lmsys_pref import cli, data, runs
+from lmsys_pref.commands import predict
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.predict import PredictConfig
 from lmsys_pref.infer.predictor import FoldMean, LMPredictor

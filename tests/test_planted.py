@@ -17,10 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-from lmsys_pref import cli, data, metrics, planted
+from lmsys_pref import cli, data
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.data import metrics
+from lmsys_pref.eval import planted
 from lmsys_pref.model import heads, models
-from lmsys_pref.submission import SubmissionError
+from lmsys_pref.runs.submission import SubmissionError
 from lmsys_pref.train import loop
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import data, postrules
+from lmsys_pref import data
+from lmsys_pref.runs import postrules
 
 
 def frame(pairs, labels=None) -> pd.DataFrame:

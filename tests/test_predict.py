@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from lmsys_pref import cli, data, postrules, predict, runs, submission
+from lmsys_pref import cli, data, runs
+from lmsys_pref.commands import predict
+from lmsys_pref.runs import postrules, submission
 
 STATS_KEYS = ("rows", "tokens", "seconds", "tokens_per_s", "padding_efficiency")
 

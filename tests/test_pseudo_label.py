@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 from synthetic_rows import planted_rows, write_dir
 
-from lmsys_pref import cli, data, labels, pseudo_label, runs, teachers, xgb
+from lmsys_pref import cli, data, runs, xgb
+from lmsys_pref.commands import pseudo_label
 from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.data import labels, teachers
 from lmsys_pref.infer.loaders import load_predictor
 
 COLS = list(data.LABEL_COLS)

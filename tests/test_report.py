@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from lmsys_pref import cli, data, metrics, runs
+from lmsys_pref import cli, data, runs
+from lmsys_pref.data import metrics
 from lmsys_pref.eval import report
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from lmsys_pref import resume
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.runs import resume
 
 
 def checkpoint(ckpt_dir, step, *, state=True, weights="ok"):

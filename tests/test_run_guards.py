@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import atomic, cli, data, predict, runs, xgb
+from lmsys_pref import cli, data, runs, xgb
+from lmsys_pref.commands import predict
 from lmsys_pref.configs import ConfigError
 from lmsys_pref.configs.predict import PredictConfig
 from lmsys_pref.configs.xgb import XGBConfig
 from lmsys_pref.eval import blend, blend_inputs, report
+from lmsys_pref.files import atomic
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "bad_inputs"
 TINY = dict(n_folds=2, n_estimators=5, early_stopping_rounds=0)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmsys_pref import cli, predict, runs
+from lmsys_pref import cli, runs
+from lmsys_pref.commands import predict
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.predict import PredictConfig
 from lmsys_pref.infer import budget, engine

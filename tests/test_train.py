@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lmsys_pref import data, metrics, runs, splits
+from lmsys_pref import data, runs
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
+from lmsys_pref.data import metrics, splits
 from lmsys_pref.model import heads, models, prompt
 from lmsys_pref.train import fit, loop
 
@@ -92,7 +93,7 @@ def test_roberta_kfold_mse(tmp_path, quirks_dir):
 
 
 def test_kfold_lm_run_and_predict_is_the_mean_of_its_folds(tmp_path, quirks_dir):
-    from lmsys_pref import predict
+    from lmsys_pref.commands import predict
     from lmsys_pref.infer.predictor import LMPredictor
 
     cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
@@ -137,7 +138,7 @@ def test_bias_on_a_kfold_lm_run_probes_rows_no_fold_model_saw(tmp_path, quirks_d
 
 
 def test_fold_select_best_uses_the_best_fold_only(tmp_path, quirks_dir):
-    from lmsys_pref import predict
+    from lmsys_pref.commands import predict
 
     cfg = EncoderConfig.from_preset("tiny-roberta", data_dir=str(quirks_dir),
                                     out_dir=str(tmp_path), lenient=True, max_steps=2,
@@ -164,7 +165,7 @@ def test_evaluation_during_training_scores_a_fixed_sample_then_the_whole_holdout
 
 
 def test_rerun_with_another_config_stops_before_loading(tmp_path, quirks_dir):
-    from lmsys_pref import resume
+    from lmsys_pref.runs import resume
 
     cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
                                lenient=True, max_steps=2, save_steps=2)

@@ -1,13 +1,17 @@
 """Features and the XGBoost baseline: symmetry, the run-folder contract, reload, bad input."""
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lmsys_pref import data, features, metrics, predict, runs, splits, xgb
+from lmsys_pref import data, runs, xgb
+from lmsys_pref.commands import predict
 from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.data import metrics, splits
+from lmsys_pref.xgb import features
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,7 @@ def run(quirks_dir, tmp_path_factory):
 
 def test_fit_writes_the_run_contract(run, quirks_dir):
     cfg, m = run
-    out = runs.Path(cfg.out_dir)
+    out = Path(cfg.out_dir)
     test = data.load_split(quirks_dir / "test.csv")
     sub = pd.read_csv(out / "submission.csv", dtype={"id": str})  # ids are text end to end
     assert sub["id"].tolist() == test["id"].tolist()
@@ -71,7 +75,7 @@ def test_reloaded_model_reproduces_submission_and_is_swap_symmetric(run, quirks_
     test = data.load_split(quirks_dir / "test.csv")
     pred = predict.load_predictor(cfg.out_dir)
     p = pred.predict_proba(test)
-    sub = pd.read_csv(runs.Path(cfg.out_dir) / "submission.csv")
+    sub = pd.read_csv(Path(cfg.out_dir) / "submission.csv")
     np.testing.assert_allclose(p, sub.iloc[:, 1:].to_numpy(), atol=1e-6)
     np.testing.assert_allclose(pred.predict_proba(data.swap(test)), data.swap(p), atol=1e-6)
     assert pred.stats["rows"] == len(test)

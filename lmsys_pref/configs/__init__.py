@@ -51,10 +51,10 @@ class BaseConfig:
     # Accepted spellings -> canonical value, per field (e.g. torch's 'bfloat16' -> 'bf16').
     ALIASES = {}
     # Fields that do not change the trained weights (where and how the run scores, logs,
-    # saves); every other field is part of the resume fingerprint (`lmsys_pref.resume`).
+    # saves); every other field is part of the resume fingerprint (`lmsys_pref.runs.resume`).
     NOT_TRAINING = ()
     # Fields naming input files or folders besides data_dir (a path, a list, or paths separated
-    # by spaces): the fingerprints digest their content, never their path (`lmsys_pref.resume`).
+    # by spaces): the fingerprints digest their content, never their path (`runs.resume`).
     INPUT_FILES = ()
 
     def __post_init__(self) -> None:
@@ -110,7 +110,7 @@ class BaseConfig:
         return {"kind": self.kind, **dataclasses.asdict(self)}
 
     def save(self, path: str | Path) -> Path:
-        from ..atomic import write_text  # atomic: a config.yaml is whole or absent
+        from ..files.atomic import write_text  # atomic: a config.yaml is whole or absent
 
         return write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -52,7 +52,7 @@ class LMConfig(BaseConfig):
 
     kind = "lm"
     ALIASES = {"dtype": DTYPE_ALIASES, "quantization": {"": "none"}}
-    INPUT_FILES = ("extra_train", "teachers")  # fingerprinted by content (lmsys_pref.resume)
+    INPUT_FILES = ("extra_train", "teachers")  # fingerprinted by content (lmsys_pref.runs.resume)
     NOT_TRAINING = ("out_dir", "max_test_rows", "devices", "tta", "token_budget",
                     "torch_threads", "resume", "logging_steps", "save_steps", "eval_steps",
                     "eval_rows", "untuned_baseline",
@@ -202,7 +202,7 @@ class LMConfig(BaseConfig):
     torch_threads: Count = 0
     """CPU threads for torch (0 = torch's default)."""
 
-    # --- labels, extra rows, teachers (lmsys_pref.labels, lmsys_pref.train.distill) ---------
+    # --- labels, extra rows, teachers (lmsys_pref.data.labels, train.distill) ---------
     soft_labels: bool = False
     """Accept probability labels: the three winner columns of a labelled file (train.csv,
     `extra_train`) may hold numbers in [0, 1] summing to 1 (within 1e-6), trained with a soft

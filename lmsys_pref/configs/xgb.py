@@ -14,7 +14,7 @@ class XGBConfig(BaseConfig):
 
     kind = "xgb"
     NOT_TRAINING = ("out_dir", "tta", "n_jobs")
-    INPUT_FILES = ("extra_train",)  # fingerprinted by content (lmsys_pref.resume)
+    INPUT_FILES = ("extra_train",)  # fingerprinted by content (lmsys_pref.runs.resume)
 
     data_dir: str = "data/sample"
     """Folder with train.csv (labelled) and test.csv (csv or parquet)."""

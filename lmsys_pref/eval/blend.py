@@ -26,7 +26,8 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from .. import metrics, runs, splits
+from .. import runs
+from ..data import metrics, splits
 from .blend_inputs import MIN_SHARED_ROWS, Run, align, cv_groups, load_run
 
 log = logging.getLogger("lmsys_pref")

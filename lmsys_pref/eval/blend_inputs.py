@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import data, splits, submission
-from ..data import LABEL_COLS
+from .. import data
+from ..data import LABEL_COLS, splits
+from ..runs import submission
 from .report import find_data_dir, load_predictions
 
 MIN_SHARED_ROWS = 200

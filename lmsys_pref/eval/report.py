@@ -21,9 +21,9 @@ import pandas as pd  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
-from .. import data, metrics, runs  # noqa: E402
-from ..atomic import write_text  # noqa: E402
-from ..data import CLASS_NAMES, LABEL_COLS  # noqa: E402
+from .. import data, runs  # noqa: E402
+from ..data import CLASS_NAMES, LABEL_COLS, metrics  # noqa: E402
+from ..files.atomic import write_text  # noqa: E402
 
 log = logging.getLogger("lmsys_pref")
 PRED_FILES = tuple(runs.EVAL_FILES.values())  # oof.csv, val.csv

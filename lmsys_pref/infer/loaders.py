@@ -12,7 +12,7 @@ from .. import runs
 
 # kind -> "module:callable(model_dir, **overrides) -> predictor"
 LOADERS = {
-    "xgb": "lmsys_pref.xgb:load_predictor",
+    "xgb": "lmsys_pref.xgb.booster:load_predictor",
     "lm": "lmsys_pref.infer.predictor:load_predictor",
     "encoder": "lmsys_pref.infer.predictor:load_predictor",
 }

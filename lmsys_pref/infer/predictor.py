@@ -14,8 +14,8 @@ import torch
 from .. import data, runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
+from ..files.tables import as_id_text
 from ..model import models, prompt
-from ..tables import as_id_text
 from . import engine
 from .devices import parse_devices
 from .tta import score as score_with_tta

@@ -22,7 +22,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .. import runs, submission
+from .. import runs
+from ..runs import submission
 from . import kernels, wheels
 from .kernels import KERNELS, METADATA, PLACEHOLDER_USER
 from .layout import BASE_HANDLES, BASE_NAMES, COMPETITIONS, DEFAULT_COMPETITION, base_of

@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .. import nbstrip, notebooks
+from ..commands import nbstrip, notebooks
 from ..runs import save_json
 from .install_cell import TAG, input_specs, install_cell
 from .layout import (  # noqa: F401 (model_dataset, check_competition: kernels' names too)
@@ -107,7 +107,7 @@ KERNELS: dict[str, Kernel] = {
                         {"preset": "xgb", "tta": "swap", "n_jobs": 0}),
     "xgb-infer": Kernel("predict.ipynb", "score test.csv with an uploaded XGBoost run (CPU)",
                         {"tta": "swap"}, scores="xgb"),
-    "roberta-train": Kernel("roberta.ipynb", "RoBERTa-base MSE, k-fold, trained in the kernel",
+    "roberta-train": Kernel("transformer.ipynb", "RoBERTa-base MSE, k-fold, trained in the kernel",
                             {"preset": "roberta-base", **_T4, "tta": "swap"}, gpu=True,
                             weights="roberta-base", wheel_set="encoder"),
     "roberta-infer": Kernel("predict.ipynb", "score test.csv with an uploaded RoBERTa run",

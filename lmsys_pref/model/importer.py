@@ -23,6 +23,7 @@ from .. import runs
 from ..configs import params_help, parse_params
 from ..configs.lm import LMConfig
 from ..data import LABEL_COLS
+from ..files import atomic
 from . import model_card, models, prompt
 
 log = logging.getLogger("lmsys_pref.model.importer")
@@ -192,7 +193,7 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
                       "modules_to_save": sorted(set(config.get("modules_to_save") or []) | {HEAD})}
     tensors = {**{k: v.contiguous() for k, v in lora.items()},
                **{f"{PREFIX}{HEAD}.{k}": v.float().contiguous() for k, v in head.items()}}
-    with runs.atomic_dir(out_dir) as tmp:
+    with atomic.atomic_dir(out_dir) as tmp:
         runs.save_json(tmp / ADAPTER_CONFIG, adapter_config)
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
         tok.save_pretrained(str(tmp))

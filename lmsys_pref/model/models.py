@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from .. import resume, runs
+from .. import runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
 from ..data import LABEL_COLS, DataError
+from ..runs import resume
 from . import heads, model_card
 from .precision import DTYPE_NAMES, apply_attention, attention_name, choose_attention, resolve_dtype
 

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DataCollatorWithPadding, Trainer
 
-from .. import data, labels, teachers
+from .. import data
+from ..data import labels, teachers
 
 TEACHER_KEY = "teacher_probs"  # a batch's (rows, teachers, 3) teacher probabilities
 TWIN_KEY = "twin"  # a pair item's swapped twin

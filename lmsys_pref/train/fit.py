@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import labels, metrics, postrules, resume, runs, splits
-from ..data import check_n_folds, find_file
+from .. import runs
+from ..data import check_n_folds, find_file, labels, metrics, splits
+from ..files import atomic
 from ..infer import predictor
 from ..infer.devices import release
 from ..model import models
+from ..runs import postrules, resume
 from . import loop
 
 log = logging.getLogger("lmsys_pref.train.fit")
@@ -58,7 +60,7 @@ def fit(cfg) -> dict:
     model, tokenizer = models.build(cfg, loop.training_device(cfg))
     pissa = loop.pissa_init(model, cfg, out)
     res = loop.train_one(cfg, model, tokenizer, rows.training_rows(tr), train_df.iloc[va], out)
-    with runs.atomic_dir(out / "model") as model_dir:  # whole or not at all
+    with atomic.atomic_dir(out / "model") as model_dir:  # whole or not at all
         models.save(model, tokenizer, cfg, model_dir, pissa)
         postrules.save(rules, model_dir)
     val_labels = train_df["label"].to_numpy()[va]
@@ -166,7 +168,7 @@ def fit_kfold(cfg, train_df: pd.DataFrame, test_df: pd.DataFrame | None,
     oof = np.full((len(train_df), 3), np.nan)
     untuned = np.full_like(oof, np.nan) if cfg.untuned_baseline else None
     fold_losses, fold_tests, history, steps, loaded = [], [], [], 0, {}
-    with runs.atomic_dir(out / "model") as model_dir:  # whole (every fold) or not at all
+    with atomic.atomic_dir(out / "model") as model_dir:  # whole (every fold) or not at all
         for k, (tr, va) in enumerate(folds):
             res, fold_test, loaded = _fit_fold(cfg, rows.training_rows(tr, k), train_df.iloc[va],
                                                test_df, out / "folds" / f"fold{k}",

@@ -19,9 +19,11 @@ from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 from transformers.utils.notebook import NotebookProgressCallback
 
-from .. import data, metrics, resume
+from .. import data
+from ..data import metrics
 from ..infer import devices, predictor
 from ..model import models, precision, prompt
+from ..runs import resume
 from . import distill
 
 log = logging.getLogger("lmsys_pref.train.loop")

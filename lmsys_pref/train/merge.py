@@ -28,9 +28,11 @@ from pathlib import Path
 
 import torch
 
-from .. import postrules, runs
+from .. import runs
 from ..configs.lm import LMConfig
+from ..files import atomic
 from ..model import importer, model_card, models
+from ..runs import postrules
 
 log = logging.getLogger("lmsys_pref.train.merge")
 MODES = ("mean", "exact")
@@ -204,7 +206,7 @@ def merge_folds(model_dir: str | Path, out_dir: str | Path, mode: str = "mean",
     model_dir, folds = fold_dirs(model_dir)
     _check_out(model_dir, Path(out_dir))
     meta = runs.read_model_meta(folds[0])
-    with runs.atomic_dir(out_dir) as tmp:
+    with atomic.atomic_dir(out_dir) as tmp:
         config = write_merged(folds, tmp, mode)
         if (model_dir / postrules.FILENAME).is_file():
             shutil.copy2(model_dir / postrules.FILENAME, tmp / postrules.FILENAME)

@@ -11,8 +11,12 @@ import pandas as pd
 import xgboost
 from tqdm.auto import tqdm
 
-from . import data, features, labels, postrules, resume, runs, splits
-from .configs.xgb import XGBConfig
+from .. import data, runs
+from ..configs.xgb import XGBConfig
+from ..data import labels, splits
+from ..files import atomic
+from ..runs import postrules, resume
+from . import features
 
 log = logging.getLogger("lmsys_pref")
 BOOSTER = "booster.json"
@@ -143,7 +147,7 @@ def fit(cfg: XGBConfig) -> dict:
         oof_frame = runs.probs_frame(train["id"], oof, train["label"])
         rounds = int(np.mean(best)) if cfg.early_stopping_rounds > 0 else cfg.n_estimators
     booster = train_booster(cfg, feats, np.arange(len(train)), rounds or cfg.n_estimators)
-    with runs.atomic_dir(out / "model") as model_dir:  # whole or absent
+    with atomic.atomic_dir(out / "model") as model_dir:  # whole or absent
         save(booster, cfg, model_dir)
         postrules.save(postrules.fit(train), model_dir)  # for `predict -p post_rules true`
     test_probs = None if test is None else predict_booster(

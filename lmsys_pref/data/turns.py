@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .tables import TEXT_COLS, DataError
+from ..files.tables import TEXT_COLS, DataError
 
 log = logging.getLogger("lmsys_pref")
 JSON_TYPES = {dict: "object", list: "array", int: "number", float: "number", bool: "boolean"}

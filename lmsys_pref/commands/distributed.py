@@ -4,9 +4,9 @@ Each process (rank) scores its shard of the rows on its own device and rank 0 ga
 results in input order and writes the outputs; training runs the HF `Trainer` in DDP, which
 picks the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR) up by itself.
 
-    torchrun --nproc-per-node 2 -m lmsys_pref.distributed predict \
+    torchrun --nproc-per-node 2 -m lmsys_pref.commands.distributed predict \
         --model-dir runs/gemma --data-dir data/sample --out-dir runs/predict-ddp
-    torchrun --nproc-per-node 2 -m lmsys_pref.distributed train gemma \
+    torchrun --nproc-per-node 2 -m lmsys_pref.commands.distributed train gemma \
         --preset tiny-gemma2 --data-dir data/sample --out-dir runs/gemma-ddp [-p key value]
 
 Backends: NCCL on GPUs, gloo on CPU (what the tests use). Without a launcher (WORLD_SIZE unset)
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .infer.devices import shard  # noqa: F401 (this rank's rows; public here too)
+from ..infer.devices import shard  # noqa: F401 (this rank's rows; public here too)
 
-log = logging.getLogger("lmsys_pref.distributed")
+log = logging.getLogger("lmsys_pref.commands.distributed")
 
 
 def init(backend: str | None = None) -> tuple[int, int, torch.device]:
@@ -82,7 +82,7 @@ def predict_ids(model, input_ids: list[list[int]], **kwargs) -> np.ndarray | Non
     Each rank scores its shard on its own device (kwargs as `engine.predict_ids`, without
     `devices`); rank 0 returns the (n, 3) probabilities in input order, the others None.
     """
-    from .infer import engine
+    from ..infer import engine
 
     rank, world, device = init()
     if world == 1:
@@ -117,8 +117,8 @@ def predict(cfg) -> dict | None:
     submission (only when every rank succeeded) and predict.json."""
     import time
 
+    from .. import runs
     from . import predict as predict_mod
-    from . import runs
 
     t0 = time.perf_counter()
     rank, world, device = init()
@@ -164,7 +164,7 @@ def train(baseline: str, cfg) -> dict:
     """
     import shutil
 
-    from .train import fit as fit_mod
+    from ..train import fit as fit_mod
 
     rank, world, device = init()
     if baseline == "xgb":
@@ -182,7 +182,7 @@ def train(baseline: str, cfg) -> dict:
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    """`torchrun ... -m lmsys_pref.distributed predict|train ...` (see the module doc)."""
+    """`torchrun ... -m lmsys_pref.commands.distributed predict|train ...` (see the module doc)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("predict", "train"):
         print(__doc__)
@@ -192,7 +192,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         if argv[0] == "predict":
             from .predict import parse_args
 
-            predict(parse_args(argv[1:], prog="lmsys_pref.distributed predict"))
+            predict(parse_args(argv[1:], prog="lmsys_pref.commands.distributed predict"))
         else:
             _train_cli(argv[1:])
     finally:
@@ -202,10 +202,10 @@ def cli_main(argv: list[str] | None = None) -> int:
 
 
 def _train_cli(argv: list[str]) -> None:
-    from .configs import parse_params
+    from ..configs import parse_params
     from .notebooks import BASELINES
 
-    ap = argparse.ArgumentParser(prog="lmsys_pref.distributed train")
+    ap = argparse.ArgumentParser(prog="lmsys_pref.commands.distributed train")
     ap.add_argument("baseline", choices=sorted(BASELINES))
     ap.add_argument("--preset")
     ap.add_argument("--data-dir", required=True)

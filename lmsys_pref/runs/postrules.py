@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import data, runs
+from .. import data
+from . import contract as runs
 
 FILENAME = "postrules.json"
 RULES = ("identical", "a_empty", "b_empty")

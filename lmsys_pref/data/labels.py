@@ -2,7 +2,7 @@
 
 Soft labels: with `soft_labels` a labelled file's three winner columns may hold probabilities
 (each in [0, 1], the row summing to 1 within `SUM_TOL`); `check_soft` is the label check
-`data.load_split` runs then, and without it the strict one-hot check stays. A soft row trains
+`frames.load_split` runs then, and without it the strict one-hot check stays. A soft row trains
 with a soft cross-entropy (XGBoost: three weighted copies) and, when scored, counts in
 `soft_log_loss`; the hard-label metrics of the one-hot rows (the competition's) stay the
 headline (`scored`).
@@ -10,7 +10,7 @@ headline (`scored`).
 Extra rows (`extra_train`): labelled files added to the training rows only. Rows repeating a
 train/test conversation (prompt and both answers, in either order) are dropped, counted and
 listed by id, as the winners deduplicated the 33k Arena set against the competition data.
-`load_training` loads everything a run trains on (teacher files through `lmsys_pref.teachers`)
+`load_training` loads everything a run trains on (teacher files through `lmsys_pref.data.teachers`)
 and checks it before any model is built. Torch-free.
 """
 from __future__ import annotations
@@ -24,15 +24,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import data, metrics, teachers
-from .data import LABEL_COLS, DataError
+from . import frames, metrics, teachers
+from .frames import LABEL_COLS, DataError
 
 log = logging.getLogger("lmsys_pref.labels")
 SUM_TOL = 1e-6  # a soft label's three columns sum to 1 within this
 
 
 def check_soft(df: pd.DataFrame, name: str) -> np.ndarray:
-    """The label check of a soft-labelled file (`data.load_split(label_check=...)`).
+    """The label check of a soft-labelled file (`frames.load_split(label_check=...)`).
 
     Each winner column must be a number in [0, 1] and each row must sum to 1 within
     `SUM_TOL`; the columns become floats in place.
@@ -64,7 +64,7 @@ def check_soft(df: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def label_check(soft: bool):
-    """The `label_check` of `data.load_split` for a run: `check_soft`, or None (one-hot)."""
+    """The `label_check` of `frames.load_split` for a run: `check_soft`, or None (one-hot)."""
     return check_soft if soft else None
 
 
@@ -117,7 +117,7 @@ def load_extra(paths: Sequence[str | Path], known: Sequence[pd.DataFrame], *,
     ids = set().union(*(df["id"].astype(str) for df in known))
     kept, report = [], {"files": {}, "rows": 0, "dropped": 0, "dropped_ids": []}
     for path in paths:
-        df = data.load_split(path, labelled=True, lenient=lenient, label_check=label_check(soft))
+        df = frames.load_split(path, labelled=True, lenient=lenient, label_check=label_check(soft))
         key, rev = conversation_keys(df), conversation_keys(df, swapped=True)
         dup = (key.isin(keys) | rev.isin(keys) | key.duplicated()).to_numpy()
         df, dropped = df[~dup].reset_index(drop=True), df["id"][dup].tolist()
@@ -193,10 +193,10 @@ def load_training(cfg, root: str | Path | None = None) -> TrainingData:
     root = Path(root or ".")
     soft = bool(getattr(cfg, "soft_labels", False))
     data_dir = root / cfg.data_dir
-    train = data.load_split(data.find_file(data_dir, "train"), labelled=True,
+    train = frames.load_split(frames.find_file(data_dir, "train"), labelled=True,
                             lenient=cfg.lenient, label_check=label_check(soft))
-    test_path = data.find_file(data_dir, "test", required=False)
-    test = data.load_split(test_path, labelled=False, lenient=cfg.lenient) if test_path else None
+    test_path = frames.find_file(data_dir, "test", required=False)
+    test = frames.load_split(test_path, labelled=False, lenient=cfg.lenient) if test_path else None
     out = TrainingData(train, test)
     if cfg.extra_train:
         out.extra, out.extra_report = load_extra(

@@ -31,9 +31,9 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from . import notebooks, resume
-from .configs import ConfigError, load_preset
-from .runs import load_json, read_metrics, save_json
+from ..configs import ConfigError, load_preset
+from ..runs import load_json, read_metrics, resume, save_json
+from . import notebooks
 
 log = logging.getLogger("lmsys_pref.grid")
 

@@ -8,38 +8,24 @@ OUT_DIR/
                    (`EVAL_FILES[metrics["eval"]]`)
   model/           all `predict` needs; model/lmsys_pref.json names the kind and config
 
-Ids are written and read as text (`tables.as_id_text`, `tables.read_csv`): a run's files carry
+Ids are written and read as text (`files.tables.as_id_text`, `read_csv`): a run's files carry
 the data's id strings exactly. OUT_DIR itself (one run at a time, never an input, no stale
-outputs) is `outdir`'s, re-exported here.
+outputs) is `runs.outdir`'s.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import metrics as scores
+from ..data import metrics as scores
+from ..files.atomic import atomic_path
+from ..files.jsonio import load_json, save_json
+from ..files.tables import LABEL_COLS, DataError, as_id_text, read_csv
 from . import submission
-from .atomic import atomic_dir, atomic_path, write_text
-from .outdir import (
-    PREVIOUS,
-    REPORT_FIGURES,
-    RUN_OUTPUTS,
-    check_out_dir,
-    holding,
-    holds_out_dir,
-    prepare_out_dir,
-)
-from .tables import LABEL_COLS, DataError, as_id_text, read_csv
-
-__all__ = ["PREVIOUS", "REPORT_FIGURES", "RUN_OUTPUTS", "atomic_dir", "atomic_path",
-           "check_out_dir", "holding", "holds_out_dir", "prepare_out_dir",
-           "write_outputs"]  # + the rest
 
 log = logging.getLogger("lmsys_pref")
 MODEL_META = "lmsys_pref.json"
@@ -130,35 +116,6 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     """A run folder's metrics.json, checked against the vocabulary (`check_metrics`)."""
     path = Path(run_dir) / "metrics.json"
     return check_metrics(load_json(path), str(path))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def save_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON atomically (numpy scalars and paths converted, NaN as null)."""
-    return write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
-
-
-def load_json(path: str | Path) -> Any:
-    """Read a JSON file; a broken one is a `DataError` naming it."""
-    try:
-        return json.loads(Path(path).read_text())
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
 def probs_frame(ids: Sequence, probs: np.ndarray, labels: Sequence[int] | None = None

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import data, postrules, resume, runs, submission
-from .configs import params_help, parse_params
-from .configs.predict import PredictConfig
-from .infer.budget import Budget  # torch-free: the time budget of LM and encoder scoring
-from .infer.loaders import LOADERS, has_fold_models, load_predictor  # noqa: F401 (the door's names)
+from .. import data, runs
+from ..configs import params_help, parse_params
+from ..configs.predict import PredictConfig
+from ..infer.budget import Budget  # torch-free: the time budget of LM and encoder scoring
+from ..infer.loaders import LOADERS, has_fold_models, load_predictor  # noqa: F401 (the door's names)
+from ..runs import postrules, resume, submission
 
 log = logging.getLogger("lmsys_pref.predict")
 PREDICT_OUTPUTS = ("submission.csv", "predict.json")

@@ -22,9 +22,9 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from .atomic import write_text
-from .configs import ConfigError
-from .data import find_file
+from ..files.atomic import write_text
+from ..configs import ConfigError
+from ..data import find_file
 
 log = logging.getLogger("lmsys_pref.resume")
 FINGERPRINT = "train_fingerprint.json"

@@ -3,8 +3,8 @@
     lmsys-pref dist --nproc 2 predict --model-dir M --data-dir D --out-dir O [-p k v]
     lmsys-pref dist --nproc 2 train gemma --data-dir D --out-dir O [--preset P] [-p k v]
 
-Starts `python -m torch.distributed.run --nproc-per-node N -m lmsys_pref.distributed ...` (gloo
-on CPU, NCCL on GPUs; see `lmsys_pref.distributed`) and returns its exit status. This module
+Starts `python -m torch.distributed.run --nproc-per-node N -m lmsys_pref.commands.distributed ...`
+(gloo on CPU, NCCL on GPUs; see `commands.distributed`) and returns its exit status. This module
 imports no torch: the launcher is torch's own, in a child process.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ VERBS = ("predict", "train")
 
 
 def torchrun_argv(nproc: int, verb: str, rest: list[str]) -> list[str]:
-    """The command line that runs `lmsys_pref.distributed <verb> <rest>` on `nproc` processes."""
+    """The command line that runs `commands.distributed <verb> <rest>` on `nproc` processes."""
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-            "-m", "lmsys_pref.distributed", verb, *rest]
+            "-m", "lmsys_pref.commands.distributed", verb, *rest]
 
 
 def cli_main(argv: list[str]) -> int:

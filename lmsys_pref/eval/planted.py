@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import atomic, data, metrics, runs
-from . import submission as submission_file
-from .configs import load_preset
+from .. import data, runs
+from ..configs import load_preset
+from ..data import metrics
+from ..files import atomic
+from ..runs import submission as submission_file
 
 MARKER = "Zebra lantern verdict:"  # a phrase no arena answer opens with
 # (marker on A, marker on B) per class: a wins, b wins, tie (both), tie (neither)

@@ -15,8 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
-from .tables import LABEL_COLS, as_id_text, is_integer_text, read_csv
+from ..files.atomic import atomic_path
+from ..files.tables import LABEL_COLS, as_id_text, is_integer_text, read_csv
 
 SUBMISSION_COLS = ("id",) + LABEL_COLS
 SUM_TOL = 1e-3  # rows summing to 1 +- this are rounding; they are renormalised on write

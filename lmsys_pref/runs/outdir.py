@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .atomic import exclusive, is_temporary, write_text
-from .configs import ConfigError
+from ..files.atomic import exclusive, is_temporary, write_text
+from ..configs import ConfigError
 
 log = logging.getLogger("lmsys_pref")
 

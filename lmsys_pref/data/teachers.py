@@ -27,8 +27,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import data, runs
-from .data import LABEL_COLS, DataError
+from ..files.jsonio import load_json
+from . import frames
+from .frames import LABEL_COLS, DataError
 
 log = logging.getLogger("lmsys_pref.teachers")
 PROB_TOL = 1e-3  # a teacher row's probabilities sum to 1 within this (then renormalised)
@@ -62,7 +63,7 @@ def read(path: Path) -> pd.DataFrame:
         DataError: a missing column, a duplicate id, or a row whose cells are not probabilities
             (in [0, 1], summing to 1 within `PROB_TOL`), naming the file, the id and the column.
     """
-    df = data.read_table(path)
+    df = frames.read_table(path)
     missing = [c for c in ("id",) + LABEL_COLS if c not in df.columns]
     if missing:
         raise DataError(f"teacher {path}: missing column(s) {missing}; a teacher file holds "
@@ -90,7 +91,7 @@ def provenance(path: Path, ids: pd.Index) -> tuple[str, set[str] | None]:
     """What the teacher's models trained on, where its folder tells: ('saw', ids) for a run's
     oof.csv, ('never_saw', ids) for a run's val.csv or a pseudo-label output, ('unknown', None)."""
     if path.name == PSEUDO_LABELS and (path.parent / PSEUDO_META).is_file():
-        never = runs.load_json(path.parent / PSEUDO_META).get("never_saw")
+        never = load_json(path.parent / PSEUDO_META).get("never_saw")
         return ("unknown", None) if never is None else ("never_saw", set(map(str, never)))
     if path.name in RUN_FILES and (path.parent / "metrics.json").is_file():
         return ("saw" if path.name == "oof.csv" else "never_saw"), set(ids)

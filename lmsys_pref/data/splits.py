@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from .data import DataError
+from .frames import DataError
 
 GROUP_BY = ("prompt", "none")
 

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .tables import LABEL_COLS, TEXT_COLS, DataError, check_ids, read_table
+from ..files.tables import LABEL_COLS, TEXT_COLS, DataError, check_ids, read_table
 from .turns import clean_text, decode_column, decode_turns, even_turns, is_missing
 
 __all__ = ["DataError", "check_ids", "clean_text", "decode_turns", "even_turns", "load_split",

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import ConfigError, params_help, parse_params
+from ..configs import ConfigError, params_help, parse_params
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = Path(os.environ.get("LMSYS_PREF_NOTEBOOKS", REPO / "notebooks"))
 
 
@@ -33,12 +33,13 @@ class Baseline:
         return getattr(importlib.import_module(module), cls)
 
 
+TRANSFORMER = "transformer.ipynb"
 BASELINES = {
     "xgb": Baseline("xgboost.ipynb", "lmsys_pref.configs.xgb:XGBConfig", "xgb"),
-    "gemma": Baseline("gemma.ipynb", "lmsys_pref.configs.lm:LMConfig", "gemma2-2b"),
-    "llama": Baseline("llama.ipynb", "lmsys_pref.configs.lm:LMConfig", "llama3-8b"),
-    "roberta": Baseline("roberta.ipynb", "lmsys_pref.configs.encoder:EncoderConfig",
-                        "roberta-base"),
+    # one template for every transformer: the preset's kind picks LMConfig or EncoderConfig
+    "gemma": Baseline(TRANSFORMER, "lmsys_pref.configs.lm:LMConfig", "gemma2-2b"),
+    "llama": Baseline(TRANSFORMER, "lmsys_pref.configs.lm:LMConfig", "llama3-8b"),
+    "roberta": Baseline(TRANSFORMER, "lmsys_pref.configs.encoder:EncoderConfig", "roberta-base"),
 }
 
 
@@ -93,7 +94,7 @@ def run_notebook(baseline: str, out_dir: str | Path, data_dir: str | Path | None
             runs).
         NotebookError: a cell failed; the message names the notebook and the error.
     """
-    from . import runs
+    from .. import runs
 
     out_dir = Path(out_dir).absolute()
     data_dir = data_dir and Path(data_dir).absolute()
@@ -201,7 +202,8 @@ def preflight(baseline: str, params: dict[str, Any]) -> None:
     """Checks before the notebook starts: OUT_DIR writable and not DATA_DIR, the data files
     valid, `n_folds` possible on them (named errors in seconds, not after the kernel and the
     model have loaded)."""
-    from . import data, labels, runs
+    from .. import data, runs
+    from ..data import labels
 
     cfg = BASELINES[baseline].config_class().from_preset(
         params.get("preset"), **{k: v for k, v in params.items() if k != "preset"})
@@ -218,7 +220,7 @@ def cli_main(argv: list[str]) -> int:
         preset = argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else None
         train_parser(next((a for a in argv if a in BASELINES), None), preset).print_help()
         return 0
-    from .runs import check_out_dir, holding
+    from ..runs import check_out_dir, holding
 
     args = train_parser().parse_args(argv)
     t0 = time.time()

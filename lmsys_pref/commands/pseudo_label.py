@@ -15,7 +15,7 @@ transformer runs, k-fold runs as their folds' mean) and the models are averaged.
   O/pseudo_labels.json  which models made it, the settings, row counts, and `never_saw`: the
                         labelled ids none of the models trained on where their runs tell
                         (a fold's held_out.json, a holdout run's val.csv; XGBoost: none), so
-                        a student can check a teacher file for leaks (`lmsys_pref.teachers`)
+                        a student can check a teacher file for leaks (`lmsys_pref.data.teachers`)
 
 The 2nd and 3rd places trained on 240k and 500k such rows.
 """
@@ -30,11 +30,12 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from . import data, runs
-from .configs import parse_params
-from .data import LABEL_COLS, TEST_COLS, TEXT_COLS, DataError
-from .infer.loaders import load_predictor
-from .teachers import PSEUDO_LABELS, PSEUDO_META
+from .. import data, runs
+from ..configs import parse_params
+from ..data import LABEL_COLS, TEST_COLS, TEXT_COLS, DataError
+from ..data.teachers import PSEUDO_LABELS, PSEUDO_META
+from ..files import atomic
+from ..infer.loaders import load_predictor
 
 log = logging.getLogger("lmsys_pref.pseudo_label")
 CHUNK_ROWS = 20_000
@@ -122,7 +123,7 @@ def pseudo_label(model_dirs: list[str], data_dir: str | Path, out_dir: str | Pat
     models = [(m, load_predictor(m, **overrides)) for m in model_dirs]  # bad folder: at once
     seen: set[str] = set()
     rows = n_hard = 0
-    with runs.atomic_path(out / PSEUDO_LABELS) as tmp:
+    with atomic.atomic_path(out / PSEUDO_LABELS) as tmp:
         for raw in chunks(src, chunk_rows):
             if raw.empty:
                 continue

@@ -5,7 +5,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from sklearn.metrics import log_loss as _sk_log_loss
 
-from .data import CLASS_NAMES
+from .frames import CLASS_NAMES
 
 EPS = 1e-15  # Kaggle clips to [eps, 1 - eps] after normalising each row
 

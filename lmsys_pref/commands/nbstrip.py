@@ -2,7 +2,7 @@
 
     lmsys-pref nbstrip notebooks/*.ipynb          # strip in place (`make strip-notebooks`)
     lmsys-pref nbstrip --check notebooks/*.ipynb  # exit 1 if one has outputs
-    python -m lmsys_pref.nbstrip < in.ipynb       # stdin -> stdout: the git filter (`make hooks`)
+    python -m lmsys_pref.commands.nbstrip < in.ipynb  # stdin -> stdout: the git filter
 
 Removes cell outputs, execution counts and run metadata (papermill, execution timing, widgets);
 keeps cell tags (the papermill `parameters` tag) and the kernelspec.
