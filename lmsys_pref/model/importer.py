@@ -197,7 +197,7 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
         runs.save_json(tmp / ADAPTER_CONFIG, adapter_config)
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
         tok.save_pretrained(str(tmp))
-        (tmp / "README.md").write_text(model_card.readme(cfg))
+        (tmp / "README.md").write_text(model_card.readme(cfg.model))
         runs.write_model_meta(tmp, cfg.kind, cfg.to_dict(), imported={
             "adapter": str(adapter_dir), "head": str(head_file) if head_file else None,
             "trained_on": config.get("base_model_name_or_path")})

@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from .. import runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
+from ..configs.parts import ModelSpec
 from ..data import LABEL_COLS, DataError
 from ..runs import resume
 from . import heads, model_card
@@ -89,46 +90,46 @@ def load_tokenizer(source: str, gguf_file: str = ""):
     return tok
 
 
-def _quant_config(cfg, dtype: torch.dtype):
-    if cfg.quantization in ("", "none"):
+def _quant_config(spec: ModelSpec, dtype: torch.dtype):
+    if spec.quantization in ("", "none"):
         return None
     from transformers import BitsAndBytesConfig
-    if cfg.quantization == "4bit":
+    if spec.quantization == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_use_double_quant=DOUBLE_QUANT,
                                   bnb_4bit_compute_dtype=dtype)
-    if cfg.quantization == "8bit":
+    if spec.quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    raise ValueError(f"quantization: unknown {cfg.quantization!r}; expected none/4bit/8bit")
+    raise ValueError(f"quantization: unknown {spec.quantization!r}; expected none/4bit/8bit")
 
 
-def _base_config(cfg, tokenizer, path: str | None, gguf: str | None):
+def _base_config(spec: ModelSpec, tokenizer, path: str | None, gguf: str | None):
     """The transformers config of the base model, before any weights are read."""
-    problem = "regression" if cfg.objective == "mse" else "single_label_classification"
-    if cfg.random_init:
-        return AutoConfig.for_model(**{"vocab_size": len(tokenizer), **cfg.random_init},
+    problem = "regression" if spec.objective == "mse" else "single_label_classification"
+    if spec.random_init:
+        return AutoConfig.for_model(**{"vocab_size": len(tokenizer), **spec.random_init},
                                     num_labels=3, problem_type=problem,
                                     pad_token_id=tokenizer.pad_token_id)
     kwargs = {"gguf_file": gguf} if gguf else {}
     return AutoConfig.from_pretrained(path, num_labels=3, problem_type=problem, **kwargs)
 
 
-def load_base(cfg, tokenizer, device: str = "cpu"):
+def load_base(spec: ModelSpec, tokenizer, device: str = "cpu"):
     """The base `AutoModelForSequenceClassification` (3 labels) with the configured head.
 
     The attention kernel is chosen per device (`precision.choose_attention`); the KV cache is
     off (`use_cache=False`): every row is scored in one forward pass, a cache only costs memory.
     """
-    dtype = resolve_dtype(cfg.dtype, device)
-    torch.manual_seed(cfg.seed)
-    path, gguf = (None, None) if cfg.random_init else resolve(cfg.model_id, cfg.gguf_file)
-    conf = _base_config(cfg, tokenizer, path, gguf)
-    attn = choose_attention(cfg.attn_implementation, conf, device)
+    dtype = resolve_dtype(spec.dtype, device)
+    torch.manual_seed(spec.seed)
+    path, gguf = (None, None) if spec.random_init else resolve(spec.model_id, spec.gguf_file)
+    conf = _base_config(spec, tokenizer, path, gguf)
+    attn = choose_attention(spec.attn_implementation, conf, device)
     kwargs = {"attn_implementation": attn} if attn else {}
-    if cfg.random_init:
+    if spec.random_init:
         model = AutoModelForSequenceClassification.from_config(conf, **kwargs).to(device, dtype)
     else:
-        quant = _quant_config(cfg, dtype)
+        quant = _quant_config(spec, dtype)
         if quant is not None:
             kwargs.update(quantization_config=quant, device_map={"": str(device)})
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -143,15 +144,9 @@ def load_base(cfg, tokenizer, device: str = "cpu"):
     model.config.use_cache = False
     model.config.id2label = dict(enumerate(LABEL_COLS))
     model.config.label2id = {name: i for i, name in enumerate(LABEL_COLS)}
-    apply_attention(model, cfg.attn_implementation)  # sdpa_nocap: the cap dropped, SDPA
-    heads.install(model, cfg.head_layers, seed=cfg.seed)
+    apply_attention(model, spec.attn_implementation)  # sdpa_nocap: the cap dropped, SDPA
+    heads.install(model, spec.head_layers, seed=spec.seed)
     return model
-
-
-def scoring_config(cfg):
-    """The config the test set is scored with: `score_max_length` tokens per row when set
-    (the winners trained at 2048 and scored at 3072)."""
-    return cfg.replace(max_length=cfg.score_max_length) if cfg.score_max_length else cfg
 
 
 def describe(model) -> dict:
@@ -162,39 +157,43 @@ def describe(model) -> dict:
             "weights_dtype": DTYPE_NAMES.get(dtype, str(dtype))}
 
 
-def _lora_config(cfg, model):
+def _lora_config(spec: ModelSpec, model):
     from peft import LoraConfig
-    init = {"default": True, "gaussian": "gaussian"}.get(cfg.lora_init, cfg.lora_init)
+    init = {"default": True, "gaussian": "gaussian"}.get(spec.lora_init, spec.lora_init)
     if not (init is True or init == "gaussian" or str(init).startswith("pissa")):
-        raise ValueError(f"lora_init: unknown {cfg.lora_init!r}; expected default/gaussian/"
+        raise ValueError(f"lora_init: unknown {spec.lora_init!r}; expected default/gaussian/"
                          "pissa/pissa_niter_<n>")
     n_layers = getattr(model.config, "num_hidden_layers", 0)
-    layers = list(range(cfg.lora_layers_from, n_layers)) if cfg.lora_layers_from else None
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_targets), init_lora_weights=init,
+    layers = list(range(spec.lora_layers_from, n_layers)) if spec.lora_layers_from else None
+    return LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                      target_modules=list(spec.lora_targets), init_lora_weights=init,
                       layers_to_transform=layers, task_type="SEQ_CLS",
                       modules_to_save=[heads.head_name(model)])
 
 
-def build(cfg, device: str = "cpu", tokenizer=None):
+def build(spec: ModelSpec, device: str = "cpu", tokenizer=None):
     """`(model, tokenizer)` ready to train: base + (k-bit prep) + LoRA + trainable head.
 
     Trainable parameters are kept in fp32 so that fp16/bf16 mixed precision can step them.
-    `tokenizer` None = the config's (anything with `pad_token_id` and `len()` serves a random
-    model, e.g. the GPU check's stand-in).
+
+    Args:
+        spec: the model part of the run's config (`cfg.model`).
+        device: where the model goes.
+        tokenizer: None = the config's (anything with `pad_token_id` and `len()` serves a
+            random model, e.g. the GPU check's stand-in).
     """
     if tokenizer is None:
-        tokenizer = load_tokenizer(cfg.tokenizer_id or cfg.model_id, cfg.gguf_file
-                                   if not cfg.tokenizer_id else "")
-    model = load_base(cfg, tokenizer, device)
-    if cfg.quantization not in ("", "none"):
+        tokenizer = load_tokenizer(spec.tokenizer_id or spec.model_id, spec.gguf_file
+                                   if not spec.tokenizer_id else "")
+    model = load_base(spec, tokenizer, device)
+    if spec.quantization not in ("", "none"):
         from peft import prepare_model_for_kbit_training
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.grad_checkpointing,
+            model, use_gradient_checkpointing=spec.grad_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora_r > 0:
+    if spec.lora_r > 0:
         from peft import get_peft_model
-        model = get_peft_model(model, _lora_config(cfg, model))
+        model = get_peft_model(model, _lora_config(spec, model))
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
@@ -219,7 +218,7 @@ def save(model, tokenizer, cfg, model_dir: str | Path, pissa_init: str | Path | 
     else:
         model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
-    (model_dir / "README.md").write_text(model_card.readme(cfg))
+    (model_dir / "README.md").write_text(model_card.readme(cfg.model))
     runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict())
     return model_dir
 
@@ -261,7 +260,7 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
     tokenizer = load_tokenizer(str(tok_dir if tok_dir.is_dir() else model_dir))
     if cfg.lora_r > 0:
         from peft import PeftModel
-        base = load_base(cfg, tokenizer, device)
+        base = load_base(cfg.model, tokenizer, device)
         # torch_device: peft otherwise stages the adapter on its default device (cuda:0)
         model = PeftModel.from_pretrained(base, str(model_dir), torch_device=str(device))
     else:

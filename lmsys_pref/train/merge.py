@@ -230,7 +230,7 @@ def _write_readme(model_dir: Path) -> None:
     cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
     m = meta["merged"]
     (model_dir / "README.md").write_text(
-        model_card.readme(cls.from_dict(meta["config"])) +
+        model_card.readme(cls.from_dict(meta["config"]).model) +
         f"\nMerged by `lmsys-pref merge-folds` from the folds {', '.join(m['folds'])} of "
         f"{m['from']} (mode {m['mode']}{', into the base weights' if m.get('into_base') else ''}"
         ").\n")
