@@ -34,17 +34,20 @@ def split_paths(values: list[str]) -> list[str]:
 
 def check_levers(cfg) -> None:
     """The valid ranges of the label fields (`soft_labels`, `extra_train`, `teachers`, ...)."""
-    name = type(cfg).__name__
     cfg.extra_train = split_paths(cfg.extra_train)
-    if not hasattr(cfg, "teachers"):  # XGBoost: extra rows and soft labels only
-        return
     cfg.teachers = split_paths(cfg.teachers)
-    n_terms = 1 + 2 * len(cfg.teachers)
-    weights = cfg.distill_weights
+    if hasattr(cfg, "distill_weights"):  # XGBoost: `teacher_weights` (configs.xgb)
+        check_term_weights(cfg, "distill_weights", 1 + 2 * len(cfg.teachers),
+                           "(CE, then KL and cosine per teacher)")
+
+
+def check_term_weights(cfg, name: str, n_terms: int, terms: str) -> None:
+    """`cfg.<name>`: [] or `n_terms` numbers >= 0 (`terms` says which) with a positive sum."""
+    weights = getattr(cfg, name)
     if weights and (len(weights) != n_terms or min(weights) < 0 or sum(weights) <= 0):
-        raise ConfigError(f"{name}: parameter 'distill_weights': {weights!r} must be {n_terms} "
-                          f"numbers >= 0 (CE, then KL and cosine per teacher) with a positive "
-                          f"sum, or [] for equal weights")
+        raise ConfigError(f"{type(cfg).__name__}: parameter '{name}': {weights!r} must be "
+                          f"{n_terms} numbers >= 0 {terms} with a positive sum, or [] for equal "
+                          "weights")
 
 
 @dataclasses.dataclass
@@ -212,7 +215,10 @@ class LMConfig(BaseConfig):
     """Labelled files (competition layout) added to the training rows only: never to the
     validation rows, a fold's held-out rows, oof.csv or the metrics. Rows whose prompt and
     answers (either order) are also in train/test are dropped, counted and listed by id in
-    metrics.json (`extra_train`). -p extra_train "a.csv b.csv"."""
+    metrics.json (`extra_train`), except the rows of a `pseudo-label` output of this run's own
+    test.csv; a file left with no row stops the run. '{fold}' in a path names per-fold files
+    (fold k reads the file of k, e.g. `pseudo-label --per-fold` output; one whose models trained
+    on that fold's held-out rows is refused). -p extra_train "a.csv b.csv"."""
     teachers: list[str] = dataclasses.field(default_factory=list)
     """Teacher probabilities distilled into the model (one KL + cosine pair each): a run's
     oof.csv or val.csv, a run folder, a `pseudo-label` output or any CSV with `id` and the

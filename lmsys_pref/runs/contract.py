@@ -29,7 +29,7 @@ from . import submission
 
 log = logging.getLogger("lmsys_pref")
 MODEL_META = "lmsys_pref.json"
-HELD_OUT = "held_out.json"  # a k-fold transformer run's model/: fold -> the ids it never saw
+HELD_OUT = "held_out.json"  # a k-fold run's model/: fold -> the ids it never saw
 
 # metrics.json: one vocabulary for every baseline (xgb, train.fit) and every reader (grid,
 # notebook_view, report, benchmarks). `run_metrics` builds it; `check_metrics` enforces it.
@@ -65,6 +65,16 @@ OPTIONAL_METRIC_KEYS = {
                    "used, and the dropped ones (repeating a train/test conversation) by id",
     "teachers": "distillation (`teachers`): temperature, loss weights, and per teacher its "
                 "files, provenance and `leaked_rows` (held-out rows its models trained on)",
+    "cv_honest": "whether the scored rows' figures are honest: true when no input the run "
+                 "trained on (teachers, extra_train files, soft labels of train.csv) came from "
+                 "models that trained on the held-out rows of a split and every such input's "
+                 "provenance is known; false otherwise (`cv_leaks` says which)",
+    "cv_leaks": "each input that makes cv_honest false: `input` (teachers, extra_train, soft "
+                "labels of train.csv), `file`, `leaked_rows` (held-out rows its models trained "
+                "on, all splits; null: provenance unknown), `provenance` and `why`; [] when "
+                "honest (`data.provenance`)",
+    "hard_labels": "'argmax' when no scored row is one-hot: the headline scored every row "
+                   "against its soft label's most probable class (absent: the one-hot rows)",
 }
 EVAL_FILES = {"oof": "oof.csv", "val": "val.csv"}  # metrics["eval"] -> the scored rows' file
 
