@@ -28,7 +28,16 @@ from scipy.special import log_softmax
 
 from .. import runs
 from ..data import metrics, splits
-from .blend_inputs import MIN_SHARED_ROWS, Run, align, cv_groups, load_run
+from .blend_inputs import (
+    MIN_SHARED_ROWS,
+    Run,
+    align,
+    check_honest,
+    cv_groups,
+    load_run,
+    runs_honesty,
+)
+from .report import honesty_lines
 
 log = logging.getLogger("lmsys_pref")
 CV_FOLDS = 5  # folds of the cross-fitted estimate
@@ -164,7 +173,7 @@ def calibrate(run_dir: str | Path, out_dir: str | Path, per_class_bias: bool = T
            "oof_log_loss_before": metrics.log_loss(r.labels, r.oof),
            "oof_log_loss_after": metrics.log_loss(r.labels, scale.apply(r.oof)),
            "cv_log_loss_after": metrics.log_loss(r.labels, honest), "cv_groups": grouped}
-    m = _metrics(r, honest, t0)
+    m = _metrics(r, honest, t0, **runs_honesty([run_dir]))
     write_run(Path(out_dir), r, honest, None if r.test is None else scale.apply(r.test), m, res,
               "calibration.json")
     return {**m, **res}
@@ -180,7 +189,7 @@ def _fit_blend(labels, probs, method: str, scale: bool, per_class_bias: bool):
 def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "log",
           scale: bool = True, per_class_bias: bool = True, *,
           min_shared_rows: int = MIN_SHARED_ROWS, group_by: str = "prompt",
-          data_dir: str | Path | None = None) -> dict:
+          data_dir: str | Path | None = None, allow_leaky: bool = False) -> dict:
     """Blend runs with simplex weights fitted on the OOF rows they all scored, then scale.
 
     Args:
@@ -194,13 +203,19 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
         scale: fit temperature (+ per-class bias when `per_class_bias`) on the pooled OOF.
         min_shared_rows: refuse a blend fitted on fewer shared rows than this.
         group_by, data_dir: prompt groups of the cross-fitting folds (see `cv_groups`).
+        allow_leaky: blend a run whose metrics.json says `cv_honest: false` (its OOF came
+            from inputs that saw its held-out rows, so it flatters the run and the weights
+            favour it); refused by default.
 
     Returns:
         metrics.json (`runs.METRIC_KEYS`: `log_loss` is the cross-fitted blend's, `n_shared_rows`,
-        `blend_weights`) merged with weights.json (per-run log losses and row counts, weights,
-        temperature, bias, in-sample `blend_oof_log_loss`, `blend_cv_log_loss`, `cv_groups`).
+        `blend_weights`; `cv_honest`/`cv_leaks` of the runs when every run records them) merged
+        with weights.json (per-run log losses and row counts, weights, temperature, bias,
+        in-sample `blend_oof_log_loss`, `blend_cv_log_loss`, `cv_groups`, `runs_cv_honest`).
 
     Raises:
+        LeakyRunError: a run is not cv-honest and `allow_leaky` is off (naming it and its
+            leaks), before any work.
         SharedRowsError: fewer than `min_shared_rows` shared rows (naming each run's count).
         DataError: the runs' labels or test ids differ (naming the run and the row id).
         ConfigError: `out_dir` is or contains one of `run_dirs` (its model would be moved).
@@ -208,6 +223,7 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
     if not run_dirs:
         raise ValueError("blend: give at least one run folder")
     t0 = time.time()
+    honest = check_honest(list(run_dirs), allow_leaky)
     inputs = [load_run(d) for d in run_dirs]
     loaded = align(inputs, min_shared_rows)
     groups, grouped = cv_groups(loaded, group_by, data_dir)
@@ -219,7 +235,7 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
         wf, sf = _fit_blend(labels[tr], [p[tr] for p in oofs], method, scale, per_class_bias)
         return sf.apply(pool([p[va] for p in oofs], wf, method))
 
-    honest = cross_fit(labels, held_out, groups=groups)
+    crossed = cross_fit(labels, held_out, groups=groups)
     singles = {str(r.path): metrics.log_loss(labels, r.oof) for r in loaded}
     res = {"runs": singles, "run_rows": {str(r.path): {"file": str(r.source), "n_rows": len(r.ids)}
                                          for r in inputs},
@@ -227,10 +243,12 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
            "weights": dict(zip(singles, w.tolist())), **dataclasses.asdict(s),
            "best_single_log_loss": min(singles.values()),
            "blend_oof_log_loss": metrics.log_loss(labels, s.apply(pool(oofs, w, method))),
-           "blend_cv_log_loss": metrics.log_loss(labels, honest), "cv_groups": grouped}
+           "blend_cv_log_loss": metrics.log_loss(labels, crossed), "cv_groups": grouped,
+           "runs_cv_honest": honest}
     test = None if ref.test is None else s.apply(pool([r.test for r in loaded], w, method))
-    m = _metrics(ref, honest, t0, n_shared_rows=len(labels), blend_weights=res["weights"])
-    out = write_run(Path(out_dir), ref, honest, test, m, res, "weights.json")
+    m = _metrics(ref, crossed, t0, n_shared_rows=len(labels), blend_weights=res["weights"],
+                 **runs_honesty(run_dirs))
+    out = write_run(Path(out_dir), ref, crossed, test, m, res, "weights.json")
     log.info("blend of %d runs on %d shared rows -> %s: cross-fitted log loss %.4f (in-sample "
              "%.4f), best single %.4f", len(loaded), len(labels), out, res["blend_cv_log_loss"],
              res["blend_oof_log_loss"], res["best_single_log_loss"])
@@ -239,7 +257,8 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
 
 def cli_main(argv: list[str]) -> int:
     """`python -m lmsys_pref blend --runs R1 R2 ... --out-dir O [--method log|linear] [--no-scale]
-    [--no-bias] [--min-shared-rows N] [--group-by prompt|none] [--data-dir D]`."""
+    [--no-bias] [--min-shared-rows N] [--group-by prompt|none] [--data-dir D] [--allow-leaky]`.
+    """
     ap = argparse.ArgumentParser(prog="lmsys_pref blend")
     ap.add_argument("--runs", nargs="+", required=True)
     ap.add_argument("--out-dir", required=True)
@@ -252,10 +271,16 @@ def cli_main(argv: list[str]) -> int:
                     help="keep rows sharing a prompt in one cross-fitting fold")
     ap.add_argument("--data-dir", help="train.csv with the runs' prompts (default: the runs' "
                     "saved data_dir)")
+    ap.add_argument("--allow-leaky", action="store_true",
+                    help="blend runs whose metrics.json says cv_honest false (refused by default:"
+                         " their OOF flatters them)")
     args = ap.parse_args(argv)
     res = blend(args.runs, args.out_dir, args.method, not args.no_scale, not args.no_bias,
                 min_shared_rows=args.min_shared_rows, group_by=args.group_by,
-                data_dir=args.data_dir)
+                data_dir=args.data_dir, allow_leaky=args.allow_leaky)
+    for run in args.runs:
+        print(f"{run}: " + "\n  ".join(honesty_lines(run) or ["cv_honest not recorded"])
+              .replace("**", ""))
     print(f"{res['n_shared_rows']} rows scored by every run; folds grouped by {res['cv_groups']}"
           f"\nweights {res['weights']}\nlog loss on the shared rows: best single "
           f"{res['best_single_log_loss']:.4f}, blend {res['blend_oof_log_loss']:.4f} in-sample, "

@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import data
 from ..data import LABEL_COLS, splits
+from ..files.jsonio import load_json
 from ..runs import submission
 from .report import find_data_dir, load_predictions
 
@@ -26,6 +27,51 @@ on fewer are noise (`min_shared_rows` / `--min-shared-rows` lowers it, e.g. for 
 
 class SharedRowsError(data.DataError):
     """The runs to blend share too few scored rows; the message names each run's row count."""
+
+
+class LeakyRunError(data.DataError):
+    """A run to blend is not cv-honest (metrics.json `cv_honest` false) and leaks were not
+    allowed; the message names the run and its leaks."""
+
+
+def honesty(run_dir: str | Path) -> tuple[bool | None, list[dict]]:
+    """A run's metrics.json `cv_honest` and `cv_leaks` (None, []: not recorded, older runs)."""
+    path = Path(run_dir) / "metrics.json"
+    m = load_json(path) if path.is_file() else {}
+    return m.get("cv_honest"), list(m.get("cv_leaks") or [])
+
+
+def leak_text(leaks: list[dict]) -> str:
+    """The leaks of `cv_leaks` in a few words each: input, file and rows."""
+    return "; ".join(f"{x.get('input')} {x.get('file')}: " + (
+        "provenance unknown" if x.get("leaked_rows") is None else
+        f"{x['leaked_rows']} held-out row(s) seen") for x in leaks)
+
+
+def runs_honesty(run_dirs: list) -> dict:
+    """`cv_honest` and `cv_leaks` of the output of a step on `run_dirs` (a blend, a
+    calibration): honest when every input is, each input's leaks named with its run; {} when
+    some input does not record it."""
+    found = [(str(d), *honesty(d)) for d in run_dirs]
+    if any(h is None for _, h, _ in found):
+        return {}
+    return {"cv_honest": all(h for _, h, _ in found),
+            "cv_leaks": [{**leak, "run": run} for run, _, leaks in found for leak in leaks]}
+
+
+def check_honest(run_dirs: list, allow_leaky: bool = False) -> dict[str, bool | None]:
+    """Each run's `cv_honest`; a leaky one is refused unless `allow_leaky`.
+
+    Raises:
+        LeakyRunError: naming the first leaky run and its leaks, before any work.
+    """
+    found = {str(d): honesty(d) for d in run_dirs}
+    for run, (honest, leaks) in found.items():
+        if honest is False and not allow_leaky:
+            raise LeakyRunError(f"blend: {run} is not cv-honest ({leak_text(leaks)}): its OOF "
+                                "flatters it, so the blend would over-weight it; pass "
+                                "--allow-leaky (allow_leaky=True) to blend it anyway")
+    return {run: honest for run, (honest, _) in found.items()}
 
 
 @dataclasses.dataclass

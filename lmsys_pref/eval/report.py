@@ -1,4 +1,5 @@
-"""Figures and `report.md` for a run folder: calibration, confusion, P/R/F1, loss by length/turns.
+"""Figures and `report.md` for a run folder: calibration, confusion, P/R/F1, loss by length/turns,
+and whether its held-out figures are honest (metrics.json `cv_honest`, `cv_leaks`).
 
 Reads the rows the run scored: the file its metrics.json names (`eval`: oof -> `oof.csv`, val ->
 `val.csv`, see `runs.METRIC_KEYS`), else whichever of the two exists; lengths and turn
@@ -56,6 +57,28 @@ def load_predictions(run_dir: str | Path) -> tuple[pd.DataFrame, Path]:
         raise data.DataError(f"{path}: row id {df.loc[bad, 'id'].iloc[0]}: column 'label' is "
                              f"{df.loc[bad, 'label'].iloc[0]!r}, expected 0, 1 or 2")
     return df, path
+
+
+def honesty_lines(run_dir: str | Path) -> list[str]:
+    """What metrics.json says of the run's held-out honesty, as markdown lines: `cv_honest`
+    first, then each of `cv_leaks` (input, file, rows its models saw, why); [] when the run
+    does not record it (runs made before it was, blends of them)."""
+    path = Path(run_dir) / "metrics.json"
+    m = runs.load_json(path) if path.is_file() else {}
+    if "cv_honest" not in m:
+        return []
+    if m["cv_honest"]:
+        return ["cv_honest: true (no input the run trained on came from models that saw its "
+                "held-out rows)"]
+    lines = [f"cv_honest: **false**: its {m.get('eval') or 'held-out'} figures flatter it; "
+             "judge it on rows no step of it touched"]
+    for leak in m.get("cv_leaks", []):
+        rows = "provenance unknown" if leak.get("leaked_rows") is None else \
+            f"{leak['leaked_rows']} held-out row(s) seen"
+        lines.append(f"- {leak.get('input')} `{leak.get('file')}`"
+                     + (f" (run {leak['run']})" if leak.get("run") else "")
+                     + f": {rows}; {leak.get('why')}")
+    return lines
 
 
 def find_data_dir(run_dir: str | Path, data_dir: str | Path | None = None) -> Path | None:
@@ -171,7 +194,8 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
     plot_confusion(labels, probs, run_dir / "confusion.png")
     parts = [f"# Report: {run_dir.name}\n", f"Predictions: `{src.name}` ({len(preds)} rows).\n",
              f"- log loss **{ev['log_loss']:.4f}**, accuracy {ev['accuracy']:.4f}, "
-             f"ECE {ev['ece']:.4f}\n", "## Per class\n", _md_table(per_class, "class"),
+             f"ECE {ev['ece']:.4f}\n", *_honesty_section(run_dir), "## Per class\n",
+             _md_table(per_class, "class"),
              "\n![calibration](calibration.png) ![confusion](confusion.png)\n"]
     ddir = find_data_dir(run_dir, data_dir)
     if ddir is None:
@@ -190,6 +214,11 @@ def write_report(run_dir: str | Path, data_dir: str | Path | None = None) -> Pat
                   "\n![turns](loss_by_turns.png)\n"]
     runs.save_json(run_dir / "report.json", ev)
     return write_text(run_dir / "report.md", "\n".join(parts))  # last, whole: the report is done
+
+
+def _honesty_section(run_dir: Path) -> list[str]:
+    lines = honesty_lines(run_dir)
+    return ["## Held-out honesty\n", "\n".join(lines) + "\n"] if lines else []
 
 
 def clear_report(run_dir: Path) -> list[str]:
@@ -218,4 +247,6 @@ def cli_main(argv: list[str]) -> int:
                                                      "data_dir of its saved config)")
     args = ap.parse_args(argv)
     print(f"wrote {write_report(args.run_dir, args.data_dir)}")
+    for line in honesty_lines(args.run_dir):
+        print(line.replace("**", ""))
     return 0
