@@ -80,7 +80,7 @@ planted-score: $(INSTALLED) ## accuracy of SUBMISSION on the planted folder DATA
 	$(RUN) planted score --data-dir $(DATA_DIR) --submission $(SUBMISSION) $(PARAMS)
 
 .PHONY: pseudo-label
-pseudo-label: $(INSTALLED) ## soft labels for DATA_DIR/test.csv from MODEL_DIR (MODEL_DIRS="a b": averaged) -> OUT_DIR [PARAMS="--hard-threshold 0.9"]
+pseudo-label: $(INSTALLED) ## soft labels for DATA_DIR/test.csv from MODEL_DIR (MODEL_DIRS="a b": averaged) -> OUT_DIR [PARAMS="--per-fold --hard-threshold 0.9"]
 	$(RUN) pseudo-label $(foreach m,$(or $(MODEL_DIRS),$(MODEL_DIR)),--model-dir $(m)) --data-dir $(DATA_DIR) --out-dir $(or $(OUT_DIR),runs/pseudo) $(PARAMS)
 
 .PHONY: merge-folds import-model
@@ -102,7 +102,7 @@ report: $(INSTALLED) ## figures + report.md for the run folder RUN_DIR [PARAMS="
 calibrate: $(INSTALLED) ## temperature scaling of RUN_DIR fitted on its OOF -> OUT_DIR [PARAMS="--no-bias"]
 	$(RUN) calibrate --run-dir $(RUN_DIR) --out-dir $(or $(OUT_DIR),runs/calibrated) $(PARAMS)
 
-blend: $(INSTALLED) ## blend RUNS="dir dir ..." with OOF-fitted weights -> OUT_DIR [PARAMS="--method linear"]
+blend: $(INSTALLED) ## blend RUNS="dir dir ..." with OOF-fitted weights -> OUT_DIR [PARAMS="--method linear --allow-leaky"]
 	$(RUN) blend --runs $(RUNS) --out-dir $(or $(OUT_DIR),runs/blend) $(PARAMS)
 
 eda: $(INSTALLED) ## EDA notebook on DATA_DIR -> OUT_DIR/eda.ipynb + figures [PARAMS="-p top_n 30"]

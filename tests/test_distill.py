@@ -109,8 +109,11 @@ def test_a_student_learns_from_a_teacher_that_knows_the_answer(tmp_path, one_thr
         acc[name] = (val[COLS].to_numpy().argmax(1) == truth[val["id"]].to_numpy()).mean()
         assert m["n_soft_eval"] + m["n_eval"] == len(val) and m["soft_log_loss"] > 0
     assert acc["taught"] >= 0.75 and acc["taught"] >= acc["alone"] + 0.15, acc
-    files = runs.read_metrics(tmp_path / "taught")["teachers"]["files"]
-    assert files[0]["provenance"] == "unknown" and files[0]["leaked_rows"] is None
+    m = runs.read_metrics(tmp_path / "taught")
+    assert m["teachers"]["files"][0]["provenance"] == "unknown"
+    assert m["teachers"]["files"][0]["leaked_rows"] is None
+    assert m["cv_honest"] is False and [x["input"] for x in m["cv_leaks"]] == [
+        "teachers", "soft labels of train.csv"]  # neither says what made it
 
 
 @pytest.mark.slow  # three papermill kernels: ~45 s of CPU; the chain itself runs below

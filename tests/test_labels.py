@@ -153,6 +153,8 @@ def test_an_oof_teacher_saw_the_held_out_rows_and_is_flagged(tmp_path):
     tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(plain)).data)
     tset.check([([], ["1000"])])
     assert tset.report()["files"][0]["leaked_rows"] is None  # provenance unknown
+    (leak,) = tset.leak_entries()  # a copied file with no run beside it: not honest either
+    assert leak["provenance"] == "unknown" and leak["file"] == str(plain)
 
 
 def test_per_fold_teachers_must_match_the_folds(tmp_path):

@@ -225,7 +225,8 @@ class LMConfig(BaseConfig):
     three winner columns; every training row (extra rows too) needs every teacher's row.
     '{fold}' in a path names per-fold files (fold k reads the file of k; a teacher that trained
     on that fold's held-out rows is refused), '{out_dir}' is this run's out_dir. A teacher that
-    saw the held-out rows (another run's OOF) is flagged in metrics.json (`teachers`)."""
+    saw the held-out rows (another run's OOF) or of unknown provenance is flagged in
+    metrics.json (`teachers`, `cv_honest: false`, `cv_leaks`)."""
     distill_temperature: Rate = 1.0
     """Temperature T (> 0) of the teacher terms: T^2 x KL(teacher_T || student_T) and
     1 - cos(student_T, teacher_T), on distributions softened by T."""
