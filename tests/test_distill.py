@@ -222,5 +222,7 @@ def test_xgb_trains_on_the_mixture_of_label_and_teacher(tmp_path, sample_dir):
     oof = runs.read_probs(tmp_path / "mix" / "oof.csv")[COLS].to_numpy()
     assert np.abs(oof - 1 / 3).max() < 0.01 and only_teacher["log_loss"] == pytest.approx(
         np.log(3), abs=0.01)
+    assert only_teacher["cv_honest"] is False  # a CSV with no run beside it: unknown
+    assert only_teacher["cv_leaks"][0]["leaked_rows"] is None
     plain = xgb_cfg(sample_dir, tmp_path / "plain")
     assert levers.plan(labels.load_training(plain.data), feats, []) == [None]  # as before

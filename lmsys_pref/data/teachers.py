@@ -148,7 +148,8 @@ class TeacherSet:
         """Each split's (training ids, held-out ids): every teacher must cover the training ids
         (`DataError` naming the file and the first missing ids); its leaks are counted.
         `final_ids`: the rows of a fit on every row (no fold), covered the same way."""
-        self.leaks = [0] * len(self.specs)
+        self.leaks = [None if self.file(i, 0).sight.leaked([]) is None else 0  # unknown: None
+                      for i in range(len(self.specs))]
         for k, (train_ids, held_out) in enumerate(splits):
             for i, spec in enumerate(self.specs):
                 leak = self._check_split(i, k, train_ids, held_out)

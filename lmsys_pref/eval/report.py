@@ -73,11 +73,11 @@ def honesty_lines(run_dir: str | Path) -> list[str]:
     lines = [f"cv_honest: **false**: its {m.get('eval') or 'held-out'} figures flatter it; "
              "judge it on rows no step of it touched"]
     for leak in m.get("cv_leaks", []):
-        rows = "provenance unknown" if leak.get("leaked_rows") is None else \
-            f"{leak['leaked_rows']} held-out row(s) seen"
+        rows = "" if leak.get("leaked_rows") is None else \
+            f"{leak['leaked_rows']} held-out row(s) seen; "
         lines.append(f"- {leak.get('input')} `{leak.get('file')}`"
                      + (f" (run {leak['run']})" if leak.get("run") else "")
-                     + f": {rows}; {leak.get('why')}")
+                     + f": {rows}{leak.get('why')}")
     return lines
 
 
@@ -236,7 +236,8 @@ def _write_unscored(run_dir: Path) -> Path:
     return write_text(run_dir / "report.md",
                       f"# Report: {run_dir.name}\n\nNo labelled row was scored out of fold "
                       f"(no {' or '.join(PRED_FILES)}; e.g. `n_folds` 0 or 1, a final fit only), "
-                      "so there is no log loss, calibration or confusion matrix to show.\n")
+                      "so there is no log loss, calibration or confusion matrix to show.\n\n"
+                      + "\n".join(_honesty_section(run_dir)))
 
 
 def cli_main(argv: list[str]) -> int:
