@@ -32,6 +32,10 @@ CACHE = Path(os.environ.get("LMSYS_PREF_CACHE", Path.home() / ".cache" / "lmsys_
 TOKENIZER_DIR = "tokenizer"
 FULL_WEIGHTS = "model.safetensors"
 DOUBLE_QUANT = True  # the seeds quantized the quantization constants too (QLoRA)
+BASE_FACTS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size",
+              "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size")
+"""The base's config fields a saved model records (`base` in lmsys_pref.json): a Kaggle kernel
+compares them with an attached base's config.json before it installs anything."""
 
 
 def _package_path(package: str) -> Path:
@@ -219,8 +223,18 @@ def save(model, tokenizer, cfg, model_dir: str | Path, pissa_init: str | Path | 
         model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
     (model_dir / "README.md").write_text(model_card.readme(cfg.model))
-    runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict())
+    runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict(), base=base_facts(model))
     return model_dir
+
+
+def base_facts(model) -> dict:
+    """The architecture of `model`'s base (`BASE_FACTS` its config has): which base a saved
+    adapter needs, checked by the Kaggle kernels against the base they find."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    conf = base.config.get_text_config() if hasattr(base.config, "get_text_config") \
+        else base.config  # a multimodal config keeps the decoder's sizes in its text config
+    facts = {k: getattr(conf, k, None) for k in BASE_FACTS}
+    return {k: v for k, v in facts.items() if isinstance(v, (int, str)) and not isinstance(v, bool)}
 
 
 def _add_head_weights(model, model_dir: Path) -> None:
@@ -273,6 +287,8 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
 def _load_full(model_dir: Path, cfg, device: str):
     """A fully fine-tuned model: its saved config, the configured head, the saved weights."""
     dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.quantization not in ("", "none"):
+        return _load_full_quantized(model_dir, cfg, device, dtype)
     if cfg.head_layers == 1:
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype)
         heads.install(model, 1)
@@ -287,3 +303,28 @@ def _load_full(model_dir: Path, cfg, device: str):
         raise ValueError(f"{model_dir / FULL_WEIGHTS}: weights do not fit the model "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.to(device)
+
+
+def _load_full_quantized(model_dir: Path, cfg, device: str, dtype: torch.dtype):
+    """A full-weight folder (a merged `--into-base` 9B) in 4/8-bit: bitsandbytes quantizes the
+    body as it loads; the head is installed again and its saved weights loaded in fp32."""
+    if not str(device).startswith("cuda"):
+        raise ValueError(f"quantization {cfg.quantization!r}: bitsandbytes needs a CUDA device, "
+                         f"not {device!r}; score {model_dir} with -p quantization none")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), dtype=dtype, quantization_config=_quant_config(cfg.model, dtype),
+        device_map={"": str(device)})
+    head = heads.install(model, cfg.head_layers)
+    _load_saved_head(head, heads.head_name(model), model_dir / FULL_WEIGHTS)
+    return model
+
+
+def _load_saved_head(head, name: str, weights: Path) -> None:
+    """Load the `name.*` tensors of a safetensors file into `head` (only they are read)."""
+    from safetensors import safe_open
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no such file; a quantized full-weight folder needs "
+                                "its weights in one model.safetensors")
+    with safe_open(str(weights), framework="pt") as f:
+        state = {k[len(name) + 1:]: f.get_tensor(k) for k in f.keys() if k.startswith(name + ".")}
+    head.load_state_dict(state)  # strict: a head that does not fit names its tensors
