@@ -356,3 +356,34 @@ def test_make_targets_go_through_the_cli(no_credentials):
                            "KAGGLE_USERNAME=bob"], cwd=ROOT, capture_output=True, text=True,
                           env=env)
     assert done.returncode != 0 and "kaggle CLI is not installed" in done.stdout
+
+
+def test_the_readme_walk_runs_as_written():
+    """README "On Kaggle": every `make` line is a target that `make -n` accepts with exactly
+    those variables, each KERNEL is a built kernel, and the data lands where DATA_DIR points."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    walk = text[text.index("## On Kaggle"):text.index("## Figures so far")]
+    lines = [shlex.split(line.split(" #")[0]) for block in re.findall(r"```bash\n(.*?)```", walk,
+                                                                     re.S)
+             for line in block.splitlines() if line.strip()]
+    makes = [argv[1:] for argv in lines if argv[0] == "make"]
+    assert {a[0] for a in makes} >= {"kaggle-wheels", "push-wheels", "train-xgb", "train-gemma",
+                                     "merge-folds", "push-model", "kernels", "push-kernel",
+                                     "kernel-status", "kernel-output"}
+    for argv in makes:
+        dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", *argv], cwd=ROOT,
+                             capture_output=True, text=True)
+        assert dry.returncode == 0, (argv, dry.stderr)
+        assert argv[0] == "install" or "-m lmsys_pref" in dry.stdout, (argv, dry.stdout)
+        given = dict(a.split("=", 1) for a in argv[1:] if "=" in a)
+        assert given.get("KERNEL", "xgb-infer") in kernels.KERNELS
+        assert given.get("COMPETITION", LIVE) == LIVE
+    download = next(a for a in lines if a[:3] == [".venv/bin/kaggle", "competitions", "download"])
+    folder = download[download.index("-p") + 1]
+    unzip = next(a for a in lines if a[0] == "unzip")
+    assert download[download.index("-c") + 1] == LIVE and unzip[-1] == folder
+    assert unzip[-3] == f"{folder}/{LIVE}.zip"
+    assert {a.split("=", 1)[1] for m in makes for a in m if a.startswith("DATA_DIR=")} == {folder}
