@@ -49,7 +49,8 @@ def token_mix(shared: Path, max_length: int) -> np.ndarray:
 
     cfg = LMConfig.from_preset("gemma2-9b-winner", max_length=max_length)
     rows = data.load_split(Path(shared) / "train.csv")
-    return np.array([len(r) for r in prompt.encode(rows, models.load_tokenizer(TOKENIZER), cfg)])
+    tok = models.load_tokenizer(TOKENIZER)
+    return np.array([len(r) for r in prompt.encode(rows, tok, cfg.prompt)])
 
 
 def projection(conf: dict, lengths: np.ndarray, max_length: int) -> dict:
