@@ -18,6 +18,7 @@ from . import (
     Share,
 )
 from .parts import DataSpec, DistillSpec, ModelSpec, PromptSpec, ScoringSpec
+from .tasks import TASK_NAMES
 
 DTYPE = Literal["auto", "fp32", "bf16", "fp16"]
 # torch spellings accepted for `dtype`, canonicalised to the short names
@@ -62,6 +63,11 @@ class LMConfig(BaseConfig):
     # --- data -------------------------------------------------------------------------------
     data_dir: str = "data/sample"
     """Folder with train.csv (labelled) and, optionally, test.csv (csv or parquet)."""
+    task: TASK_NAMES = "auto"
+    """The competition format (lmsys_pref.configs.tasks): 'lmsys-2024' and
+    'llm-classification-finetuning' (3 classes, log loss), 'wsdm-2025' (2 classes, accuracy,
+    plain-string turns, a `winner` column, text ids); 'auto' detects it from data_dir (the
+    sample submission's header, else train's columns). The run records the task it used."""
     out_dir: str = "runs/lm"
     """Run folder: submission.csv, metrics.json, val.csv (or oof.csv), model/, checkpoints/."""
     seed: Seed = 42
@@ -140,8 +146,10 @@ class LMConfig(BaseConfig):
     spread_max_length: bool = True
     """Share max_length between prompt and answers (each a third, unused budget to the others);
     False = fill in reading order, each answer still keeps a quarter."""
-    truncation_side: Literal["right", "left"] = "right"
-    """'right' keeps the start of each part, 'left' keeps the end (the last turns)."""
+    truncation_side: Literal["right", "left", "middle"] = "right"
+    """'right' keeps the start of each part, 'left' keeps the end (the last turns), 'middle'
+    keeps the start and the end of each long part (half of its budget each) and shares the
+    budget between the parts in proportion to their lengths (the WSDM Cup's 2nd place)."""
     score_max_length: Count = 0
     """Tokens per row when the test set is scored (in the run and at `predict`); 0 =
     `max_length`. The winners trained at 2048 and scored at 3072."""

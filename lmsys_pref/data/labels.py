@@ -26,17 +26,20 @@ import numpy as np
 import pandas as pd
 
 from ..configs.parts import DataSpec
+from ..configs.tasks import LMSYS_2024, Task
 from . import frames, metrics, probabilities, teachers
 from .frames import LABEL_COLS, DataError
+from .task import resolve
 
 log = logging.getLogger("lmsys_pref.labels")
 
 
-def check_soft(df: pd.DataFrame, name: str) -> np.ndarray:
+def check_soft(df: pd.DataFrame, name: str, columns: Sequence[str] = LABEL_COLS) -> np.ndarray:
     """The label check of a soft-labelled file (`frames.load_split(label_check=...)`).
 
-    Each winner column must be a number in [0, 1] and each row must sum to 1 within
-    `probabilities.LABEL_TOL` (`probabilities.check_rows`); the columns become floats in place.
+    Each of the task's winner `columns` must be a number in [0, 1] and each row must sum to 1
+    within `probabilities.LABEL_TOL` (`probabilities.check_rows`); the columns become floats in
+    place.
 
     Returns:
         The most probable class of each row (0 = a, 1 = b, 2 = tie; the first on a tie).
@@ -44,9 +47,9 @@ def check_soft(df: pd.DataFrame, name: str) -> np.ndarray:
     Raises:
         DataError: naming the file, the row id and the column of the first bad row.
     """
-    values = probabilities.check_rows(df[list(LABEL_COLS)], df["id"], LABEL_COLS, name,
+    values = probabilities.check_rows(df[list(columns)], df["id"], columns, name,
                                       probabilities.LABEL_TOL)
-    for k, col in enumerate(LABEL_COLS):
+    for k, col in enumerate(columns):
         df[col] = values[:, k]
     return values.argmax(1)
 
@@ -57,8 +60,9 @@ def label_check(soft: bool):
 
 
 def targets(df: pd.DataFrame) -> np.ndarray:
-    """(n, 3) training targets: the winner columns as floats (one-hot rows stay one-hot)."""
-    return df[list(LABEL_COLS)].to_numpy(dtype=np.float64)
+    """(n, k) training targets: the task's winner columns as floats (one-hot rows stay
+    one-hot; k = 3 with ties, 2 without: `frames.prob_columns`)."""
+    return df[list(frames.prob_columns(df))].to_numpy(dtype=np.float64)
 
 
 def hard_mask(df: pd.DataFrame) -> np.ndarray:
@@ -91,7 +95,8 @@ def conversation_keys(df: pd.DataFrame, swapped: bool = False) -> pd.Series:
 
 
 def load_extra(paths: Sequence[str | Path], known: Sequence[pd.DataFrame], *,
-               soft: bool = False, lenient: bool = False) -> tuple[pd.DataFrame, dict]:
+               soft: bool = False, lenient: bool = False, task: Task = LMSYS_2024
+               ) -> tuple[pd.DataFrame, dict]:
     """The extra training rows of `paths`, without the conversations of `known` (train/test).
 
     A row whose conversation (either A/B order) is in `known` or in an earlier extra row is
@@ -105,7 +110,8 @@ def load_extra(paths: Sequence[str | Path], known: Sequence[pd.DataFrame], *,
     ids = set().union(*(df["id"].astype(str) for df in known))
     kept, report = [], {"files": {}, "rows": 0, "dropped": 0, "dropped_ids": []}
     for path in paths:
-        df = frames.load_split(path, labelled=True, lenient=lenient, label_check=label_check(soft))
+        df = frames.load_split(path, labelled=True, lenient=lenient, task=task,
+                               label_check=label_check(soft))
         key, rev = conversation_keys(df), conversation_keys(df, swapped=True)
         dup = (key.isin(keys) | rev.isin(keys) | key.duplicated()).to_numpy()
         df, dropped = df[~dup].reset_index(drop=True), df["id"][dup].tolist()
@@ -180,16 +186,17 @@ def load_training(spec: DataSpec, root: str | Path | None = None) -> TrainingDat
     """
     root = Path(root or ".")
     data_dir = root / spec.data_dir
-    train = frames.load_split(frames.find_file(data_dir, "train"), labelled=True,
+    task = resolve(spec.task, data_dir)  # 'auto': the folder's
+    train = frames.load_split(frames.find_file(data_dir, "train"), labelled=True, task=task,
                               lenient=spec.lenient, label_check=label_check(spec.soft_labels))
     test_path = frames.find_file(data_dir, "test", required=False)
-    test = frames.load_split(test_path, labelled=False, lenient=spec.lenient) if test_path \
-        else None
+    test = frames.load_split(test_path, labelled=False, lenient=spec.lenient, task=task) \
+        if test_path else None
     out = TrainingData(train, test)
     if spec.extra_train:
         out.extra, out.extra_report = load_extra(
             [root / p for p in spec.extra_train], [d for d in (train, test) if d is not None],
-            soft=spec.soft_labels, lenient=spec.lenient)
+            soft=spec.soft_labels, lenient=spec.lenient, task=task)
     if spec.max_train_rows:
         out.train = train.iloc[:spec.max_train_rows].reset_index(drop=True)
     if test is not None and spec.max_test_rows:

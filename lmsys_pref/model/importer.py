@@ -92,11 +92,12 @@ def head_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _meta_base(base: str) -> torch.nn.Module:
-    """The base classifier (3 labels) built on the meta device: shapes, no weights."""
+def _meta_base(base: str, n_labels: int = 3) -> torch.nn.Module:
+    """The base classifier (the task's labels) built on the meta device: shapes, no weights."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
     path, gguf = models.resolve(base)
-    conf = AutoConfig.from_pretrained(path, num_labels=3, **({"gguf_file": gguf} if gguf else {}))
+    conf = AutoConfig.from_pretrained(path, num_labels=n_labels,
+                                      **({"gguf_file": gguf} if gguf else {}))
     with torch.device("meta"):
         return AutoModelForSequenceClassification.from_config(conf)
 
@@ -119,11 +120,12 @@ def check_fits(base_model: torch.nn.Module, lora: dict[str, torch.Tensor],
             raise ImportModelError(f"{where}: base mismatch: {m.group(1)} of {base} has "
                                    f"{want} features, the adapter's {m.group(2)} {got}")
     score = getattr(base_model, HEAD)
-    want = (len(LABEL_COLS), score.in_features)
+    want = (score.out_features, score.in_features)
+    names = ", ".join(LABEL_COLS[: score.out_features])
     if tuple(head["weight"].shape) != want:
         raise ImportModelError(f"{where}: head shape {tuple(head['weight'].shape)}; {base} "
-                               f"needs {want} ({len(LABEL_COLS)} labels: {', '.join(LABEL_COLS)}"
-                               f" x hidden size {score.in_features})")
+                               f"needs {want} ({score.out_features} labels: {names} x hidden "
+                               f"size {score.in_features}; -p task names a task's labels)")
     if "bias" in head and score.bias is None:
         raise ImportModelError(f"{where}: the head has a bias; the score layer of {base} has none")
 
@@ -180,7 +182,7 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
     config, weights = read_adapter(adapter_dir)
     lora, head = _split(weights, adapter_dir, head_file)
     cfg = imported_config(config, base, layout, params or {})
-    base_model = _meta_base(base)
+    base_model = _meta_base(base, cfg.model.n_labels)
     check_fits(base_model, lora, head, str(head_file or adapter_dir), base)
     trained_on = str(config.get("base_model_name_or_path") or "")
     if trained_on and Path(trained_on).name != Path(base).name:  # same shapes, maybe not same

@@ -112,10 +112,11 @@ def _base_config(spec: ModelSpec, tokenizer, path: str | None, gguf: str | None)
     problem = "regression" if spec.objective == "mse" else "single_label_classification"
     if spec.random_init:
         return AutoConfig.for_model(**{"vocab_size": len(tokenizer), **spec.random_init},
-                                    num_labels=3, problem_type=problem,
+                                    num_labels=spec.n_labels, problem_type=problem,
                                     pad_token_id=tokenizer.pad_token_id)
     kwargs = {"gguf_file": gguf} if gguf else {}
-    return AutoConfig.from_pretrained(path, num_labels=3, problem_type=problem, **kwargs)
+    return AutoConfig.from_pretrained(path, num_labels=spec.n_labels, problem_type=problem,
+                                      **kwargs)
 
 
 def load_base(spec: ModelSpec, tokenizer, device: str = "cpu"):
@@ -146,8 +147,8 @@ def load_base(spec: ModelSpec, tokenizer, device: str = "cpu"):
             model.to(device)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
-    model.config.id2label = dict(enumerate(LABEL_COLS))
-    model.config.label2id = {name: i for i, name in enumerate(LABEL_COLS)}
+    model.config.id2label = dict(enumerate(LABEL_COLS[: spec.n_labels]))
+    model.config.label2id = {name: i for i, name in enumerate(LABEL_COLS[: spec.n_labels])}
     apply_attention(model, spec.attn_implementation)  # sdpa_nocap: the cap dropped, SDPA
     heads.install(model, spec.head_layers, seed=spec.seed)
     return model

@@ -19,6 +19,7 @@ from .contract import (
     read_metrics,
     read_model_meta,
     read_probs,
+    read_test_probs,
     resolve_model_dir,
     run_metrics,
     write_model_meta,
@@ -37,5 +38,5 @@ from .outdir import (
 __all__ = ["EVAL_FILES", "HELD_OUT", "METRIC_KEYS", "MODEL_META", "OPTIONAL_METRIC_KEYS",
            "PREVIOUS", "Predictor", "REPORT_FIGURES", "RUN_OUTPUTS", "check_metrics", "check_out_dir",
            "holding", "holds_out_dir", "load_json", "prepare_out_dir", "probs_frame",
-           "read_metrics", "read_model_meta", "read_probs", "resolve_model_dir", "run_metrics",
+           "read_metrics", "read_model_meta", "read_probs", "read_test_probs", "resolve_model_dir", "run_metrics",
            "save_json", "write_model_meta", "write_outputs"]

@@ -14,6 +14,7 @@ import time
 
 from .. import runs
 from ..data import check_n_folds, find_file, labels, splits
+from ..data.task import resolve
 from ..files import atomic
 from ..model import models
 from ..runs import postrules, resume
@@ -36,6 +37,7 @@ def fit(cfg) -> dict:
         ...; `untuned_log_loss` when asked, `weights_dtype`, `attn_implementation`).
     """
     t0 = time.time()
+    cfg = cfg.replace(task=resolve(cfg.task, cfg.data_dir).name)  # recorded with the run
     loop.setup(cfg)
     out = runs.prepare_out_dir(cfg.out_dir)  # writable; a previous run's outputs moved aside
     if cfg.n_folds <= 1:  # k-fold runs check each fold's folder
@@ -47,7 +49,7 @@ def fit(cfg) -> dict:
     rules = postrules.fit(train_df)  # saved with the model: `predict -p post_rules true`
     if cfg.n_folds > 1:
         return kfold.fit_kfold(cfg, rows, t0, rules)
-    tr, va = splits.holdout(train_df["label"].to_numpy(), cfg.val_frac, cfg.seed,
+    tr, va = splits.holdout(splits.strata(train_df), cfg.val_frac, cfg.seed,
                             groups=splits.fold_groups(train_df, cfg.group_by))
     rows.prepare([(tr, va)])  # every teacher covers the training rows: before any model loads
     model, tokenizer = models.build(cfg.model, loop.training_device(cfg))

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runs
+from ..configs.tasks import get
 from ..data import labels, metrics
 from ..infer import predictor
 from ..infer.devices import release
@@ -29,7 +30,7 @@ class Scored:
     labels: np.ndarray | None
     """Class indices of the one-hot rows the headline scores (None: no row was scored)."""
     probs: np.ndarray | None
-    """Their (n, 3) probabilities."""
+    """Their (n, k) probabilities."""
     eval: str
     """'val' (a holdout) or 'oof' (k folds)."""
     optional: dict
@@ -47,6 +48,9 @@ def scored_rows(res: loop.TrainResult, rows: pd.DataFrame, eval: str, **extra) -
     optional = {"n_eval": int(hard.sum()), **soft, **extra, "steps": res.steps,
                 "train_loss_first": res.train_loss_first,
                 "train_loss_last": res.train_loss_last}
+    if "language" in rows.columns and y is not None:
+        optional["by_language"] = metrics.by_group(y, res.val_probs[hard],
+                                                   rows["language"].to_numpy()[hard])
     if res.untuned_probs is not None and y is not None:
         optional["untuned_log_loss"] = metrics.log_loss(y, res.untuned_probs[hard])
     return Scored(y, res.val_probs[hard] if hard.any() else None, eval, optional)
@@ -80,14 +84,15 @@ def write_run(cfg, test_df, test_probs, scored: Scored, history: list, t0: float
     `loaded` is `models.describe` of the trained model: the attention kernel and weights dtype
     that were actually used.
     """
-    out = Path(cfg.out_dir)
+    out, task = Path(cfg.out_dir), get(cfg.task)
     m = runs.run_metrics(scored.labels, scored.probs, eval=scored.eval, **scored.optional,
                          n_test=0 if test_df is None else len(test_df),
-                         seconds=time.time() - t0, model_id=cfg.model_id, **loaded)
+                         seconds=time.time() - t0, model_id=cfg.model_id, task=task.name,
+                         metric=task.metric, **loaded)
     runs.save_json(out / HISTORY, history)
     runs.write_outputs(out, test_ids=None if test_df is None else test_df["id"].to_numpy(),
                        test_probs=test_probs, metrics=m, oof=oof,
-                       oof_name=runs.EVAL_FILES[m["eval"]])
+                       oof_name=runs.EVAL_FILES[m["eval"]], task=task)
     plot_history(out)
     log.info("%s: %s", out, json.dumps({k: v for k, v in m.items() if "loss" in k}))
     return m

@@ -12,8 +12,10 @@ import xgboost
 from tqdm.auto import tqdm
 
 from .. import data, runs
+from ..configs.tasks import n_classes
 from ..configs.xgb import XGBConfig
-from ..data import labels, splits
+from ..data import labels, metrics, splits
+from ..data.task import resolve
 from ..files import atomic
 from ..runs import postrules, resume
 from . import features
@@ -23,8 +25,9 @@ BOOSTER = "booster.json"
 
 
 def booster_params(cfg: XGBConfig) -> dict[str, Any]:
-    """XGBoost's native parameters from the config."""
-    return {"objective": "multi:softprob", "num_class": 3, "eval_metric": "mlogloss",
+    """XGBoost's native parameters from the config (the task's classes: 3, or 2 without ties)."""
+    return {"objective": "multi:softprob", "num_class": n_classes(cfg.task),
+            "eval_metric": "mlogloss",
             "eta": cfg.learning_rate, "max_depth": cfg.max_depth,
             "min_child_weight": cfg.min_child_weight, "subsample": cfg.subsample,
             "colsample_bytree": cfg.colsample_bytree, "lambda": cfg.reg_lambda,
@@ -45,8 +48,9 @@ class Features:
                               if with_swap else rows.reset_index(drop=True))
         self.orig, self.swapped = both.iloc[: len(rows)], both.iloc[len(rows):]
         self.labels = rows["label"].to_numpy() if "label" in rows else None
+        self.strata = splits.strata(rows) if self.labels is not None else None
         self.targets = None if self.labels is None else labels.targets(rows) \
-            if set(data.LABEL_COLS) <= set(rows.columns) else data.onehot(self.labels)
+            if data.prob_columns(rows) else data.onehot(self.labels)
         self.n, self.extra = len(df), np.arange(len(df), len(rows))
 
     def with_extra(self, rows: np.ndarray) -> np.ndarray:
@@ -82,8 +86,8 @@ def train_booster(cfg: XGBConfig, feats: Features, rows: np.ndarray,
     """
     params = booster_params(cfg)
     if rounds is None and cfg.early_stopping_rounds > 0 and len(rows) >= 40:
-        fit_pos, stop_pos = splits.holdout(feats.labels[rows], 0.15, cfg.seed,
-                                         groups=None if groups is None else groups[rows])
+        fit_pos, stop_pos = splits.holdout(feats.strata[rows], 0.15, cfg.seed,
+                                           groups=None if groups is None else groups[rows])
         stop = feats.matrix(rows[stop_pos], False)
         return xgboost.train(params, feats.matrix(feats.with_extra(rows[fit_pos]),
                                                   cfg.swap_augment),
@@ -117,9 +121,9 @@ def cross_validate(cfg: XGBConfig, feats: Features, groups: np.ndarray | None = 
 
     `groups` (`splits.fold_groups`) keep the rows of one group inside one fold.
     """
-    oof = np.zeros((feats.n, 3))  # extra rows train every fold, never scored
+    oof = np.zeros((feats.n, n_classes(cfg.task)))  # extra rows: train every fold only
     best = []
-    folds = splits.kfold(feats.labels[:feats.n], cfg.n_folds, cfg.seed, groups=groups)
+    folds = splits.kfold(feats.strata[:feats.n], cfg.n_folds, cfg.seed, groups=groups)
     for tr, va in tqdm(folds, desc="xgb folds"):
         booster = train_booster(cfg, feats, tr, groups=groups)
         oof[va] = predict_booster(booster, feats, va, cfg.tta)
@@ -135,6 +139,8 @@ def fit(cfg: XGBConfig) -> dict:
         The metrics written to `metrics.json`.
     """
     t0 = time.time()
+    task = resolve(cfg.task, cfg.data_dir)
+    cfg = cfg.replace(task=task.name)  # the run and its model record the task they used
     out = runs.prepare_out_dir(cfg.out_dir)  # writable, no stale outputs: before any work
     rows = labels.load_training(cfg.data)  # + extra_train rows: checked and deduplicated
     train, test = rows.train, rows.test
@@ -158,11 +164,20 @@ def fit(cfg: XGBConfig) -> dict:
         train["label"][hard] if hard.any() else None, oof[hard] if hard.any() else None,
         eval="oof" if scored else None, n_train=len(train),
         n_test=0 if test is None else len(test), seconds=time.time() - t0,
-        n_eval=int(hard.sum()), n_folds=cfg.n_folds, fold_rounds=best, **soft, **rows.report())
+        n_eval=int(hard.sum()), n_folds=cfg.n_folds, fold_rounds=best, task=task.name,
+        metric=task.metric, **soft, **_by_language(train, oof, hard), **rows.report())
     runs.write_outputs(out, test_ids=None if test is None else test["id"],
-                       test_probs=test_probs, metrics=result, oof=oof_frame)
+                       test_probs=test_probs, metrics=result, oof=oof_frame, task=task)
     log.info("xgb: cv log loss %s, %.0fs", result["log_loss"], result["seconds"])
     return result
+
+
+def _by_language(train: pd.DataFrame, oof: np.ndarray | None, hard: np.ndarray) -> dict:
+    """metrics.json's `by_language` of the OOF rows, when the data has a `language` column."""
+    if oof is None or "language" not in train.columns or not hard.any():
+        return {}
+    return {"by_language": metrics.by_group(train["label"].to_numpy()[hard], oof[hard],
+                                            train["language"].to_numpy()[hard])}
 
 
 def save(booster: xgboost.Booster, cfg: XGBConfig, model_dir: str | Path) -> Path:
