@@ -178,17 +178,22 @@ def fail_on(monkeypatch, *moves: tuple[str, str]) -> None:
     monkeypatch.setattr(os, "replace", replace)
 
 
-def test_a_move_that_fails_half_way_is_rolled_back(finished, monkeypatch):
+@pytest.mark.parametrize("entry, into", [
+    ("model", move_aside.STAGING),  # the 2nd entry (metrics.json has moved)
+    (runs.PREVIOUS, "run"),  # the older previous/ cannot be moved out of the way
+    (move_aside.STAGING, "run"),  # the staged run cannot become previous/ (the older is back)
+])
+def test_a_move_that_fails_half_way_is_rolled_back(entry, into, finished, monkeypatch):
     out, files = finished
     (out / runs.PREVIOUS).mkdir()
     (out / runs.PREVIOUS / "submission.csv").write_text("an older run")
-    fail_on(monkeypatch, ("model", move_aside.STAGING))  # metrics.json moves, then model fails
+    fail_on(monkeypatch, (entry, into))
     with pytest.raises(OSError) as err:
         runs.prepare_out_dir(out)
     assert not isinstance(err.value, move_aside.MoveError)
     assert cli.error_line(err.value) == (
-        f"{out / 'model'}: cannot be moved into {out / 'previous'} (Permission denied); nothing "
-        "was moved, every entry is where it was")
+        f"{out / entry}: moving entries into previous/ failed here (Permission denied); "
+        "nothing was moved, every entry is where it was")
     monkeypatch.undo()
     assert names(out) == sorted([*RUN, "previous"]) and snapshot(out) == {
         **files, "previous/submission.csv": b"an older run"}
@@ -203,8 +208,8 @@ def test_a_rollback_that_fails_too_names_which_files_are_where(finished, monkeyp
     staging = out / move_aside.STAGING
     assert cli.error_line(err.value) == (
         f"{out}: moving entries into previous/ failed (Permission denied) and could not be "
-        f"undone: ['model'] are in {staging}, ['metrics.json'] are back in {out}; the next run "
-        "into this folder puts them back")
+        f"undone: ['model'] are in {staging}, ['metrics.json'] are back in {out}; the next move "
+        "into previous/ (the next run here) puts them back first")
     monkeypatch.undo()
     assert names(staging) == ["model"]  # the message is true
     assert sorted(set(names(out)) - {move_aside.STAGING}) == ["metrics.json", "oof.csv",

@@ -50,7 +50,7 @@ def finish_interrupted(folder: str | Path) -> list[str]:
     for displaced in folder.glob(f".*{DISPLACED}"):
         target = folder / displaced.name[1:-len(DISPLACED)]
         if target.exists():
-            shutil.rmtree(displaced, ignore_errors=True)
+            _remove(displaced)
         else:
             os.replace(displaced, target)
     staging = folder / STAGING
@@ -68,6 +68,15 @@ def finish_interrupted(folder: str | Path) -> list[str]:
     return staged
 
 
+def _remove(path: Path) -> None:
+    """Delete a displaced folder (or file); what cannot be deleted is left for the next try."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def _install(staging: Path, target: Path) -> None:
     """Rename `staging` to `target`, an older `target` out of the way first and deleted after."""
     displaced = _displaced(target)
@@ -79,11 +88,12 @@ def _install(staging: Path, target: Path) -> None:
         if displaced.exists():
             os.replace(displaced, target)
         raise
-    shutil.rmtree(displaced, ignore_errors=True)
+    _remove(displaced)
 
 
 def _put_back(folder: Path, moved: Sequence[str], dest: str, err: OSError) -> OSError:
-    """Move the staged entries back after `err`; the error to raise says where things are."""
+    """Move the staged entries back after `err`; the error to raise says where things are
+    (`err.filename`: the entry, or the `dest` folder, whose rename failed)."""
     staging = folder / STAGING
     stuck = []
     for name in reversed(moved):
@@ -94,16 +104,17 @@ def _put_back(folder: Path, moved: Sequence[str], dest: str, err: OSError) -> OS
     if not stuck and not _displaced(folder / dest).exists():
         with contextlib.suppress(OSError):  # an empty staging folder left is removed next time
             staging.rmdir()
-        where = err.filename or folder
-        return OSError(err.errno, f"cannot be moved into {folder / dest} ({err.strerror or err});"
-                       " nothing was moved, every entry is where it was", str(where))
+        return OSError(err.errno, f"moving entries into {dest}/ failed here ({err.strerror or err})"
+                       "; nothing was moved, every entry is where it was",
+                       str(err.filename or folder))
     back = sorted(set(moved) - set(stuck))
     older = _displaced(folder / dest)
     return MoveError(err.errno, f"moving entries into {dest}/ failed ({err.strerror or err}) "
                      f"and could not be undone: {sorted(stuck)} are in {staging}, {back} "
                      f"are back in {folder}" + (f", the older {dest}/ is {older}"
                                                 if older.exists() else "")
-                     + "; the next run into this folder puts them back", str(folder))
+                     + f"; the next move into {dest}/ (the next run here) puts them back first",
+                     str(folder))
 
 
 def move_aside(folder: str | Path, names: Sequence[str], dest: str) -> Path:
