@@ -21,7 +21,8 @@ from lmsys_pref.runs import resume
 from lmsys_pref.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(n_folds=2, n_estimators=5, early_stopping_rounds=0)
+BASE = ROOT / "tests" / "fixtures" / "bad_inputs" / "_base"  # 12 train rows, 4 test rows
+TINY = dict(n_folds=2, n_estimators=5, early_stopping_rounds=0, n_jobs=1)
 RUN = ["metrics.json", "model", "oof.csv", "submission.csv"]  # what a complete xgb run holds
 
 
@@ -37,16 +38,15 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture()
-def finished(tmp_path, sample_dir) -> tuple[Path, dict[str, bytes]]:
-    """A finished XGBoost run on the bundled sample, and the bytes of its files."""
+def finished(tmp_path) -> tuple[Path, dict[str, bytes]]:
+    """A finished tiny XGBoost run, and the bytes of its files."""
     out = tmp_path / "run"
-    xgb.fit(XGBConfig(data_dir=str(sample_dir), out_dir=str(out), **TINY))
+    xgb.fit(XGBConfig(data_dir=str(BASE), out_dir=str(out), **TINY))
     assert names(out) == RUN
     return out, snapshot(out)
 
 
-def test_a_finished_run_survives_any_number_of_refused_reruns(finished, sample_dir, tmp_path,
-                                                              capsys):
+def test_a_finished_run_survives_any_number_of_refused_reruns(finished, tmp_path, capsys):
     """The issue's case: refused re-runs (a teacher file missing rows, refused after config.yaml
     is written; a bad extra_train file, refused by `lmsys-pref train`'s checks) used to move
     the run into previous/ and then replace previous/ with the first failure's config.yaml."""
@@ -55,9 +55,9 @@ def test_a_finished_run_survives_any_number_of_refused_reruns(finished, sample_d
     pd.read_csv(out / "oof.csv", dtype={"id": str}).iloc[::2].to_csv(teacher, index=False)
     bad_extra = tmp_path / "extra.csv"
     bad_extra.write_text("id,prompt\n1,x\n")
-    lm = LMConfig.from_preset("tiny-llama", data_dir=str(sample_dir), out_dir=str(out),
+    lm = LMConfig.from_preset("tiny-llama", data_dir=str(BASE), out_dir=str(out),
                               teachers=[str(teacher)])
-    argv = ["train", "xgb", "--data-dir", str(sample_dir), "--out-dir", str(out),
+    argv = ["train", "xgb", "--data-dir", str(BASE), "--out-dir", str(out),
             "-p", "extra_train", str(bad_extra)]
     for _ in range(3):
         with pytest.raises(ValueError, match="no probabilities for"):
@@ -69,7 +69,7 @@ def test_a_finished_run_survives_any_number_of_refused_reruns(finished, sample_d
         assert set(names(out)) - {resume.FINGERPRINT} == {runs.FAILED, runs.PREVIOUS}
     assert names(out / runs.FAILED) == ["config.yaml"]
     assert runs.resolve_model_dir(out / runs.PREVIOUS) == out / runs.PREVIOUS / "model"
-    xgb.fit(XGBConfig(data_dir=str(sample_dir), out_dir=str(out), **TINY))  # a new one completes
+    xgb.fit(XGBConfig(data_dir=str(BASE), out_dir=str(out), **TINY))  # a new one completes
     assert set(RUN) <= set(names(out)) and snapshot(out / runs.PREVIOUS) == files
     newer = snapshot(out)
     runs.prepare_out_dir(out)  # and is kept in its turn
@@ -97,12 +97,12 @@ def test_prepare_out_dir_keeps_the_last_complete_run(tmp_path):
     assert snapshot(out / "previous") == {"metrics.json": b"run 2"}
 
 
-def test_an_older_executed_notebook_is_moved_aside(tmp_path, sample_dir, monkeypatch):
+def test_an_older_executed_notebook_is_moved_aside(tmp_path, monkeypatch):
     out = tmp_path / "run"
     out.mkdir()
     for name in ("transformer.ipynb", "metrics.json", "loss.png"):  # an older transformer run
         (out / name).write_text("old")
-    xgb.fit(XGBConfig(data_dir=str(sample_dir), out_dir=str(out), **TINY))
+    xgb.fit(XGBConfig(data_dir=str(BASE), out_dir=str(out), **TINY))
     assert names(out / runs.PREVIOUS) == ["loss.png", "metrics.json", "transformer.ipynb"]
     assert names(out) == sorted([*RUN, "previous"])
     (out / "xgboost.ipynb").write_text("the notebook running now")  # papermill's output

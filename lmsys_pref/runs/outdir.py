@@ -12,8 +12,9 @@ never less than its last complete run.
 
   * complete: its outputs include one of `COMPLETE_MARKS` (`submission.csv`, `metrics.json`,
     or `pseudo_labels.json` for `pseudo-label`). Writers write these last, after the model and
-    the scored rows (`runs.write_outputs`), so a run that has one got to its end. Its outputs
-    replace OUT_DIR/previous/: previous/ always holds the newest complete run before this one.
+    the scored rows (`runs.write_outputs`: metrics.json, then submission.csv), so a run that
+    has one holds a usable model and its scores (a run without test.csv writes no submission).
+    Its outputs replace OUT_DIR/previous/: the newest complete run before this one.
   * incomplete: a run refused on its inputs after writing its config.yaml, a failed notebook,
     a killed run. Its outputs go to OUT_DIR/failed/ (replacing older leftovers there), and
     previous/ keeps the last complete run: any number of refused, failed or killed re-runs
