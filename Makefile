@@ -13,8 +13,8 @@ PRESET   ?=
 PARAMS   ?=
 GRID     ?= grids/demo.yaml
 KERNEL   ?=
-# The Kaggle competition the kernels enter: lmsys-chatbot-arena (2024) or llm-classification-finetuning (open today).
-COMPETITION ?= lmsys-chatbot-arena
+# The Kaggle competition the kernels enter: llm-classification-finetuning (open today) or lmsys-chatbot-arena (2024, closed).
+COMPETITION ?= llm-classification-finetuning
 RUNS     ?=
 NPROC    ?= 2
 BASELINE ?= llama

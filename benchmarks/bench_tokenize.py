@@ -13,9 +13,9 @@ GOAL = 2000
 
 def _measure(df, tokenizer, cfg) -> dict:
     from lmsys_pref.model import prompt
-    prompt.encode(df.iloc[:200], tokenizer, cfg)  # warm-up
+    prompt.encode(df.iloc[:200], tokenizer, cfg.prompt)  # warm-up
     t0 = time.perf_counter()
-    ids = prompt.encode(df, tokenizer, cfg)
+    ids = prompt.encode(df, tokenizer, cfg.prompt)
     sec = time.perf_counter() - t0
     n_tok = sum(map(len, ids))
     return {"rows": len(df), "seconds": round(sec, 2), "rows_per_s": round(len(df) / sec),

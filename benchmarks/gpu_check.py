@@ -78,7 +78,7 @@ def full_lm_path(shape: dict, dtype: str, device: str, steps: int, n_rows: int,
     cfg = lm_config(shape, dtype, device, max_length, max_steps=steps)
     tok = StandInTokenizer(shape["vocab_size"])
     with on_device(device):
-        model, _ = models.build(cfg, device, tokenizer=tok)
+        model, _ = models.build(cfg.model, device, tokenizer=tok)
     rows = real_length_mix(n_rows, max_length)
     graphs = graphs_compiled()
     untuned = score(model, rows, device, cfg.token_budget)
@@ -122,7 +122,7 @@ def reload_adapter(cfg, tok, model_dir: Path, device: str):
     from peft import PeftModel
 
     with on_device(device):
-        base = models.load_base(cfg, tok, device)
+        base = models.load_base(cfg.model, tok, device)
     return PeftModel.from_pretrained(base, str(model_dir), torch_device=device).eval()
 
 
@@ -146,11 +146,11 @@ def quantized_path(shape: dict, quantization: str, device: str, layers: tuple[in
         with tempfile.TemporaryDirectory() as base_dir:
             fp16 = lm_config(small, "fp16", device, max_length, lora_r=0)
             with on_device(device):
-                models.load_base(fp16, tok, device).save_pretrained(base_dir)
+                models.load_base(fp16.model, tok, device).save_pretrained(base_dir)
             cfg = lm_config(small, "auto" if device != "cpu" else "fp32", device, max_length,
                             model_id=base_dir, quantization=quantization)
             cfg = cfg.replace(random_init={})
-            model, _ = models.build(cfg, device, tokenizer=tok)
+            model, _ = models.build(cfg.model, device, tokenizer=tok)
             rows = real_length_mix(4, max_length)
             batch = collate_rows([{"input_ids": r, "labels": 0} for r in rows[:2]])
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -172,7 +172,7 @@ def quantized_path(shape: dict, quantization: str, device: str, layers: tuple[in
 def two_workers_one_gpu(shape: dict, device: str, max_length: int) -> dict:
     cfg = lm_config(shape, "auto" if device != "cpu" else "bf16", device, max_length)
     with on_device(device):
-        model, _ = models.build(cfg, device, tokenizer=StandInTokenizer(shape["vocab_size"]))
+        model, _ = models.build(cfg.model, device, tokenizer=StandInTokenizer(shape["vocab_size"]))
     model.eval()
     rows = real_length_mix(64, max_length)
     one = score(model, rows, device, cfg.token_budget)

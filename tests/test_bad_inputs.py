@@ -58,7 +58,7 @@ CASES = [
     ("run_negative_submission", "blend", 1, ["run_negative_submission/submission.csv",
                                              "row id 201", "-0.2"]),
     ("run_five_submission", "blend", 1, ["run_five_submission/submission.csv", "row id 202",
-                                         "[5.0, 0.0, 0.0]"]),
+                                         "column 'winner_model_a' is 5"]),
     ("run_nan_oof", "calibrate", 1, ["run_nan_oof/oof.csv", "row id 107", "nan"]),
     ("run_string_oof_ids", "blend", 1, ["run_string_oof_ids/oof.csv", "column 'id'", "'101x'",
                                         "integer"]),

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from lmsys_pref import data
 from lmsys_pref.configs.lm import LMConfig
-from lmsys_pref.infer import devices, engine
+from lmsys_pref.infer import devices, predictor
 from lmsys_pref.model import models
 from lmsys_pref.train import loop
 
@@ -37,10 +37,18 @@ def _rank(rank: int, world: int, port: int, quirks_dir: str, out: str) -> None:
     dist.init_process_group("gloo")
     try:
         cfg = LMConfig.from_preset("tiny-llama", dtype="fp32")
-        model, tok = models.build(cfg)  # the same seed: the same model on every rank
+        model, tok = models.build(cfg.model)  # the same seed: the same model on every rank
+        scored, predict_frame = [], predictor.predict_frame
+
+        def spy(model, tok, df, *args, **kwargs):  # the rows this rank scores
+            probs, stats = predict_frame(model, tok, df, *args, **kwargs)
+            scored.append(stats.rows)
+            return probs, stats
+
+        predictor.predict_frame = spy  # a forked rank: the parent's module is untouched
         probs = loop.predict(model, tok, frame(Path(quirks_dir)), cfg)
         np.save(Path(out) / f"probs{rank}.npy", probs)
-        np.save(Path(out) / f"rows{rank}.npy", np.array([engine.last_stats.rows]))
+        np.save(Path(out) / f"rows{rank}.npy", np.array([sum(scored)]))
     finally:
         dist.destroy_process_group()
 
@@ -51,7 +59,7 @@ def test_ddp_ranks_score_a_share_each_and_all_get_every_row(tmp_path, quirks_dir
     rows = [int(np.load(tmp_path / f"rows{r}.npy")[0]) for r in range(2)]
     assert sorted(rows) == [6, 7]  # 13 rows scored once, not 13 on each rank
     cfg = LMConfig.from_preset("tiny-llama", dtype="fp32")
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     alone = loop.predict(model, tok, frame(quirks_dir), cfg)
     for r in range(2):
         np.testing.assert_allclose(np.load(tmp_path / f"probs{r}.npy"), alone, atol=1e-6)

@@ -65,7 +65,7 @@ def frame_with_teacher(tmp_path, n=4):
 def test_teacher_rows_and_soft_labels_swap_with_their_row(tmp_path, mode):
     df, probs = frame_with_teacher(tmp_path)
     cfg = LMConfig(soft_labels=True, teachers=["t.csv"], swap_augment=mode)
-    rows, target, fields = distill.training_rows(df, cfg)
+    rows, target, fields = distill.training_rows(df, cfg.distill)
     n = len(df)
     teach = fields[distill.TEACHER_KEY]
     assert len(rows) == 2 * n and rows["swapped"].tolist() == [False] * n + [True] * n
@@ -79,12 +79,12 @@ def test_pair_swap_puts_each_row_and_its_twin_in_one_batch(tmp_path):
 
     df, _ = frame_with_teacher(tmp_path)
     cfg = LMConfig(teachers=["t.csv"], swap_augment="pair")
-    rows, target, fields = distill.training_rows(df, cfg)
+    rows, target, fields = distill.training_rows(df, cfg.distill)
     ids = [[5, 6, 7 + i] for i in range(len(rows))]
-    ds = distill.dataset(loop.RowDataset(ids, target, **fields), cfg)
+    ds = distill.dataset(loop.RowDataset(ids, target, **fields), cfg.distill)
     assert len(ds) == len(df)
     tok = models.load_tokenizer(LMConfig.from_preset("tiny-llama").model_id)
-    batch = distill.collator(tok, cfg)([ds[1], ds[3]])
+    batch = distill.collator(tok, cfg.distill)([ds[1], ds[3]])
     assert batch["input_ids"][:, -1].tolist() == [8, 8 + 4, 10, 10 + 4]  # row, twin, row, twin
     assert batch["labels"].shape == (4, 3) and batch[distill.TEACHER_KEY].shape == (4, 1, 3)
     np.testing.assert_allclose(batch[distill.TEACHER_KEY][1, 0], [0.2, 0.7, 0.1])

@@ -1,4 +1,4 @@
-"""Every figure a run saves is closed once saved (`train.fit.plot_history`, `eval.report`,
+"""Every figure a run saves is closed once saved (`train.outputs.plot_history`, `eval.report`,
 `eval.bias_report`): a test session or a grid of runs in one process never piles up open
 figures (matplotlib warns past 20)."""
 from __future__ import annotations
@@ -11,16 +11,16 @@ import matplotlib.pyplot as plt
 from lmsys_pref import xgb
 from lmsys_pref.configs.xgb import XGBConfig
 from lmsys_pref.eval import bias_report, report
-from lmsys_pref.train import fit
+from lmsys_pref.train import outputs
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "bad_inputs"
 
 
 def test_plot_history_saves_loss_png_and_leaves_no_open_figure(tmp_path):
     history = [{"step": 1, "loss": 1.2}, {"step": 2, "loss": 1.0, "eval_log_loss": 1.05}]
-    (tmp_path / fit.HISTORY).write_text(json.dumps(history))
+    (tmp_path / outputs.HISTORY).write_text(json.dumps(history))
     before = plt.get_fignums()
-    fig = fit.plot_history(tmp_path)
+    fig = outputs.plot_history(tmp_path)
     assert plt.get_fignums() == before  # closed
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert [len(ax.lines) for ax in fig.axes] == [3]  # train loss, val log loss, ln 3: returned

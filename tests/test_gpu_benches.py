@@ -53,7 +53,7 @@ def test_a_matmul_peak_is_measured():
 @pytest.fixture
 def tiny():
     cfg = LMConfig.from_preset("tiny-gemma2", dtype="fp32", batch_size=2)
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     return cfg, model, tok
 
 

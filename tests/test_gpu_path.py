@@ -12,7 +12,7 @@ from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.infer import devices, engine
 from lmsys_pref.infer.batching import collate
 from lmsys_pref.model import models, precision
-from lmsys_pref.train import loop
+from lmsys_pref.train import loop, outputs
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def gemma_logits(attn: str, dtype: str, cap: float | None = 0.5, sharpen: float 
                                random_init={**LMConfig.from_preset("tiny-gemma2").random_init,
                                             "attn_logit_softcapping": cap})
     tok = models.load_tokenizer(cfg.model_id)
-    model = models.load_base(cfg, tok, "cpu")
+    model = models.load_base(cfg.model, tok, "cpu")
     assert model.config._attn_implementation == attn.replace("_nocap", "")
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -105,7 +105,7 @@ def test_the_fast_soft_capping_kernel_matches_eager():
 
 def test_scoring_builds_no_kv_cache():
     cfg = LMConfig.from_preset("tiny-gemma2")
-    model, tok = models.build(cfg, "cpu")  # a PeftModel: its forward hides use_cache
+    model, tok = models.build(cfg.model, "cpu")  # a PeftModel: its forward hides use_cache
     model.eval()
     model.get_base_model().config.use_cache = True  # as a checkpoint's config says
     ids, mask = collate([tok("hello world")["input_ids"]] * 2, tok.pad_token_id, "cpu")
@@ -117,7 +117,7 @@ def test_scoring_builds_no_kv_cache():
 
 def test_a_loaded_model_has_the_cache_off_and_named_labels():
     cfg = LMConfig.from_preset("tiny-llama")
-    model = models.load_base(cfg, models.load_tokenizer(cfg.model_id), "cpu")
+    model = models.load_base(cfg.model, models.load_tokenizer(cfg.model_id), "cpu")
     assert model.config.use_cache is False
     assert model.config.id2label == {0: "winner_model_a", 1: "winner_model_b", 2: "winner_tie"}
 
@@ -153,7 +153,7 @@ def test_sdpa_nocap_drops_the_soft_cap_only_when_asked():
     torch.testing.assert_close(nocap, gemma_logits("eager", "fp32", cap=None, sharpen=30),
                                atol=1e-5, rtol=1e-5)  # = exact attention without the cap
     cfg = LMConfig.from_preset("tiny-gemma2", attn_implementation=precision.NOCAP)
-    model = models.load_base(cfg, models.load_tokenizer(cfg.model_id), "cpu")
+    model = models.load_base(cfg.model, models.load_tokenizer(cfg.model_id), "cpu")
     assert models.describe(model)["attn_implementation"] == "sdpa_nocap"
     assert model.config.attn_logit_softcapping is None  # a saved full model reloads uncapped
 
@@ -173,7 +173,7 @@ def test_the_adapter_is_loaded_on_the_device_of_its_replica(tmp_path, monkeypatc
     from peft import PeftModel
 
     cfg = LMConfig.from_preset("tiny-llama")
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     models.save(model, tok, cfg, tmp_path / "model")
     seen, load = [], PeftModel.load_adapter
 
@@ -188,8 +188,6 @@ def test_the_adapter_is_loaded_on_the_device_of_its_replica(tmp_path, monkeypatc
 
 def test_several_devices_release_the_trained_model_before_loading_replicas(tmp_path,
                                                                          monkeypatch):
-    from lmsys_pref.train import fit
-
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8))
     model.is_quantized = True  # cannot move to the CPU: its memory must be dropped in place
     held = []
@@ -201,9 +199,9 @@ def test_several_devices_release_the_trained_model_before_loading_replicas(tmp_p
         def predict_proba(self, df):
             return np.full((len(df), 3), 1 / 3)
 
-    monkeypatch.setattr(fit.predictor, "LMPredictor", Replicas)
+    monkeypatch.setattr(outputs.predictor, "LMPredictor", Replicas)
     cfg = LMConfig.from_preset("tiny-llama", devices="cpu,cpu")
-    probs = fit.score_test(cfg, model, None, pd.DataFrame({"id": [1, 2]}), tmp_path)
+    probs = outputs.score_test(cfg, model, None, pd.DataFrame({"id": [1, 2]}), tmp_path)
     assert probs.shape == (2, 3) and held == [0]
 
 
@@ -225,10 +223,11 @@ def test_scoring_after_mixed_precision_training_equals_the_reloaded_model(tmp_pa
     cfg = LMConfig.from_preset("tiny-llama", out_dir=str(tmp_path), dtype="fp32", max_steps=2,
                                eval_steps=1, eval_rows=2)
     df = data.load_split(quirks_dir / "train.csv", lenient=True).iloc[:12]
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     res = loop.train_one(cfg, model, tok, df.iloc[:8], df.iloc[8:], tmp_path)
     assert "_original_forward" not in model.__dict__  # the wrapper is gone for good
     models.save(model, tok, cfg, tmp_path / "model")
     again, tok, cfg = models.load_for_inference(tmp_path / "model", "cpu")
-    reloaded = predictor.predict_frame(again, tok, df.iloc[8:], cfg, progress=False)
-    np.testing.assert_allclose(res["val_probs"], reloaded, atol=1e-6)
+    reloaded, _ = predictor.predict_frame(again, tok, df.iloc[8:], cfg.prompt, cfg.scoring,
+                                          progress=False)
+    np.testing.assert_allclose(res.val_probs, reloaded, atol=1e-6)

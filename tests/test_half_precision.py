@@ -85,7 +85,7 @@ def test_reload_gives_the_same_logits(family_run, quirks_dir):
         want = scored.iloc[:, 2:].to_numpy()
     model, tok, cfg2 = models.load_for_inference(model_dir, "cpu")
     assert next(model.parameters()).dtype == torch.bfloat16
-    x, mask = collate(prompt.encode(rows, tok, cfg2), tok.pad_token_id, "cpu")
+    x, mask = collate(prompt.encode(rows, tok, cfg2.prompt), tok.pad_token_id, "cpu")
     with torch.no_grad():
         logits = model(input_ids=x, attention_mask=mask).logits
     assert logits.dtype == torch.float32  # the head hands fp32 logits to the loss

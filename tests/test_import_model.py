@@ -72,7 +72,7 @@ def plain_logits(base: str, adapter, input_ids, head=None) -> torch.Tensor:
 
 def our_logits(model_dir, df):
     model, tok, cfg = models.load_for_inference(model_dir, "cpu")
-    ids = prompt.encode(df, tok, models.scoring_config(cfg))
+    ids = prompt.encode(df, tok, cfg.for_scoring().prompt)
     x, mask = collate(ids, model.config.pad_token_id, "cpu")
     with torch.no_grad():
         return model(input_ids=x, attention_mask=mask).logits, ids
@@ -143,15 +143,16 @@ def test_base_mismatch_and_head_shape_are_named(tmp_path, base_dir, smol_tok):
 
 def test_layout_options_of_public_solutions(smol_tok, rows):
     cfg = LMConfig(layout="gemma", max_length=256, truncation_side="right")
-    plain = prompt.encode(rows, smol_tok, cfg)
+    plain = prompt.encode(rows, smol_tok, cfg.prompt)
     closing = "\n\nWhich response is better?"
-    ours = prompt.encode(rows, smol_tok, cfg.replace(suffix=closing, eos=True, turn_joiner=" "))
+    ours = prompt.encode(rows, smol_tok,
+                         cfg.replace(suffix=closing, eos=True, turn_joiner=" ").prompt)
     tail = list(smol_tok(closing, add_special_tokens=False)["input_ids"]) + [
         smol_tok.eos_token_id]
     assert all(r[-len(tail):] == tail and len(r) <= 256 for r in ours)
     multi = [i for i in range(len(rows)) if len(rows["prompt"].iloc[i]) > 1]
     assert multi, "the quirks rows have multi-turn prompts"
-    joined = prompt.encode(rows.iloc[multi[:1]], smol_tok, cfg.replace(turn_joiner=" \n "))
+    joined = prompt.encode(rows.iloc[multi[:1]], smol_tok, cfg.replace(turn_joiner=" \n ").prompt)
     assert joined[0] != plain[multi[0]]  # the joiner's tokens sit between the turns
     with pytest.raises(ConfigError, match="turn_joiner"):
         LMConfig(layout="turns", turn_joiner=" ")

@@ -109,13 +109,13 @@ def test_teacher_file_checks_name_file_row_and_column(tmp_path):
     with pytest.raises(data.DataError, match=r"missing column\(s\) \['winner_tie'\]"):
         teachers.read(tmp_path / "t.csv")
     with pytest.raises(FileNotFoundError, match="no such file"):
-        teachers.TeacherSet.load(teacher_cfg(tmp_path, "nope.csv"))
+        teachers.TeacherSet.load(teacher_cfg(tmp_path, "nope.csv").data)
 
 
 def test_missing_teacher_id_is_a_named_error_with_the_first_ids(tmp_path):
     df = planted_rows(30)
     teacher_file(df.iloc[3:], tmp_path / "t.csv")
-    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(tmp_path / "t.csv")))
+    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(tmp_path / "t.csv")).data)
     ids = df["id"].tolist()
     tset.check([(ids[3:], ids[:3])])  # the held-out rows need no teacher row
     with pytest.raises(data.DataError, match=r"teacher .*t.csv: no probabilities for 3 training "
@@ -126,7 +126,7 @@ def test_missing_teacher_id_is_a_named_error_with_the_first_ids(tmp_path):
 def test_teacher_rows_attach_by_id_in_row_order(tmp_path):
     df = planted_rows(6)
     teacher_file(df.iloc[::-1], tmp_path / "t.csv", smooth=0.3)
-    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(tmp_path / "t.csv")))
+    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(tmp_path / "t.csv")).data)
     rows = tset.attach(df.iloc[[4, 1]], 0)
     got = teachers.probabilities(rows, 1)[:, 0]
     np.testing.assert_allclose(got, df[COLS].to_numpy(float)[[4, 1]] * 0.7 + 0.1)
@@ -144,12 +144,12 @@ def fake_run(path, ids, eval="oof"):
 def test_an_oof_teacher_saw_the_held_out_rows_and_is_flagged(tmp_path):
     ids = [str(i) for i in range(20)]
     fake_run(tmp_path / "xgb", ids)
-    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(tmp_path / "xgb")))  # a folder
+    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(tmp_path / "xgb")).data)  # a folder
     tset.check([(ids[5:], ids[:5]), (ids[:15], ids[15:])])
     files = tset.report()["files"]
     assert files[0]["leaked_rows"] == 10 and files[0]["provenance"] == "saw"
     plain = teacher_file(planted_rows(3), tmp_path / "plain.csv")
-    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(plain)))
+    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(plain)).data)
     tset.check([([], ["1000"])])
     assert tset.report()["files"][0]["leaked_rows"] is None  # provenance unknown
 
@@ -164,7 +164,7 @@ def test_per_fold_teachers_must_match_the_folds(tmp_path):
                      fold / teachers.PSEUDO_LABELS)
         (fold / teachers.PSEUDO_META).write_text(json.dumps({"never_saw": held[k]}))
     spec = str(tmp_path / "fold_{fold}" / teachers.PSEUDO_LABELS)
-    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, spec, n_folds=2))
+    tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, spec, n_folds=2).data)
     tset.check([(held[1], held[0]), (held[0], held[1])])
     assert tset.report()["files"][0]["leaked_rows"] == 0
     with pytest.raises(data.DataError, match=r"fold 0\): its models trained on 10 of this fold's"
@@ -177,7 +177,7 @@ def test_load_training_checks_soft_labels_extra_rows_and_teachers(tmp_path):
     write_dir(tmp_path, soften(df, 0.5))
     teacher_file(df, tmp_path / "t.csv")
     cfg = teacher_cfg(tmp_path, str(tmp_path / "t.csv"), soft_labels=True)
-    got = labels.load_training(cfg)
+    got = labels.load_training(cfg.data)
     assert len(got.train) == 12 and got.extra is None and not labels.hard_mask(got.train).all()
     with pytest.raises(data.DataError, match="not one-hot"):
-        labels.load_training(cfg.replace(soft_labels=False))
+        labels.load_training(cfg.replace(soft_labels=False).data)

@@ -233,3 +233,19 @@ def test_an_old_path_still_runs_as_a_module(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert '"cells": []' in out.stdout
+
+
+def _getattr_with_default(name: str) -> list[int]:
+    """Lines of `name` reading one of our configs by name with a fallback (getattr(cfg, x, d));
+    a transformers `config` (optional attributes by design) is not ours."""
+    tree = ast.parse(MODULES[name].read_text())
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr" and len(node.args) == 3
+            and isinstance(node.args[0], ast.Name) and node.args[0].id in ("cfg", "spec")]
+
+
+def test_no_layer_reads_a_config_field_with_a_fallback():
+    """Each layer gets its typed part of the config (configs.parts), never a guessed field."""
+    found = {name: lines for name in MODULES if (lines := _getattr_with_default(name))}
+    assert not found, f"getattr(cfg, name, default) in {found}"

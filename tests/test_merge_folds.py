@@ -90,11 +90,11 @@ def test_merged_adapter_loads_with_plain_peft(kfold_run, tmp_path, rows):
 
     out = merge.merge_folds(kfold_run, tmp_path / "exact", mode="exact")
     ours, tok, cfg = models.load_for_inference(out, "cpu")
-    base = models.load_base(cfg, tok)  # the run's random base: plain tools cannot build it
+    base = models.load_base(cfg.model, tok)  # the run's random base: plain tools cannot build it
     plain = PeftModel.from_pretrained(base, str(out)).eval()
     from lmsys_pref.infer.batching import collate
     from lmsys_pref.model import prompt
-    x, mask = collate(prompt.encode(rows, tok, cfg), tok.pad_token_id, "cpu")
+    x, mask = collate(prompt.encode(rows, tok, cfg.prompt), tok.pad_token_id, "cpu")
     with torch.no_grad():
         torch.testing.assert_close(plain(input_ids=x, attention_mask=mask).logits,
                                    ours(input_ids=x, attention_mask=mask).logits)
@@ -105,7 +105,7 @@ def test_into_base_writes_a_full_model(kfold_run, tmp_path, rows):
 
     adapter = merge.merge_folds(kfold_run, tmp_path / "exact", mode="exact")
     assert cli.main(["merge-folds", str(kfold_run), str(tmp_path / "full"), "--mode", "exact",
-                     "--into-base"]) == 0
+                     "--into-base", "--dtype", "fp32"]) == 0  # exact: the default is bf16
     full = tmp_path / "full"
     assert (full / "model.safetensors").exists() and not (full / ADAPTER).exists()
     assert runs.read_model_meta(full)["merged"]["into_base"]
@@ -116,7 +116,7 @@ def test_into_base_writes_a_full_model(kfold_run, tmp_path, rows):
     _, tok, cfg = models.load_for_inference(full, "cpu")
     from lmsys_pref.infer.batching import collate
     from lmsys_pref.model import prompt
-    x, mask = collate(prompt.encode(rows, tok, cfg), tok.pad_token_id, "cpu")
+    x, mask = collate(prompt.encode(rows, tok, cfg.prompt), tok.pad_token_id, "cpu")
     with torch.no_grad():
         logits = plain(input_ids=x, attention_mask=mask).logits
     np.testing.assert_allclose(torch.softmax(logits, -1).numpy(),

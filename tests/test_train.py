@@ -12,7 +12,7 @@ from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.data import metrics, splits
 from lmsys_pref.model import heads, models, prompt
-from lmsys_pref.train import fit, loop
+from lmsys_pref.train import fit, loop, outputs
 
 BF16_ATOL = 3e-3  # probabilities of a bf16 model scored in other batch shapes
 
@@ -20,7 +20,7 @@ BF16_ATOL = 3e-3  # probabilities of a bf16 model scored in other batch shapes
 def reload_logits(run_dir, df):
     """Logits of `df` from the model saved in `run_dir`, one padded batch, plus its config."""
     model, tok, cfg = models.load_for_inference(run_dir, "cpu")
-    ids = prompt.encode(df, tok, cfg)
+    ids = prompt.encode(df, tok, cfg.prompt)
     from lmsys_pref.infer.batching import collate
     x, mask = collate(ids, tok.pad_token_id, "cpu")
     with torch.no_grad():
@@ -32,12 +32,12 @@ def test_loss_decreases_on_the_training_rows(tmp_path, quirks_dir):
     cfg = LMConfig.from_preset("tiny-llama", out_dir=str(tmp_path), epochs=6,
                                untuned_baseline=True, learning_rate=0.01)
     df = data.load_split(quirks_dir / "train.csv", lenient=True).iloc[:16]
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     res = loop.train_one(cfg, model, tok, df, df, tmp_path)
-    before = metrics.log_loss(df["label"], res["untuned_probs"])
-    after = metrics.log_loss(df["label"], res["val_probs"])
+    before = metrics.log_loss(df["label"], res.untuned_probs)
+    after = metrics.log_loss(df["label"], res.val_probs)
     assert after < before - 0.05, (before, after)
-    assert res["steps"] == 24
+    assert res.steps == 24
 
 
 def test_llama_three_layer_head_swap_and_reload(tmp_path, quirks_dir):
@@ -63,7 +63,7 @@ def test_resume_from_last_checkpoint(tmp_path, quirks_dir, caplog):
     m = fit.fit(cfg.replace(max_steps=4))  # picks up at step 2, runs 2 more
     assert any("resuming from" in r.getMessage() and "checkpoint-2" in r.getMessage()
                for r in caplog.records)
-    hist = runs.load_json(tmp_path / fit.HISTORY)
+    hist = runs.load_json(tmp_path / outputs.HISTORY)
     steps = [h["step"] for h in hist if "loss" in h]
     assert m["steps"] == 4 and steps == [1, 2, 3, 4]  # the restored log continues
     assert [h["loss"] for h in hist if "loss" in h][:2] == pytest.approx(
@@ -119,6 +119,9 @@ def test_kfold_lm_run_and_predict_is_the_mean_of_its_folds(tmp_path, quirks_dir)
     rows = data.load_split(quirks_dir / "train.csv", lenient=True).set_index("id").loc[
         oof["id"]].reset_index()
     held = predict.load_predictor(tmp_path, out_of_fold=True, devices="cpu", progress=False)
+    assert all(isinstance(p, runs.Predictor) for p in (held, LMPredictor(
+        tmp_path / "model" / "fold_0", devices="cpu", progress=False), predict.load_predictor(
+        tmp_path, devices="cpu", progress=False)))  # OutOfFold, one fold, FoldMean
     np.testing.assert_allclose(held.predict_proba(rows, tta="swap"), oof.iloc[:, 2:].to_numpy(),
                                atol=BF16_ATOL)
 
@@ -156,9 +159,9 @@ def test_evaluation_during_training_scores_a_fixed_sample_then_the_whole_holdout
     cfg = LMConfig.from_preset("tiny-llama", out_dir=str(tmp_path), max_steps=4, eval_steps=2,
                                eval_rows=5)
     df = data.load_split(quirks_dir / "train.csv", lenient=True)
-    model, tok = models.build(cfg)
+    model, tok = models.build(cfg.model)
     res = loop.train_one(cfg, model, tok, df.iloc[:16], df.iloc[16:28], tmp_path)
-    evals = [(h["step"], h["eval_rows"]) for h in res["history"] if "eval_log_loss" in h]
+    evals = [(h["step"], h["eval_rows"]) for h in res.history if "eval_log_loss" in h]
     assert evals == [(2, 5), (4, 5), (4, 12)]  # every 2 steps on 5 rows, then all 12 once
     assert loop.eval_sample(df.iloc[16:28], cfg)["id"].tolist() == \
         loop.eval_sample(df.iloc[16:28], cfg)["id"].tolist()  # the same rows every time

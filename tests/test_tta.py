@@ -97,12 +97,14 @@ def test_predict_frame_is_swap_symmetric_on_real_rows(tiny_llama_30k, quirks_dir
     tok = AutoTokenizer.from_pretrained(str(gt.MODEL_DIR))
     df = data.load_split(quirks_dir / "test.csv")
     cfg = LMConfig(max_length=96, devices="cpu,cpu", tta="swap", token_budget=400)
-    p, stats = predictor.predict_frame(tiny_llama_30k, tok, df, cfg, progress=False,
-                                       return_stats=True)
-    q = predictor.predict_frame(tiny_llama_30k, tok, data.swap(df), cfg, progress=False)
+    p, stats = predictor.predict_frame(tiny_llama_30k, tok, df, cfg.prompt, cfg.scoring,
+                                       progress=False)
+    q, _ = predictor.predict_frame(tiny_llama_30k, tok, data.swap(df), cfg.prompt, cfg.scoring,
+                                   progress=False)
     np.testing.assert_allclose(q, data.swap(p), atol=1e-6)
     assert p.shape == (len(df), 3) and stats.rows == 2 * len(df)
-    direct = engine.predict_ids(tiny_llama_30k, prompt.encode(df, tok, cfg), pad_id=PAD,
+    direct = engine.predict_ids(tiny_llama_30k, prompt.encode(df, tok, cfg.prompt), pad_id=PAD,
                                devices="cpu", progress=False)
-    none = predictor.predict_frame(tiny_llama_30k, tok, df, cfg, tta="none", progress=False)
+    none, _ = predictor.predict_frame(tiny_llama_30k, tok, df, cfg.prompt, cfg.scoring,
+                                      tta="none", progress=False)
     np.testing.assert_allclose(none, direct, atol=1e-6)

@@ -217,7 +217,7 @@ def preflight(baseline: str, params: dict[str, Any]) -> None:
         params.get("preset"), **{k: v for k, v in params.items() if k != "preset"})
     runs.check_out_dir(cfg.out_dir, {"data_dir": cfg.data_dir})
     runs.prepare_out_dir(cfg.out_dir)
-    train = labels.load_training(cfg).train  # + soft labels, extra_train, teacher files
+    train = labels.load_training(cfg.data).train  # + soft labels, extra_train, teacher files
     data.check_n_folds(train, cfg.n_folds, str(data.find_file(cfg.data_dir, "train")),
                        cfg.group_by)
 

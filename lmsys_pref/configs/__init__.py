@@ -56,6 +56,9 @@ class BaseConfig:
     # Fields naming input files or folders besides data_dir (a path, a list, or paths separated
     # by spaces): the fingerprints digest their content, never their path (`runs.resume`).
     INPUT_FILES = ()
+    # Fields naming the folders a run reads (its data, a saved model): OUT_DIR may be none of
+    # them (`runs.outdir.check_out_dir`).
+    INPUT_DIRS = ("data_dir",)
 
     def __post_init__(self) -> None:
         """Convert and check every field against its annotation (`ConfigError` on a bad one)."""
@@ -105,6 +108,11 @@ class BaseConfig:
         """A copy with the non-`None` overrides applied."""
         merged = {**self.to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
         return type(self).from_dict(merged)
+
+    def input_dirs(self) -> dict[str, str]:
+        """The folders the run reads, by field (`INPUT_DIRS`), those that are set."""
+        return {name: getattr(self, name) for name in type(self).INPUT_DIRS
+                if getattr(self, name)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **dataclasses.asdict(self)}

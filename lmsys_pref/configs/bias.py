@@ -12,6 +12,7 @@ class BiasConfig(BaseConfig):
     """Which saved model to probe, on which labelled rows, and how hard."""
 
     kind = "bias"
+    INPUT_DIRS = ("data_dir", "model_dir")
 
     model_dir: str = "runs/xgb"
     """OUT_DIR of a train run (or its model/ folder); any baseline kind."""

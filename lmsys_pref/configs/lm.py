@@ -17,6 +17,7 @@ from . import (
     Seed,
     Share,
 )
+from .parts import DataSpec, DistillSpec, ModelSpec, PromptSpec, ScoringSpec
 
 DTYPE = Literal["auto", "fp32", "bf16", "fp16"]
 # torch spellings accepted for `dtype`, canonicalised to the short names
@@ -250,3 +251,34 @@ class LMConfig(BaseConfig):
         if self.layout != "gemma" and self.turn_joiner != "\n":
             raise ConfigError(f"{type(self).__name__}: parameter 'turn_joiner' applies to the "
                               f"'gemma' layout only, not {self.layout!r}")
+
+    # --- what each layer receives (configs.parts) -------------------------------------------
+    @property
+    def model(self) -> ModelSpec:
+        """The fields `model.models` builds and loads the model from."""
+        return ModelSpec.of(self)
+
+    @property
+    def prompt(self) -> PromptSpec:
+        """The fields `model.prompt.encode` lays rows out with."""
+        return PromptSpec.of(self)
+
+    @property
+    def scoring(self) -> ScoringSpec:
+        """The fields `infer` scores encoded rows with."""
+        return ScoringSpec.of(self)
+
+    @property
+    def distill(self) -> DistillSpec:
+        """The fields `train.distill` builds the training targets and loss from."""
+        return DistillSpec.of(self)
+
+    @property
+    def data(self) -> DataSpec:
+        """The fields `data.labels.load_training` loads the run's rows with."""
+        return DataSpec.of(self)
+
+    def for_scoring(self) -> LMConfig:
+        """The config the test set is scored with: `score_max_length` tokens per row when set
+        (the winners trained at 2048 and scored at 3072)."""
+        return self.replace(max_length=self.score_max_length) if self.score_max_length else self

@@ -17,6 +17,7 @@ class PredictConfig(BaseConfig):
     """Score `data_dir/test.csv` with the model saved in `model_dir` (any baseline)."""
 
     kind = "predict"
+    INPUT_DIRS = ("data_dir", "model_dir")
     ALIASES = {"dtype": DTYPE_ALIASES, "quantization": {"": "none"}}
 
     model_dir: str = "runs/xgb"

@@ -6,6 +6,7 @@ from typing import Literal
 
 from . import BaseConfig, Count, Fraction, NonNegative, PositiveCount, Rate, Seed
 from .lm import check_levers
+from .parts import DataSpec
 
 
 @dataclasses.dataclass
@@ -66,3 +67,9 @@ class XGBConfig(BaseConfig):
 
     def check(self) -> None:
         check_levers(self)
+
+    @property
+    def data(self) -> DataSpec:
+        """The fields `data.labels.load_training` loads the run's rows with (no teachers)."""
+        return DataSpec.of(self, max_test_rows=0, teachers=(), distill_temperature=1.0,
+                           distill_weights=())

@@ -1,7 +1,8 @@
 """Labels beyond the competition's one-hot rows: soft labels and extra training rows.
 
 Soft labels: with `soft_labels` a labelled file's three winner columns may hold probabilities
-(each in [0, 1], the row summing to 1 within `SUM_TOL`); `check_soft` is the label check
+(each in [0, 1], the row summing to 1 within `probabilities.LABEL_TOL`); `check_soft` is the
+label check
 `frames.load_split` runs then, and without it the strict one-hot check stays. A soft row trains
 with a soft cross-entropy (XGBoost: three weighted copies) and, when scored, counts in
 `soft_log_loss`; the hard-label metrics of the one-hot rows (the competition's) stay the
@@ -24,18 +25,18 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import frames, metrics, teachers
+from ..configs.parts import DataSpec
+from . import frames, metrics, probabilities, teachers
 from .frames import LABEL_COLS, DataError
 
 log = logging.getLogger("lmsys_pref.labels")
-SUM_TOL = 1e-6  # a soft label's three columns sum to 1 within this
 
 
 def check_soft(df: pd.DataFrame, name: str) -> np.ndarray:
     """The label check of a soft-labelled file (`frames.load_split(label_check=...)`).
 
     Each winner column must be a number in [0, 1] and each row must sum to 1 within
-    `SUM_TOL`; the columns become floats in place.
+    `probabilities.LABEL_TOL` (`probabilities.check_rows`); the columns become floats in place.
 
     Returns:
         The most probable class of each row (0 = a, 1 = b, 2 = tie; the first on a tie).
@@ -43,21 +44,8 @@ def check_soft(df: pd.DataFrame, name: str) -> np.ndarray:
     Raises:
         DataError: naming the file, the row id and the column of the first bad row.
     """
-    raw = df[list(LABEL_COLS)]
-    values = raw.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values) | (values < 0) | (values > 1)
-    if bad.any():
-        r, c = divmod(int(bad.argmax()), len(LABEL_COLS))
-        cell = raw.iloc[r, c]
-        shown = "empty" if pd.isna(cell) else repr(cell) if isinstance(cell, str) else str(cell)
-        raise DataError(f"{name}: row id {df['id'].iloc[r]}: column '{LABEL_COLS[c]}' is {shown}, "
-                        f"expected a probability in [0, 1] ({int(bad.any(1).sum())} such row(s))")
-    off = np.abs(values.sum(1) - 1) > SUM_TOL
-    if off.any():
-        r = int(off.argmax())
-        raise DataError(f"{name}: row id {df['id'].iloc[r]}: columns {list(LABEL_COLS)} sum to "
-                        f"{values[r].sum():.9g} ({values[r].tolist()}), expected 1 within "
-                        f"{SUM_TOL:g}; {int(off.sum())} such row(s)")
+    values = probabilities.check_rows(df[list(LABEL_COLS)], df["id"], LABEL_COLS, name,
+                                      probabilities.LABEL_TOL)
     for k, col in enumerate(LABEL_COLS):
         df[col] = values[:, k]
     return values.argmax(1)
@@ -180,8 +168,8 @@ class TrainingData:
         return out
 
 
-def load_training(cfg, root: str | Path | None = None) -> TrainingData:
-    """Load and check the rows of a run (`cfg`: any config with `data_dir`, `lenient`, ...).
+def load_training(spec: DataSpec, root: str | Path | None = None) -> TrainingData:
+    """Load and check the rows of a run (a config's `.data`).
 
     train.csv with the run's label check (`soft_labels`), test.csv when there is one, every
     `extra_train` file (deduplicated against both), every teacher file (`teachers`). Relative
@@ -191,21 +179,21 @@ def load_training(cfg, root: str | Path | None = None) -> TrainingData:
         DataError / FileNotFoundError: naming the file, row id and column of the first problem.
     """
     root = Path(root or ".")
-    soft = bool(getattr(cfg, "soft_labels", False))
-    data_dir = root / cfg.data_dir
+    data_dir = root / spec.data_dir
     train = frames.load_split(frames.find_file(data_dir, "train"), labelled=True,
-                            lenient=cfg.lenient, label_check=label_check(soft))
+                              lenient=spec.lenient, label_check=label_check(spec.soft_labels))
     test_path = frames.find_file(data_dir, "test", required=False)
-    test = frames.load_split(test_path, labelled=False, lenient=cfg.lenient) if test_path else None
+    test = frames.load_split(test_path, labelled=False, lenient=spec.lenient) if test_path \
+        else None
     out = TrainingData(train, test)
-    if cfg.extra_train:
+    if spec.extra_train:
         out.extra, out.extra_report = load_extra(
-            [root / p for p in cfg.extra_train], [d for d in (train, test) if d is not None],
-            soft=soft, lenient=cfg.lenient)
-    if cfg.max_train_rows:
-        out.train = train.iloc[:cfg.max_train_rows].reset_index(drop=True)
-    if test is not None and getattr(cfg, "max_test_rows", 0):
-        out.test = test.iloc[:cfg.max_test_rows].reset_index(drop=True)
-    if getattr(cfg, "teachers", None):
-        out.teacher_set = teachers.TeacherSet.load(cfg, root)
+            [root / p for p in spec.extra_train], [d for d in (train, test) if d is not None],
+            soft=spec.soft_labels, lenient=spec.lenient)
+    if spec.max_train_rows:
+        out.train = train.iloc[:spec.max_train_rows].reset_index(drop=True)
+    if test is not None and spec.max_test_rows:
+        out.test = test.iloc[:spec.max_test_rows].reset_index(drop=True)
+    if spec.teachers:
+        out.teacher_set = teachers.TeacherSet.load(spec, root)
     return out

@@ -27,12 +27,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..configs.parts import DataSpec
 from ..files.jsonio import load_json
 from . import frames
 from .frames import LABEL_COLS, DataError
+from .probabilities import PREDICTION_TOL, check_rows
 
 log = logging.getLogger("lmsys_pref.teachers")
-PROB_TOL = 1e-3  # a teacher row's probabilities sum to 1 within this (then renormalised)
 PSEUDO_LABELS, PSEUDO_META = "pseudo_labels.csv", "pseudo_labels.json"
 RUN_FILES = ("oof.csv", "val.csv")
 
@@ -61,7 +62,8 @@ def read(path: Path) -> pd.DataFrame:
 
     Raises:
         DataError: a missing column, a duplicate id, or a row whose cells are not probabilities
-            (in [0, 1], summing to 1 within `PROB_TOL`), naming the file, the id and the column.
+            (in [0, 1], summing to 1 within `PREDICTION_TOL`: a teacher row is a
+            model's output), naming the file, the id and the column.
     """
     df = frames.read_table(path)
     missing = [c for c in ("id",) + LABEL_COLS if c not in df.columns]
@@ -72,18 +74,7 @@ def read(path: Path) -> pd.DataFrame:
     if ids.duplicated().any():
         raise DataError(f"teacher {path}: duplicate id(s) {ids[ids.duplicated()].head(5).tolist()}"
                         " in column 'id'")
-    p = df[list(LABEL_COLS)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(p) | (p < 0) | (p > 1)
-    if bad.any():
-        r, c = divmod(int(bad.argmax()), 3)
-        cell = df[LABEL_COLS[c]].iloc[r]
-        raise DataError(f"teacher {path}: row id {ids.iloc[r]}: column '{LABEL_COLS[c]}' is "
-                        f"{'empty' if pd.isna(cell) else cell}, expected a probability in [0, 1]")
-    off = np.abs(p.sum(1) - 1) > PROB_TOL
-    if off.any():
-        r = int(off.argmax())
-        raise DataError(f"teacher {path}: row id {ids.iloc[r]}: columns {list(LABEL_COLS)} sum to "
-                        f"{p[r].sum():.6g}, expected 1 within {PROB_TOL:g}")
+    p = check_rows(df[list(LABEL_COLS)], ids, LABEL_COLS, f"teacher {path}", PREDICTION_TOL)
     return pd.DataFrame(p / p.sum(1, keepdims=True), index=ids.to_numpy(), columns=LABEL_COLS)
 
 
@@ -126,17 +117,18 @@ class TeacherSet:
         self.leaks: list[int | None] = [0] * len(specs)
 
     @classmethod
-    def load(cls, cfg, root: str | Path = ".") -> TeacherSet:
-        """Read every teacher file of `cfg.teachers` (per-fold ones for each of the run's folds)."""
-        n_folds = max(1, cfg.n_folds)
+    def load(cls, run: DataSpec, root: str | Path = ".") -> TeacherSet:
+        """Read every teacher file of `run.teachers` (per-fold ones for each of the run's
+        folds); `run` is a config's `.data`."""
+        n_folds = max(1, run.n_folds)
         files = {}
-        for i, spec in enumerate(cfg.teachers):
+        for i, spec in enumerate(run.teachers):
             for k in range(n_folds) if "{fold}" in spec else [0]:
-                path = resolve(spec, k, cfg.out_dir, Path(root))
+                path = resolve(spec, k, run.out_dir, Path(root))
                 probs = read(path)
                 files[i, k] = TeacherFile(spec, path, probs, provenance(path, probs.index))
-        return cls(files, list(cfg.teachers), cfg.distill_temperature,
-                   loss_weights(cfg.distill_weights, len(cfg.teachers)))
+        return cls(files, list(run.teachers), run.distill_temperature,
+                   loss_weights(run.distill_weights, len(run.teachers)))
 
     def file(self, i: int, fold: int) -> TeacherFile:
         return self.files[i, fold] if "{fold}" in self.specs[i] else self.files[i, 0]

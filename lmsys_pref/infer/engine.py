@@ -9,10 +9,10 @@ kernels release the GIL, so threads suffice; on CPU two workers share the cores.
 Rows are right-padded: a causal model's real tokens never see the padding and keep their
 positions, so a row's score does not depend on the batch it lands in (within fp rounding).
 
-Stats of the last call (`InferStats`) are returned with `return_stats=True` and also kept in
-the module attribute `last_stats`: rows, tokens (real tokens scored), computed_tokens (padded
-tokens), padding_efficiency = tokens / computed_tokens, seconds, tokens_per_s, batches,
-oom_retries, cached_rows (rows taken from the cache), devices.
+The stats of a call (`InferStats`) come back with `return_stats=True`: rows, tokens (real
+tokens scored), computed_tokens (padded tokens), padding_efficiency = tokens / computed_tokens,
+seconds, tokens_per_s, batches, oom_retries, cached_rows (rows taken from the cache), devices.
+Nothing is kept between calls: two runs in one process never see each other's figures.
 """
 from __future__ import annotations
 
@@ -42,7 +42,6 @@ from .batching import (  # noqa: F401 (public here too)
 from .devices import parse_devices, replicate
 
 log = logging.getLogger("lmsys_pref.infer.engine")
-last_stats: "InferStats | None" = None  # stats of the latest predict_ids call (see module doc)
 OOM_ERRORS = (getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError,)
 
 
@@ -236,7 +235,6 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
     Raises:
         The first error of any worker; the other workers stop at their next batch.
     """
-    global last_stats
     from tqdm.auto import tqdm
 
     devs = parse_devices(devices)
@@ -280,6 +278,5 @@ def predict_ids(model, input_ids: list[list[int]], *, pad_id: int, token_budget:
             store.save(run.logits, run.done)
     run.stats.seconds = time.perf_counter() - t0
     run.stats.devices = [str(d) for d in devs]
-    last_stats = run.stats
     probs = to_probs(run.logits, objective) if len(input_ids) else np.zeros((0, 3))
     return (probs, run.stats) if return_stats else probs

@@ -29,8 +29,9 @@ def has_fold_models(model_dir: str | Path) -> bool:
     return (runs.resolve_model_dir(model_dir) / runs.HELD_OUT).exists()
 
 
-def load_predictor(model_dir: str | Path, out_of_fold: bool = False, **overrides):
-    """Load any saved model; the returned object has `predict_proba(df, tta=None) -> (n, 3)`.
+def load_predictor(model_dir: str | Path, out_of_fold: bool = False, **overrides
+                   ) -> runs.Predictor:
+    """Load any saved model as a `runs.Predictor` (`predict_proba(df, tta=None) -> (n, 3)`).
 
     Args:
         model_dir: a run folder or its `model/`.

@@ -14,6 +14,7 @@ import torch
 from .. import data, runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
+from ..configs.parts import PromptSpec, ScoringSpec
 from ..files.tables import as_id_text
 from ..model import models, prompt
 from . import engine
@@ -38,39 +39,39 @@ def pad_id_of(model, tokenizer=None) -> int:
     return int(pad)
 
 
-def predict_frame(model, tokenizer, df, cfg, tta: str | None = None, *, progress: bool = True,
-                  cache_dir: str | Path | None = None, cache_key: str = "",
-                  return_stats: bool = False, budget=None):
-    """Encode a frame with `prompt.encode`, score it (with TTA) and return (n, 3) probabilities.
+def predict_frame(model, tokenizer, df, prompt_spec: PromptSpec, scoring: ScoringSpec,
+                  tta: str | None = None, *, progress: bool = True,
+                  cache_dir: str | Path | None = None, cache_key: str = "", budget=None
+                  ) -> tuple[np.ndarray, engine.InferStats]:
+    """Encode a frame with `prompt.encode`, score it (with TTA) and return its probabilities.
 
     Args:
-        model: a classifier or one replica per entry of `cfg.devices`.
+        model: a classifier or one replica per entry of `scoring.devices`.
         tokenizer: the model's tokenizer.
         df: rows as `data.load_split` returns them.
-        cfg: an `LMConfig`/`EncoderConfig` (devices, tta, max_length, token_budget, objective,
-            layout, ...).
-        tta: "none", "swap" or "swap_device"; None = `cfg.tta`.
+        prompt_spec: how rows become token ids (a config's `.prompt`).
+        scoring: devices, tta, token_budget, objective (a config's `.scoring`).
+        tta: "none", "swap" or "swap_device"; None = `scoring.tta`.
         progress: tqdm progress bar.
         cache_dir: folder for resumable partial predictions (None = off).
         cache_key: extra identity of the model for the cache (e.g. its folder).
-        return_stats: return `(probs, InferStats)`; the stats of all passes together are also
-            left in `infer.last_stats`.
         budget: an `infer.budget.Budget` that watches the batches (projection, time limit).
+
+    Returns:
+        (n, 3) probabilities in the rows' order, and the `InferStats` of all passes together.
     """
-    mode = data.check_tta(tta if tta is not None else getattr(cfg, "tta", "none"))
-    ids = prompt.encode(df, tokenizer, cfg)
-    swapped = prompt.encode(data.swap(df), tokenizer, cfg) if mode != "none" else None
+    mode = data.check_tta(tta if tta is not None else scoring.tta)
+    ids = prompt.encode(df, tokenizer, prompt_spec)
+    swapped = prompt.encode(data.swap(df), tokenizer, prompt_spec) if mode != "none" else None
     cache = Path(cache_dir) / "scores.npz" if cache_dir else None
     watch = budget.watch(model, prompt.lengths(ids), 1 if swapped is None else 2,
-                         cfg.max_length) if budget is not None else contextlib.nullcontext()
+                         prompt_spec.max_length) if budget is not None \
+        else contextlib.nullcontext()
     with watch:
-        probs, stats = score_with_tta(
-            model, ids, swapped, mode=mode, devices=getattr(cfg, "devices", "auto"),
-            cache_path=cache, pad_id=pad_id_of(model, tokenizer),
-            token_budget=getattr(cfg, "token_budget", 16384),
-            objective=getattr(cfg, "objective", "ce"), progress=progress, cache_key=cache_key)
-    engine.last_stats = stats
-    return (probs, stats) if return_stats else probs
+        return score_with_tta(
+            model, ids, swapped, mode=mode, devices=scoring.devices, cache_path=cache,
+            pad_id=pad_id_of(model, tokenizer), token_budget=scoring.token_budget,
+            objective=scoring.objective, progress=progress, cache_key=cache_key)
 
 
 def load_predictor(model_dir: str | Path, **overrides):
@@ -163,7 +164,7 @@ def _score_with_fold(fold_dir: Path, overrides: dict, df, tta: str | None
 
 
 class LMPredictor:
-    """A saved LM or encoder classifier behind the `predict_proba(df, tta=None)` protocol.
+    """A saved LM or encoder classifier as a `runs.Predictor` (`predict_proba(df, tta=None)`).
 
     One replica is loaded per distinct device of `devices`; `stats` holds the last call's
     `InferStats.to_dict()`.
@@ -189,7 +190,7 @@ class LMPredictor:
                                                         **overrides)
         _, self.tokenizer, self.cfg = loaded[self.devices[0]]
         if "max_length" not in overrides:  # an explicit -p max_length wins
-            self.cfg = models.scoring_config(self.cfg)
+            self.cfg = self.cfg.for_scoring()
         self.replicas = [loaded[d][0] for d in self.devices]
         self.stats: dict = {}
 
@@ -203,8 +204,8 @@ class LMPredictor:
     def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
         """(n, 3) probabilities of `df`'s rows in order; `tta` None = the saved setting."""
         probs, stats = predict_frame(
-            self.replicas, self.tokenizer, df, self.cfg, tta, progress=self.progress,
-            cache_dir=self.cache_dir, cache_key=self.cache_key(), return_stats=True,
+            self.replicas, self.tokenizer, df, self.cfg.prompt, self.cfg.scoring, tta,
+            progress=self.progress, cache_dir=self.cache_dir, cache_key=self.cache_key(),
             budget=self.budget)
         self.stats = (stats.to_dict() | {"rows": len(df), "scored_rows": stats.rows}
                       | models.describe(self.replicas[0]))

@@ -218,7 +218,7 @@ def kernel_parameters(name: str, notebook_params: set[str], target: Target = Tar
                              f"(this build: {target.bases()[base]})")
     if base and spec.gpu and "quantization" in notebook_params:
         notes["quantization"] = ("None: the saved setting, or 8bit for a base a T4 holds only "
-                                 "quantized (9B, 8B)")
+                                 "quantized (9B, 8B) and for a merged full model of >= 7B")
     params = {"out_dir": WORKING, **spec.params, **{k: None for k in notes if k != "wheels_dir"}}
     unknown = sorted(set(params) - notebook_params)
     if unknown:

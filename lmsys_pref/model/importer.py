@@ -215,7 +215,8 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
     config, weights = read_adapter(adapter_dir)
     lora, head = _split(weights, adapter_dir, head_file)
     cfg = imported_config(config, base, layout, params or {})
-    check_fits(_meta_base(base), lora, head, str(head_file or adapter_dir), base)
+    base_model = _meta_base(base)
+    check_fits(base_model, lora, head, str(head_file or adapter_dir), base)
     trained_on = str(config.get("base_model_name_or_path") or "")
     if trained_on and Path(trained_on).name != Path(base).name:  # same shapes, maybe not same
         log.warning("%s was trained on %s; scoring it on %s", adapter_dir, trained_on, base)
@@ -232,10 +233,11 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
         runs.save_json(tmp / ADAPTER_CONFIG, adapter_config)
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
         tok.save_pretrained(str(tmp))
-        (tmp / "README.md").write_text(model_card.readme(cfg))
+        (tmp / "README.md").write_text(model_card.readme(cfg.model))
         runs.write_model_meta(tmp, cfg.kind, cfg.to_dict(), imported={
             "adapter": str(adapter_dir), "head": str(head_file) if head_file else None,
-            "trained_on": config.get("base_model_name_or_path")})
+            "trained_on": config.get("base_model_name_or_path")},
+            base=models.base_facts(base_model))
     return Path(out_dir)
 
 

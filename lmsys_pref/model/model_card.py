@@ -1,6 +1,7 @@
 """The README.md of a saved model folder: how to load it, with plain tools or with lmsys_pref."""
 from __future__ import annotations
 
+from ..configs.parts import ModelSpec
 from ..data import LABEL_COLS
 
 MODEL_README = """# A {kind} model saved by lmsys_pref
@@ -28,13 +29,17 @@ NEEDS_US = """This model needs lmsys_pref to load: {why}.
 """
 
 
-def readme(cfg) -> str:
-    """The model folder's README: how to load it, with or without lmsys_pref."""
-    base = cfg.model_id
-    if cfg.head_layers > 1:
-        how = NEEDS_US.format(why=f"its {cfg.head_layers}-layer scoring head is lmsys_pref's")
-    elif cfg.random_init or base.startswith("pypi:") or cfg.gguf_file or base.endswith(".gguf"):
+def readme(spec: ModelSpec) -> str:
+    """The model folder's README: how to load it, with or without lmsys_pref.
+
+    Args:
+        spec: the saved model's part of its config (`cfg.model`).
+    """
+    base = spec.model_id
+    if spec.head_layers > 1:
+        how = NEEDS_US.format(why=f"its {spec.head_layers}-layer scoring head is lmsys_pref's")
+    elif spec.random_init or base.startswith("pypi:") or spec.gguf_file or base.endswith(".gguf"):
         how = NEEDS_US.format(why=f"its base ({base}) is a random, PyPI or GGUF model")
     else:
-        how = (PLAIN_LORA if cfg.lora_r > 0 else PLAIN_FULL).format(base=base)
-    return MODEL_README.format(kind=cfg.kind, labels=", ".join(LABEL_COLS), how=how)
+        how = (PLAIN_LORA if spec.lora_r > 0 else PLAIN_FULL).format(base=base)
+    return MODEL_README.format(kind=spec.kind, labels=", ".join(LABEL_COLS), how=how)

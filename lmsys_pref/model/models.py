@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from .. import runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
+from ..configs.parts import ModelSpec
 from ..data import LABEL_COLS, DataError
 from ..runs import resume
 from . import heads, model_card
@@ -31,6 +32,10 @@ CACHE = Path(os.environ.get("LMSYS_PREF_CACHE", Path.home() / ".cache" / "lmsys_
 TOKENIZER_DIR = "tokenizer"
 FULL_WEIGHTS = "model.safetensors"
 DOUBLE_QUANT = True  # the seeds quantized the quantization constants too (QLoRA)
+BASE_FACTS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size",
+              "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size")
+"""The base's config fields a saved model records (`base` in lmsys_pref.json): a Kaggle kernel
+compares them with an attached base's config.json before it installs anything."""
 
 
 def _package_path(package: str) -> Path:
@@ -89,46 +94,46 @@ def load_tokenizer(source: str, gguf_file: str = ""):
     return tok
 
 
-def _quant_config(cfg, dtype: torch.dtype):
-    if cfg.quantization in ("", "none"):
+def _quant_config(spec: ModelSpec, dtype: torch.dtype):
+    if spec.quantization in ("", "none"):
         return None
     from transformers import BitsAndBytesConfig
-    if cfg.quantization == "4bit":
+    if spec.quantization == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                   bnb_4bit_use_double_quant=DOUBLE_QUANT,
                                   bnb_4bit_compute_dtype=dtype)
-    if cfg.quantization == "8bit":
+    if spec.quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    raise ValueError(f"quantization: unknown {cfg.quantization!r}; expected none/4bit/8bit")
+    raise ValueError(f"quantization: unknown {spec.quantization!r}; expected none/4bit/8bit")
 
 
-def _base_config(cfg, tokenizer, path: str | None, gguf: str | None):
+def _base_config(spec: ModelSpec, tokenizer, path: str | None, gguf: str | None):
     """The transformers config of the base model, before any weights are read."""
-    problem = "regression" if cfg.objective == "mse" else "single_label_classification"
-    if cfg.random_init:
-        return AutoConfig.for_model(**{"vocab_size": len(tokenizer), **cfg.random_init},
+    problem = "regression" if spec.objective == "mse" else "single_label_classification"
+    if spec.random_init:
+        return AutoConfig.for_model(**{"vocab_size": len(tokenizer), **spec.random_init},
                                     num_labels=3, problem_type=problem,
                                     pad_token_id=tokenizer.pad_token_id)
     kwargs = {"gguf_file": gguf} if gguf else {}
     return AutoConfig.from_pretrained(path, num_labels=3, problem_type=problem, **kwargs)
 
 
-def load_base(cfg, tokenizer, device: str = "cpu"):
+def load_base(spec: ModelSpec, tokenizer, device: str = "cpu"):
     """The base `AutoModelForSequenceClassification` (3 labels) with the configured head.
 
     The attention kernel is chosen per device (`precision.choose_attention`); the KV cache is
     off (`use_cache=False`): every row is scored in one forward pass, a cache only costs memory.
     """
-    dtype = resolve_dtype(cfg.dtype, device)
-    torch.manual_seed(cfg.seed)
-    path, gguf = (None, None) if cfg.random_init else resolve(cfg.model_id, cfg.gguf_file)
-    conf = _base_config(cfg, tokenizer, path, gguf)
-    attn = choose_attention(cfg.attn_implementation, conf, device)
+    dtype = resolve_dtype(spec.dtype, device)
+    torch.manual_seed(spec.seed)
+    path, gguf = (None, None) if spec.random_init else resolve(spec.model_id, spec.gguf_file)
+    conf = _base_config(spec, tokenizer, path, gguf)
+    attn = choose_attention(spec.attn_implementation, conf, device)
     kwargs = {"attn_implementation": attn} if attn else {}
-    if cfg.random_init:
+    if spec.random_init:
         model = AutoModelForSequenceClassification.from_config(conf, **kwargs).to(device, dtype)
     else:
-        quant = _quant_config(cfg, dtype)
+        quant = _quant_config(spec, dtype)
         if quant is not None:
             kwargs.update(quantization_config=quant, device_map={"": str(device)})
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -143,15 +148,9 @@ def load_base(cfg, tokenizer, device: str = "cpu"):
     model.config.use_cache = False
     model.config.id2label = dict(enumerate(LABEL_COLS))
     model.config.label2id = {name: i for i, name in enumerate(LABEL_COLS)}
-    apply_attention(model, cfg.attn_implementation)  # sdpa_nocap: the cap dropped, SDPA
-    heads.install(model, cfg.head_layers, seed=cfg.seed)
+    apply_attention(model, spec.attn_implementation)  # sdpa_nocap: the cap dropped, SDPA
+    heads.install(model, spec.head_layers, seed=spec.seed)
     return model
-
-
-def scoring_config(cfg):
-    """The config the test set is scored with: `score_max_length` tokens per row when set
-    (the winners trained at 2048 and scored at 3072)."""
-    return cfg.replace(max_length=cfg.score_max_length) if cfg.score_max_length else cfg
 
 
 def describe(model) -> dict:
@@ -162,39 +161,43 @@ def describe(model) -> dict:
             "weights_dtype": DTYPE_NAMES.get(dtype, str(dtype))}
 
 
-def _lora_config(cfg, model):
+def _lora_config(spec: ModelSpec, model):
     from peft import LoraConfig
-    init = {"default": True, "gaussian": "gaussian"}.get(cfg.lora_init, cfg.lora_init)
+    init = {"default": True, "gaussian": "gaussian"}.get(spec.lora_init, spec.lora_init)
     if not (init is True or init == "gaussian" or str(init).startswith("pissa")):
-        raise ValueError(f"lora_init: unknown {cfg.lora_init!r}; expected default/gaussian/"
+        raise ValueError(f"lora_init: unknown {spec.lora_init!r}; expected default/gaussian/"
                          "pissa/pissa_niter_<n>")
     n_layers = getattr(model.config, "num_hidden_layers", 0)
-    layers = list(range(cfg.lora_layers_from, n_layers)) if cfg.lora_layers_from else None
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_targets), init_lora_weights=init,
+    layers = list(range(spec.lora_layers_from, n_layers)) if spec.lora_layers_from else None
+    return LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                      target_modules=list(spec.lora_targets), init_lora_weights=init,
                       layers_to_transform=layers, task_type="SEQ_CLS",
                       modules_to_save=[heads.head_name(model)])
 
 
-def build(cfg, device: str = "cpu", tokenizer=None):
+def build(spec: ModelSpec, device: str = "cpu", tokenizer=None):
     """`(model, tokenizer)` ready to train: base + (k-bit prep) + LoRA + trainable head.
 
     Trainable parameters are kept in fp32 so that fp16/bf16 mixed precision can step them.
-    `tokenizer` None = the config's (anything with `pad_token_id` and `len()` serves a random
-    model, e.g. the GPU check's stand-in).
+
+    Args:
+        spec: the model part of the run's config (`cfg.model`).
+        device: where the model goes.
+        tokenizer: None = the config's (anything with `pad_token_id` and `len()` serves a
+            random model, e.g. the GPU check's stand-in).
     """
     if tokenizer is None:
-        tokenizer = load_tokenizer(cfg.tokenizer_id or cfg.model_id, cfg.gguf_file
-                                   if not cfg.tokenizer_id else "")
-    model = load_base(cfg, tokenizer, device)
-    if cfg.quantization not in ("", "none"):
+        tokenizer = load_tokenizer(spec.tokenizer_id or spec.model_id, spec.gguf_file
+                                   if not spec.tokenizer_id else "")
+    model = load_base(spec, tokenizer, device)
+    if spec.quantization not in ("", "none"):
         from peft import prepare_model_for_kbit_training
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.grad_checkpointing,
+            model, use_gradient_checkpointing=spec.grad_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora_r > 0:
+    if spec.lora_r > 0:
         from peft import get_peft_model
-        model = get_peft_model(model, _lora_config(cfg, model))
+        model = get_peft_model(model, _lora_config(spec, model))
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
@@ -219,9 +222,19 @@ def save(model, tokenizer, cfg, model_dir: str | Path, pissa_init: str | Path | 
     else:
         model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
-    (model_dir / "README.md").write_text(model_card.readme(cfg))
-    runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict())
+    (model_dir / "README.md").write_text(model_card.readme(cfg.model))
+    runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict(), base=base_facts(model))
     return model_dir
+
+
+def base_facts(model) -> dict:
+    """The architecture of `model`'s base (`BASE_FACTS` its config has): which base a saved
+    adapter needs, checked by the Kaggle kernels against the base they find."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    conf = base.config.get_text_config() if hasattr(base.config, "get_text_config") \
+        else base.config  # a multimodal config keeps the decoder's sizes in its text config
+    facts = {k: getattr(conf, k, None) for k in BASE_FACTS}
+    return {k: v for k, v in facts.items() if isinstance(v, (int, str)) and not isinstance(v, bool)}
 
 
 def _add_head_weights(model, model_dir: Path) -> None:
@@ -261,7 +274,7 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
     tokenizer = load_tokenizer(str(tok_dir if tok_dir.is_dir() else model_dir))
     if cfg.lora_r > 0:
         from peft import PeftModel
-        base = load_base(cfg, tokenizer, device)
+        base = load_base(cfg.model, tokenizer, device)
         # torch_device: peft otherwise stages the adapter on its default device (cuda:0)
         model = PeftModel.from_pretrained(base, str(model_dir), torch_device=str(device))
     else:
@@ -274,6 +287,8 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
 def _load_full(model_dir: Path, cfg, device: str):
     """A fully fine-tuned model: its saved config, the configured head, the saved weights."""
     dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.quantization not in ("", "none"):
+        return _load_full_quantized(model_dir, cfg, device, dtype)
     if cfg.head_layers == 1:
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype)
         heads.install(model, 1)
@@ -288,3 +303,28 @@ def _load_full(model_dir: Path, cfg, device: str):
         raise ValueError(f"{model_dir / FULL_WEIGHTS}: weights do not fit the model "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.to(device)
+
+
+def _load_full_quantized(model_dir: Path, cfg, device: str, dtype: torch.dtype):
+    """A full-weight folder (a merged `--into-base` 9B) in 4/8-bit: bitsandbytes quantizes the
+    body as it loads; the head is installed again and its saved weights loaded in fp32."""
+    if not str(device).startswith("cuda"):
+        raise ValueError(f"quantization {cfg.quantization!r}: bitsandbytes needs a CUDA device, "
+                         f"not {device!r}; score {model_dir} with -p quantization none")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), dtype=dtype, quantization_config=_quant_config(cfg.model, dtype),
+        device_map={"": str(device)})
+    head = heads.install(model, cfg.head_layers)
+    _load_saved_head(head, heads.head_name(model), model_dir / FULL_WEIGHTS)
+    return model
+
+
+def _load_saved_head(head, name: str, weights: Path) -> None:
+    """Load the `name.*` tensors of a safetensors file into `head` (only they are read)."""
+    from safetensors import safe_open
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no such file; a quantized full-weight folder needs "
+                                "its weights in one model.safetensors")
+    with safe_open(str(weights), framework="pt") as f:
+        state = {k[len(name) + 1:]: f.get_tensor(k) for k in f.keys() if k.startswith(name + ".")}
+    head.load_state_dict(state)  # strict: a head that does not fit names its tensors

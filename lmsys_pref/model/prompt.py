@@ -11,7 +11,7 @@ a third and budget a short part does not use goes to the others (water-filling);
 parts are filled in reading order, but each answer still keeps at least a quarter. Inside a part,
 `truncation_side="right"` keeps the start, `"left"` keeps the end (the last turns).
 
-Options for the layouts of public solutions (LMConfig fields, fixed tokens like the headers):
+Options for the layouts of public solutions (`PromptSpec` fields, fixed tokens like the headers):
 `turn_joiner` (the text between the turns of a part in the `gemma` layout: ours is "\\n", public
 ones use " " or "\\n\\n"; it is tokenized on its own, so the tokens at a join can differ from
 those of the joined text), `suffix` (text after answer B, e.g. "\\n\\nWhich response is
@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..configs.parts import PromptSpec
 from ..data import TEXT_COLS
 
 LAYOUTS = ("gemma", "turns")
@@ -184,11 +185,11 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def _check(cfg) -> None:
-    if cfg.layout not in LAYOUTS:
-        raise ValueError(f"layout: unknown {cfg.layout!r}; expected one of {LAYOUTS}")
-    if cfg.truncation_side not in SIDES:
-        raise ValueError(f"truncation_side: {cfg.truncation_side!r}; expected one of {SIDES}")
+def _check(spec: PromptSpec) -> None:
+    if spec.layout not in LAYOUTS:
+        raise ValueError(f"layout: unknown {spec.layout!r}; expected one of {LAYOUTS}")
+    if spec.truncation_side not in SIDES:
+        raise ValueError(f"truncation_side: {spec.truncation_side!r}; expected one of {SIDES}")
 
 
 def _column_turns(df: pd.DataFrame, tokenizer, need: int, side: str, sep: tuple | None
@@ -243,44 +244,44 @@ def _pad_turns(turns: list[list[int]], n: int, side: str) -> list[list[int]]:
     return turns[:n] if side == "right" else turns[len(turns) - n:]
 
 
-def encode_row(tpl: Template, parts: list[list[list[int]]], cfg) -> list[int]:
+def encode_row(tpl: Template, parts: list[list[list[int]]], spec: PromptSpec) -> list[int]:
     """One row's input ids from its per-part, per-turn token ids."""
     if tpl.layout == "gemma":
         n_turns = 1
         parts = [p or [[]] for p in parts]
     else:
-        n_turns = _row_turns(tpl, max(1, *(len(p) for p in parts)), cfg.max_length)
-        parts = [_pad_turns(p, n_turns, cfg.truncation_side) for p in parts]
-    avail = cfg.max_length - tpl.overhead(n_turns)
+        n_turns = _row_turns(tpl, max(1, *(len(p) for p in parts)), spec.max_length)
+        parts = [_pad_turns(p, n_turns, spec.truncation_side) for p in parts]
+    avail = spec.max_length - tpl.overhead(n_turns)
     if avail < 3:
-        raise ValueError(f"max_length {cfg.max_length} is too small for the {tpl.layout!r} "
+        raise ValueError(f"max_length {spec.max_length} is too small for the {tpl.layout!r} "
                          f"layout ({tpl.overhead(n_turns)} fixed tokens)")
     # clamp: a text cut before tokenizing only knows it is longer than any budget
     budgets = allocate([min(sum(map(len, p)), avail) for p in parts], avail,
-                       cfg.spread_max_length)
-    kept = [_keep(p, n, cfg.truncation_side) for p, n in zip(parts, budgets)]
+                       spec.spread_max_length)
+    kept = [_keep(p, n, spec.truncation_side) for p, n in zip(parts, budgets)]
     return _assemble(tpl, kept)
 
 
-def encode(df: pd.DataFrame, tokenizer, cfg) -> list[list[int]]:
+def encode(df: pd.DataFrame, tokenizer, spec: PromptSpec) -> list[list[int]]:
     """Input ids of every row (no padding), in row order.
 
     Args:
         df: a frame from `data.load_split` (text columns are lists of turns).
         tokenizer: a Hugging Face tokenizer (fast ones are used through their Rust backend).
-        cfg: an LMConfig/EncoderConfig (fields `layout`, `max_length`, `spread_max_length`,
-            `truncation_side`; an LMConfig's `eos`, `suffix`, `turn_joiner`).
+        spec: the layout, `max_length`, `spread_max_length`, `truncation_side`, `eos`,
+            `suffix`, `turn_joiner` (a config's `.prompt`).
 
     Raises:
         ValueError: unknown layout/side, or `max_length` too small for the fixed tokens.
     """
-    _check(cfg)
-    tpl = template(tokenizer, cfg.layout, suffix=getattr(cfg, "suffix", ""),
-                   eos=getattr(cfg, "eos", False), turn_joiner=getattr(cfg, "turn_joiner", None))
-    need = max(cfg.max_length - tpl.overhead(1), 1)
-    cols = _column_turns(df, tokenizer, need, cfg.truncation_side,
+    _check(spec)
+    tpl = template(tokenizer, spec.layout, suffix=spec.suffix, eos=spec.eos,
+                   turn_joiner=spec.turn_joiner)
+    need = max(spec.max_length - tpl.overhead(1), 1)
+    cols = _column_turns(df, tokenizer, need, spec.truncation_side,
                          tpl.sep if tpl.layout == "gemma" else None)
-    return [encode_row(tpl, [cols[c][i] for c in TEXT_COLS], cfg) for i in range(len(df))]
+    return [encode_row(tpl, [cols[c][i] for c in TEXT_COLS], spec) for i in range(len(df))]
 
 
 def lengths(input_ids: list[list[int]]) -> np.ndarray:

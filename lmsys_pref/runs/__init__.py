@@ -13,6 +13,7 @@ from .contract import (
     METRIC_KEYS,
     MODEL_META,
     OPTIONAL_METRIC_KEYS,
+    Predictor,
     check_metrics,
     probs_frame,
     read_metrics,
@@ -37,7 +38,8 @@ from .outdir import (
 )
 
 __all__ = ["COMPLETE_MARKS", "EVAL_FILES", "EXECUTING_ENV", "FAILED", "HELD_OUT", "METRIC_KEYS",
-           "MODEL_META", "OPTIONAL_METRIC_KEYS", "PREVIOUS", "REPORT_FIGURES", "RUN_OUTPUTS",
-           "check_metrics", "check_out_dir", "holding", "holds_out_dir", "load_json",
-           "prepare_out_dir", "probs_frame", "read_metrics", "read_model_meta", "read_probs",
-           "resolve_model_dir", "run_metrics", "save_json", "write_model_meta", "write_outputs"]
+           "MODEL_META", "OPTIONAL_METRIC_KEYS", "PREVIOUS", "Predictor", "REPORT_FIGURES",
+           "RUN_OUTPUTS", "check_metrics", "check_out_dir", "holding", "holds_out_dir",
+           "load_json", "prepare_out_dir", "probs_frame", "read_metrics", "read_model_meta",
+           "read_probs", "resolve_model_dir", "run_metrics", "save_json", "write_model_meta",
+           "write_outputs"]

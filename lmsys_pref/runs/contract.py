@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -155,6 +155,23 @@ def write_outputs(out_dir: str | Path, *, test_ids: Sequence[int] | None,
     if test_ids is not None:  # last: a submission.csv means the whole run completed
         submission.write(test_ids, test_probs, out / "submission.csv")
     return out
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """A saved model behind one interface, whatever its kind: what `infer.loaders.load_predictor`
+    returns and every door (predict, bias, pseudo-label, blend inputs) scores with.
+
+    Implemented by `xgb.XGBPredictor`, `infer.predictor.LMPredictor` (one model),
+    `infer.predictor.FoldMean` (a k-fold run's folds averaged) and `infer.predictor.OutOfFold`
+    (each labelled row through the fold that never saw it).
+    """
+
+    stats: dict[str, Any]
+    """What the last call did (rows, seconds, tokens/s, ...): predict.json's figures."""
+
+    def predict_proba(self, df: pd.DataFrame, tta: str | None = None) -> np.ndarray:
+        """(n, 3) class probabilities of `df`'s rows, in order; `tta` None = the saved setting."""
 
 
 def write_model_meta(model_dir: str | Path, kind: str, config: dict, **extra: Any) -> Path:

@@ -80,8 +80,7 @@ def check_out_dir(out_dir: str | Path, inputs: dict[str, Any]) -> None:
 
 def _run_inputs(args: dict[str, Any]) -> dict[str, Any]:
     """The inputs of a run from its arguments: a config's data_dir/model_dir, or run folders."""
-    cfg = args.get("cfg")
-    inputs = {k: getattr(cfg, k) for k in ("data_dir", "model_dir") if getattr(cfg, k, None)}
+    inputs = args["cfg"].input_dirs() if "cfg" in args else {}
     inputs.update({k: args[k] for k in ("run_dirs", "run_dir", "data_dir") if args.get(k)})
     return inputs
 

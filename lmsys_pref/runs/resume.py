@@ -83,13 +83,13 @@ def input_digests(cfg, test: bool = False) -> dict[str, str]:
     file (and its test file with `test`), and every file of the fields in
     `type(cfg).INPUT_FILES` (extra training data, teachers, ...)."""
     found = {}
-    if getattr(cfg, "data_dir", None):
+    if cfg.data_dir:
         for stem in ("train", "test") if test else ("train",):
             path = find_file(cfg.data_dir, stem, required=False)
             if path is not None:
                 found[f"{INPUT}{path.name}"] = content_digest(path)
-    for name in getattr(type(cfg), "INPUT_FILES", ()):
-        for k, path in enumerate(_paths(getattr(cfg, name, None))):
+    for name in type(cfg).INPUT_FILES:
+        for k, path in enumerate(_paths(getattr(cfg, name))):
             exists = Path(path).exists()  # a missing file fails in its loader, by name
             found[f"{INPUT}{name}[{k}] {Path(path).name}"] = \
                 content_digest(path) if exists else "absent"
@@ -99,8 +99,7 @@ def input_digests(cfg, test: bool = False) -> dict[str, str]:
 def fingerprint(cfg) -> dict:
     """What shapes training, as a JSON-able mapping: the training fields (no paths) and the
     content digests of the training inputs (`input_digests`)."""
-    skip = set(type(cfg).NOT_TRAINING) | set(PATH_FIELDS) | set(getattr(type(cfg),
-                                                                        "INPUT_FILES", ()))
+    skip = set(type(cfg).NOT_TRAINING) | set(PATH_FIELDS) | set(type(cfg).INPUT_FILES)
     fields = {k: v for k, v in cfg.to_dict().items() if k not in skip}
     return {**fields, **input_digests(cfg)}
 
@@ -108,7 +107,7 @@ def fingerprint(cfg) -> dict:
 def content_fingerprint(cfg) -> dict:
     """Every field but OUT_DIR and the paths, plus the digests of every input, the test file
     included: what a finished run must match to be reused (the grid's skip)."""
-    skip = set(PATH_FIELDS) | set(getattr(type(cfg), "INPUT_FILES", ()))
+    skip = set(PATH_FIELDS) | set(type(cfg).INPUT_FILES)
     fields = {k: v for k, v in cfg.to_dict().items() if k not in skip}
     return json.loads(json.dumps({**fields, **input_digests(cfg, test=True)}))
 
@@ -240,7 +239,7 @@ def check_resume(out_dir: str | Path, cfg, ckpt_dir: str | Path | None = None) -
     out_dir = Path(out_dir)
     ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else out_dir / CHECKPOINTS
     new = json.loads(json.dumps(fingerprint(cfg)))  # tuples -> lists, as stored
-    if not getattr(cfg, "resume", True):
+    if not cfg.resume:
         if ckpt_dir.exists():
             log.info("resume false: removing the old checkpoints in %s", ckpt_dir)
             shutil.rmtree(ckpt_dir)

@@ -3,9 +3,10 @@
 Ids are text end to end: a submission carries the test file's id strings exactly (`007`,
 `1e3`, ids beyond 2^63), compared as text.
 
-Probabilities are validated before anything is normalised: a row must be finite, non-negative
-and sum to 1 within `SUM_TOL` (rounding); only such rows are renormalised. [-1, -1, -2], NaN
-or [5, 0, 0] are a `SubmissionError` naming the file and the row id, never a silent fix.
+Probabilities are validated before anything is normalised (`data.probabilities.check_rows`): a
+row must hold numbers in [0, 1] summing to 1 within `PREDICTION_TOL` (rounding); only such rows
+are renormalised. [-1, -1, -2], NaN or [5, 0, 0] are a `SubmissionError` naming the file and the
+row id, never a silent fix.
 """
 from __future__ import annotations
 
@@ -15,34 +16,25 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..data import probabilities
 from ..files.atomic import atomic_path
 from ..files.tables import LABEL_COLS, as_id_text, is_integer_text, read_csv
 
 SUBMISSION_COLS = ("id",) + LABEL_COLS
-SUM_TOL = 1e-3  # rows summing to 1 +- this are rounding; they are renormalised on write
 
 
 class SubmissionError(ValueError):
     """A submission that Kaggle would reject or score wrongly."""
 
 
-def check_probs(ids: Sequence, probs: np.ndarray, name: str = "submission") -> np.ndarray:
+def check_probs(ids: Sequence, probs, name: str = "submission") -> np.ndarray:
     """`probs` as float64 (n, 3), or `SubmissionError` naming the first bad row's id.
 
-    A row is valid when finite, non-negative and summing to 1 within `SUM_TOL`.
+    A row is valid when every cell is in [0, 1] and the row sums to 1 within
+    `probabilities.PREDICTION_TOL` (a prediction, rounded by its writer).
     """
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape != (len(ids), 3):
-        raise SubmissionError(f"{name}: expected probabilities of shape ({len(ids)}, 3), "
-                              f"got {p.shape}")
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(p).all(1) | (p < 0).any(1) | ~(np.abs(p.sum(1) - 1) <= SUM_TOL)
-    if bad.any():
-        i = int(bad.argmax())
-        raise SubmissionError(f"{name}: row id {np.asarray(ids)[i]}: probabilities "
-                              f"{p[i].tolist()} are not finite, non-negative and summing to 1 "
-                              f"(within {SUM_TOL}); {int(bad.sum())} such row(s)")
-    return p
+    return probabilities.check_rows(probs, ids, LABEL_COLS, name, probabilities.PREDICTION_TOL,
+                                    error=SubmissionError)
 
 
 def _id_text(ids, name: str) -> np.ndarray:

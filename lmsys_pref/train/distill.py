@@ -26,31 +26,32 @@ import torch.nn.functional as F
 from transformers import DataCollatorWithPadding, Trainer
 
 from .. import data
+from ..configs.parts import DistillSpec
 from ..data import labels, teachers
 
 TEACHER_KEY = "teacher_probs"  # a batch's (rows, teachers, 3) teacher probabilities
 TWIN_KEY = "twin"  # a pair item's swapped twin
 
 
-def custom_loss(cfg) -> bool:
-    """Whether the run trains with `loss` (soft labels or teachers) instead of the model's."""
-    return bool(getattr(cfg, "soft_labels", False) or getattr(cfg, "teachers", None))
-
-
-def training_rows(train_df: pd.DataFrame, cfg) -> tuple[pd.DataFrame, np.ndarray, dict]:
+def training_rows(train_df: pd.DataFrame, spec: DistillSpec
+                  ) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """The rows a Trainer sees, their targets and extra per-row fields.
+
+    Args:
+        train_df: the training rows (teacher columns attached by `teachers.TeacherSet.attach`).
+        spec: the run's targets (`cfg.distill`).
 
     Returns:
         rows (with their swapped copies after them under `swap_augment`), targets (class
-        indices, or (n, 3) probabilities with `custom_loss`) and {TEACHER_KEY: (n, k, 3)} when
-        the run has teachers (`teachers.TeacherSet.attach` columns).
+        indices, or (n, 3) probabilities with `spec.custom_loss`) and {TEACHER_KEY: (n, k, 3)}
+        when the run has teachers.
     """
-    n_teachers = len(getattr(cfg, "teachers", None) or [])
+    n_teachers = len(spec.teachers)
     teach = teachers.probabilities(train_df, n_teachers) if n_teachers else None
-    rows = data.augment_with_swap(train_df) if cfg.swap_augment else train_df
-    if teach is not None and cfg.swap_augment:
+    rows = data.augment_with_swap(train_df) if spec.swap_augment else train_df
+    if teach is not None and spec.swap_augment:
         teach = np.concatenate([teach, data.swap(teach)])  # each teacher row swapped with its row
-    target = labels.targets(rows) if custom_loss(cfg) else rows["label"].to_numpy()
+    target = labels.targets(rows) if spec.custom_loss else rows["label"].to_numpy()
     return rows, target, {} if teach is None else {TEACHER_KEY: teach}
 
 
@@ -78,14 +79,14 @@ class PairCollator(DataCollatorWithPadding):
         return super().__call__(flat)
 
 
-def dataset(rows_ds: torch.utils.data.Dataset, cfg) -> torch.utils.data.Dataset:
+def dataset(rows_ds: torch.utils.data.Dataset, spec: DistillSpec) -> torch.utils.data.Dataset:
     """The training dataset: `rows_ds` as is, or as pairs with `swap_augment: pair`."""
-    return PairDataset(rows_ds) if cfg.swap_augment == "pair" else rows_ds
+    return PairDataset(rows_ds) if spec.swap_augment == "pair" else rows_ds
 
 
-def collator(tokenizer, cfg) -> DataCollatorWithPadding:
+def collator(tokenizer, spec: DistillSpec) -> DataCollatorWithPadding:
     """The batch collator matching `dataset`."""
-    return (PairCollator if cfg.swap_augment == "pair" else DataCollatorWithPadding)(tokenizer)
+    return (PairCollator if spec.swap_augment == "pair" else DataCollatorWithPadding)(tokenizer)
 
 
 def _log_student(logits: torch.Tensor, objective: str, temperature: float) -> torch.Tensor:
@@ -139,12 +140,10 @@ class DistillTrainer(Trainer):
         return (value, outputs) if return_outputs else value
 
 
-def trainer(cfg, **kwargs) -> Trainer:
-    """The run's Trainer: `DistillTrainer` with `custom_loss`, else the plain one."""
-    if not custom_loss(cfg):
+def trainer(spec: DistillSpec, **kwargs) -> Trainer:
+    """The run's Trainer: `DistillTrainer` with `spec.custom_loss`, else the plain one."""
+    if not spec.custom_loss:
         return Trainer(**kwargs)
-    n_teachers = len(getattr(cfg, "teachers", None) or [])
     return DistillTrainer(distill={
-        "objective": cfg.objective, "temperature": getattr(cfg, "distill_temperature", 1.0),
-        "weights": teachers.loss_weights(getattr(cfg, "distill_weights", []), n_teachers)},
-        **kwargs)
+        "objective": spec.objective, "temperature": spec.distill_temperature,
+        "weights": teachers.loss_weights(spec.distill_weights, len(spec.teachers))}, **kwargs)

@@ -120,10 +120,11 @@ def predict(model, tokenizer, df: pd.DataFrame, cfg, tta: str | None = None) -> 
     and once per DDP run: each rank scores its share of the rows (`devices.across_ranks`).
     """
     model.eval()
-    one_device = cfg.replace(devices=training_device(cfg))
+    one_device = dataclasses.replace(cfg.scoring, devices=training_device(cfg))
 
     def score(rows: np.ndarray) -> np.ndarray:
-        return predictor.predict_frame(model, tokenizer, df.iloc[rows], one_device, tta=tta)
+        return predictor.predict_frame(model, tokenizer, df.iloc[rows], cfg.prompt, one_device,
+                                       tta=tta)[0]
 
     chars = sum(df[col].astype(str).str.len().to_numpy() for col in data.TEXT_COLS)
     with precision.autocast_off(model):
@@ -172,23 +173,47 @@ def _release(trainer) -> None:
         torch.cuda.empty_cache()
 
 
-def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFrame,
-              out_dir: str | Path) -> dict:
-    """Train `model` on `train_df`, score `val_df`; resumes from out_dir/checkpoints.
+@dataclasses.dataclass
+class TrainResult:
+    """What training one model (or, for k folds, all of them) gives the run's scoring."""
 
-    Returns:
-        `val_probs`, `untuned_probs` (when `cfg.untuned_baseline`), `history` (the Trainer's
-        log), `train_loss_first` / `train_loss_last` (first and last logged training loss).
-    """
+    val_probs: np.ndarray
+    """(n, 3) probabilities of the held-out rows (a holdout, or every fold's OOF rows)."""
+    untuned_probs: np.ndarray | None
+    """The same rows before fine-tuning (`untuned_baseline`), else None."""
+    history: list[dict]
+    """The Trainer's log (training loss per logged step, held-out log loss), folds in order."""
+    steps: int
+    """Optimizer steps, all folds together."""
+
+    @property
+    def train_losses(self) -> list[float]:
+        return [h["loss"] for h in self.history if "loss" in h]
+
+    @property
+    def train_loss_first(self) -> float | None:
+        """The first logged training loss (the first fold's first)."""
+        return self.train_losses[0] if self.train_losses else None
+
+    @property
+    def train_loss_last(self) -> float | None:
+        """The last logged training loss (the last fold's last)."""
+        return self.train_losses[-1] if self.train_losses else None
+
+
+def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFrame,
+              out_dir: str | Path) -> TrainResult:
+    """Train `model` on `train_df`, score `val_df`; resumes from out_dir/checkpoints."""
     out_dir = Path(out_dir)
     last = resume.check_resume(out_dir, cfg)  # None, or the last complete checkpoint
     untuned = predict(model, tokenizer, val_df, cfg) if cfg.untuned_baseline else None
-    rows, targets, fields = distill.training_rows(train_df, cfg)  # swaps, soft labels, teachers
-    train_ds = distill.dataset(
-        RowDataset(prompt.encode(rows, tokenizer, cfg), targets, cfg.objective, **fields), cfg)
+    targets_spec = cfg.distill
+    rows, targets, fields = distill.training_rows(train_df, targets_spec)  # swaps, teachers
+    train_ds = distill.dataset(RowDataset(prompt.encode(rows, tokenizer, cfg.prompt), targets,
+                                          cfg.objective, **fields), targets_spec)
     trainer = distill.trainer(  # the model's own loss, or distill.loss (compute_loss)
-        cfg, model=model, args=training_args(cfg, out_dir, training_device(cfg)),
-        train_dataset=train_ds, data_collator=distill.collator(tokenizer, cfg),
+        targets_spec, model=model, args=training_args(cfg, out_dir, training_device(cfg)),
+        train_dataset=train_ds, data_collator=distill.collator(tokenizer, targets_spec),
         callbacks=[HoldoutEval(model, tokenizer, eval_sample(val_df, cfg), cfg)])
     # a PeftModel's forward takes **kwargs, so the Trainer assumes the model divides the loss by
     # the accumulation count itself; sequence classifiers do not: loss and gradients would be
@@ -208,10 +233,7 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
                     "eval_rows": len(val_df)})
     log.info("step %d: val log loss %.4f (%d rows)", steps, history[-1]["eval_log_loss"],
              len(val_df))
-    losses = [h["loss"] for h in history if "loss" in h]
-    return {"val_probs": val_probs, "untuned_probs": untuned, "history": history,
-            "train_loss_first": losses[0] if losses else None,
-            "train_loss_last": losses[-1] if losses else None, "steps": steps}
+    return TrainResult(val_probs, untuned, history, steps)
 
 
 def pissa_init(model, cfg, out_dir: Path) -> Path | None:

@@ -136,7 +136,7 @@ def fit(cfg: XGBConfig) -> dict:
     """
     t0 = time.time()
     out = runs.prepare_out_dir(cfg.out_dir)  # writable, no stale outputs: before any work
-    rows = labels.load_training(cfg)  # + extra_train rows: checked and deduplicated
+    rows = labels.load_training(cfg.data)  # + extra_train rows: checked and deduplicated
     train, test = rows.train, rows.test
     data.check_n_folds(train, cfg.n_folds, str(data.find_file(cfg.data_dir, "train")),
                        cfg.group_by)
@@ -177,7 +177,7 @@ def save(booster: xgboost.Booster, cfg: XGBConfig, model_dir: str | Path) -> Pat
 
 
 class XGBPredictor:
-    """A saved booster behind the common `predict_proba(df, tta=None)` protocol."""
+    """A saved booster as a `runs.Predictor` (`predict_proba(df, tta=None)`, `stats`)."""
 
     def __init__(self, booster: xgboost.Booster, cfg: XGBConfig):
         self.booster, self.cfg = booster, cfg

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 
 import numpy as np
 import pandas as pd
@@ -82,11 +83,6 @@ def turn_flags(turns: pd.Series) -> pd.DataFrame:
 
 
 PARALLEL_MIN_ROWS = 20_000
-_SHARED: pd.DataFrame | None = None  # the frame forked workers read without pickling it
-
-
-def _build_chunk(bounds: tuple[int, int]) -> pd.DataFrame:
-    return build_serial(_SHARED.iloc[bounds[0]:bounds[1]])
 
 
 def build(df: pd.DataFrame, n_jobs: int = 0) -> pd.DataFrame:
@@ -96,18 +92,52 @@ def build(df: pd.DataFrame, n_jobs: int = 0) -> pd.DataFrame:
     Large frames are split across forked worker processes (the word-set overlap is pure
     Python); `n_jobs` 0 means all cores, 1 forces a single process.
     """
-    global _SHARED
     n_jobs = n_jobs or os.cpu_count() or 1
     if n_jobs == 1 or len(df) < PARALLEL_MIN_ROWS or "fork" not in mp.get_all_start_methods():
         return build_serial(df)
-    edges = np.linspace(0, len(df), n_jobs + 1).astype(int)
-    _SHARED = df
+    return _build_forked(df, np.linspace(0, len(df), n_jobs + 1).astype(int))
+
+
+def _build_forked(df: pd.DataFrame, edges: np.ndarray) -> pd.DataFrame:
+    """`build_serial` of each slice `edges[k]:edges[k+1]` in a forked child process.
+
+    A forked child inherits `df` (nothing is pickled on the way in, and no module state is set
+    to hand it over); only each slice's features come back. A child that fails sends its error
+    back, which is raised here; one that dies without a word is named by its exit code.
+    """
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    workers = [ctx.Process(target=_slice_into, args=(df, k, a, b, results), daemon=True)
+               for k, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+    for w in workers:
+        w.start()
+    parts: dict[int, pd.DataFrame] = {}
     try:
-        with mp.get_context("fork").Pool(n_jobs) as pool:
-            parts = pool.map(_build_chunk, list(zip(edges[:-1], edges[1:])))
+        while len(parts) < len(workers):
+            try:
+                k, part = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a feature worker died (exit code {dead[0]})") from None
+                continue
+            if isinstance(part, BaseException):
+                raise part
+            parts[k] = part
     finally:
-        _SHARED = None
-    return pd.concat(parts)
+        for w in workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.terminate()
+    return pd.concat([parts[k] for k in range(len(workers))])
+
+
+def _slice_into(df: pd.DataFrame, k: int, start: int, stop: int, results) -> None:
+    """A child's work: the features of rows start:stop, or the error, sent back with `k`."""
+    try:
+        results.put((k, build_serial(df.iloc[start:stop])))
+    except BaseException as err:  # noqa: BLE001 - the parent raises it
+        results.put((k, err))
 
 
 def build_serial(df: pd.DataFrame) -> pd.DataFrame:
