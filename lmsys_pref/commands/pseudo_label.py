@@ -106,6 +106,17 @@ def labels_of(probs: np.ndarray, hard_threshold: float | None) -> np.ndarray:
     return p
 
 
+def row_count(text: str) -> int:
+    """`--chunk-rows`: a whole number of rows, at least 1 (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of rows") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected at least 1 row per chunk")
+    return value
+
+
 @runs.holds_out_dir  # never into DATA_DIR; one run per OUT_DIR
 def pseudo_label(model_dirs: list[str], data_dir: str | Path, out_dir: str | Path,
                  hard_threshold: float | None = None, split: str = "test",
@@ -117,6 +128,8 @@ def pseudo_label(model_dirs: list[str], data_dir: str | Path, out_dir: str | Pat
     """
     if hard_threshold is not None and not 0 < hard_threshold <= 1:
         raise ValueError(f"--hard-threshold {hard_threshold}: expected a probability in (0, 1]")
+    if chunk_rows < 1:  # pandas would say it in its own words, after the models loaded
+        raise ValueError(f"--chunk-rows {chunk_rows}: expected at least 1 row per chunk")
     t0 = time.time()
     src = data.find_file(data_dir, split)
     out = runs.prepare_out_dir(out_dir, (PSEUDO_LABELS, PSEUDO_META))
@@ -163,7 +176,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                     help="one-hot labels where the top class reaches this probability")
     ap.add_argument("--split", choices=("test", "train"), default="test",
                     help="the file to score: test.csv (default) or train.csv (teacher files)")
-    ap.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
+    ap.add_argument("--chunk-rows", type=row_count, default=CHUNK_ROWS,
                     help=f"rows read and scored at a time (default {CHUNK_ROWS})")
     ap.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                     help="a scoring setting for every model (devices, token_budget, max_length, "

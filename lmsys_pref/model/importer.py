@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from .. import runs
-from ..configs import params_help, parse_params
+from ..configs import ConfigError, params_help, parse_params
 from ..configs.lm import LMConfig
 from ..data import LABEL_COLS
 from ..files import atomic
+from ..runs import resume
 from . import model_card, models, prompt
 
 log = logging.getLogger("lmsys_pref.model.importer")
@@ -41,11 +42,21 @@ class ImportModelError(ValueError):
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file or of a torch file holding a state dict."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    """The tensors of a safetensors file or of a torch file holding a state dict.
+
+    Raises:
+        ImportModelError: the file cannot be read as one (cut off, corrupt), naming it.
+    """
+    from safetensors import SafetensorError
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, ValueError) as err:  # the loaders' words
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ImportModelError(f"{path}: not a readable tensor file, cut off or corrupt "
+                               f"({reason[:160]})") from None
     if not isinstance(state, dict):
         raise ImportModelError(f"{path}: not a state dict (a mapping of names to tensors)")
     return state
@@ -57,6 +68,9 @@ def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]
     if not (adapter_dir / ADAPTER_CONFIG).is_file():
         raise ImportModelError(f"{adapter_dir}: no {ADAPTER_CONFIG}; --adapter takes a peft "
                                "adapter folder (save_pretrained of a PeftModel)")
+    problem = resume.model_files_problem(adapter_dir)  # a cut file: one line naming it
+    if problem:
+        raise ImportModelError(problem)
     config = runs.load_json(adapter_dir / ADAPTER_CONFIG)
     if config.get("peft_type") != "LORA":
         raise ImportModelError(f"{adapter_dir / ADAPTER_CONFIG}: peft_type "
@@ -90,6 +104,24 @@ def head_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if m:
             out[m.group(1)] = value
     return out
+
+
+def check_out_dir(out_dir: str | Path, adapter_dir: str | Path,
+                  head_file: str | Path | None = None) -> None:
+    """Refuse an OUT_DIR that is, contains or lies inside the adapter folder, or is or contains
+    the head file: the model folder is written whole and replaces OUT_DIR, so the adapter would
+    be rewritten (its adapter_config.json, README.md) or deleted by its own import.
+
+    Raises:
+        ConfigError: naming OUT_DIR and the input.
+    """
+    inputs = {"adapter folder": adapter_dir, **({"head file": head_file} if head_file else {})}
+    runs.check_out_dir(out_dir, inputs)  # OUT_DIR is or contains an input
+    out, adapter = Path(out_dir).resolve(), Path(adapter_dir).resolve()
+    if adapter in out.parents:
+        raise ConfigError(f"out_dir {str(out_dir)!r} is inside the adapter folder "
+                          f"{str(adapter_dir)!r}: the import would write into its own input; "
+                          "choose an OUT_DIR outside it")
 
 
 def _meta_base(base: str, n_labels: int = 3) -> torch.nn.Module:
@@ -176,8 +208,11 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
         tokenizer: where the tokenizer comes from (None = the adapter folder, else the base).
 
     Raises:
-        ImportModelError: base mismatch, head shape, no `score` weights (before writing).
+        ConfigError: OUT_DIR is, contains or lies inside the adapter (`check_out_dir`).
+        ImportModelError: a cut adapter file, base mismatch, head shape, no `score` weights
+            (before writing).
     """
+    check_out_dir(out_dir, adapter_dir, head_file)  # before anything is read or written
     adapter_dir = Path(adapter_dir)
     config, weights = read_adapter(adapter_dir)
     lora, head = _split(weights, adapter_dir, head_file)

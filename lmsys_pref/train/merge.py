@@ -35,9 +35,10 @@ from .. import runs
 from ..configs.lm import LMConfig
 from ..configs.parts import ModelSpec
 from ..files import atomic
+from ..files.tables import DataError
 from ..model import heads, importer, model_card, models
 from ..model.precision import resolve_dtype
-from ..runs import postrules
+from ..runs import postrules, resume
 
 log = logging.getLogger("lmsys_pref.train.merge")
 MODES = ("mean", "exact")
@@ -58,6 +59,10 @@ def fold_dirs(model_dir: str | Path) -> tuple[Path, list[Path]]:
     missing = [str(f) for f in folds if not (f / runs.MODEL_META).is_file()]
     if missing:
         raise FileNotFoundError(f"{model_dir}: fold folder(s) {missing} are missing")
+    for fold in folds:  # a cut weights or config file: one line naming it, before any loading
+        problem = resume.model_files_problem(fold)
+        if problem:
+            raise DataError(problem)
     return model_dir, folds
 
 

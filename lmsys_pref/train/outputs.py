@@ -99,7 +99,13 @@ def write_run(cfg, test_df, test_probs, scored: Scored, history: list, t0: float
 
 
 def plot_history(run_dir: str | Path):
-    """Training loss and validation log loss per step from log_history.json -> loss.png."""
+    """Training loss and validation log loss per step from log_history.json -> loss.png.
+
+    Returns:
+        The figure, closed once saved: pyplot keeps no reference to it (a test session or a
+        grid of runs would pile up open figures); it can still be saved again or shown. The
+        notebooks show loss.png from the file (`eval.notebook_view.show_report`).
+    """
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -114,6 +120,7 @@ def plot_history(run_dir: str | Path):
     ax.legend()
     fig.tight_layout()
     fig.savefig(Path(run_dir) / "loss.png", dpi=100)
+    plt.close(fig)
     return fig
 
 
