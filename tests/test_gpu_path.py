@@ -56,7 +56,7 @@ def test_dtype_auto_is_bf16_only_with_bf16_tensor_cores(monkeypatch):
 
 def test_attention_choice_per_device(monkeypatch):
     gemma = LMConfig.from_preset("tiny-gemma2")
-    conf = models._base_config(gemma, models.load_tokenizer(gemma.model_id), None, None)
+    conf = models._base_config(gemma.model, models.load_tokenizer(gemma.model_id), None, None)
     assert precision.choose_attention("auto", conf, "cpu") == "eager"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert precision.choose_attention("", conf, "cuda:0") == "eager"  # T4: no fast soft-capping
@@ -65,7 +65,7 @@ def test_attention_choice_per_device(monkeypatch):
                                                                    "flash_attention_2")
     assert precision.choose_attention("sdpa", conf, "cuda:0") == "sdpa"  # as given
     llama = LMConfig.from_preset("tiny-llama")
-    conf = models._base_config(llama, models.load_tokenizer(llama.model_id), None, None)
+    conf = models._base_config(llama.model, models.load_tokenizer(llama.model_id), None, None)
     assert precision.choose_attention("auto", conf, "cuda:0") is None  # library default, SDPA
 
 
@@ -133,7 +133,7 @@ def test_a_quantized_model_is_never_deep_copied_to_another_device():
 def test_flash_attn_without_soft_capping_is_never_chosen(monkeypatch):
     """flash-attn < 2.6 has no `softcap`: `auto` must fall back to flex_attention."""
     gemma = LMConfig.from_preset("tiny-gemma2")
-    conf = models._base_config(gemma, models.load_tokenizer(gemma.model_id), None, None)
+    conf = models._base_config(gemma.model, models.load_tokenizer(gemma.model_id), None, None)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(precision.importlib.util, "find_spec",
                         lambda name, *a: object() if name == "flash_attn" else None)
@@ -145,7 +145,7 @@ def test_flash_attn_without_soft_capping_is_never_chosen(monkeypatch):
 
 def test_sdpa_nocap_drops_the_soft_cap_only_when_asked():
     gemma = LMConfig.from_preset("tiny-gemma2")
-    conf = models._base_config(gemma, models.load_tokenizer(gemma.model_id), None, None)
+    conf = models._base_config(gemma.model, models.load_tokenizer(gemma.model_id), None, None)
     assert precision.choose_attention("auto", conf, "cpu") != precision.NOCAP  # never silent
     nocap = gemma_logits(precision.NOCAP, "fp32", sharpen=30)
     capped = gemma_logits("eager", "fp32", sharpen=30)

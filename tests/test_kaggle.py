@@ -90,6 +90,22 @@ def test_kernel_folder(built, name):
     assert all(not c.get("outputs") for c in cells if c.cell_type == "code")
 
 
+def test_kernels_for_the_wsdm_cup_take_its_files_and_its_twelve_hours(tmp_path):
+    wsdm = "wsdm-cup-multilingual-chatbot-arena"
+    kernels.build_kernels(tmp_path, USER, ["gemma-infer", "xgb-train"], target=kernels.Target(wsdm))
+    meta = json.loads((tmp_path / "gemma-infer" / kernels.METADATA).read_text())
+    assert meta["competition_sources"] == [wsdm]
+    params = _parameters(tmp_path, "gemma-infer")
+    assert "time_limit_h = 12" in params  # the WSDM Cup's limit (the budget stops at 95 %)
+    assert "data_dir = None  # None: found under /kaggle/input by its test.parquet" in params
+    assert "time_limit_h" not in _parameters(tmp_path, "xgb-train")  # no scoring budget there
+
+
+def _parameters(folder: Path, name: str) -> str:
+    return next(c.source for c in _cells(folder, name)
+                if "parameters" in c.metadata.get("tags", []))
+
+
 def _namespace(cells) -> dict:
     ns: dict = {}
     for cell in cells:

@@ -36,6 +36,8 @@ USER = "alice-k"
 KERNEL = "kaggle-standin"
 LIVE = "llm-classification-finetuning"
 OLD = "lmsys-chatbot-arena"  # the 2024 competition, closed: kernels still build for it
+WSDM = "wsdm-cup-multilingual-chatbot-arena"  # its own format: parquet, id + winner, 12 h
+WSDM_SAMPLE = ROOT / "data" / "sample-wsdm"
 STALE_TORCHAO = "0.10.0"  # what Kaggle's image held in 2026-09; peft needs >= 0.16.0
 PYTHON = "%d.%d" % sys.version_info[:2]
 CPU = {"devices": "cpu", "dtype": "fp32"}  # hardware only: the GPU kernels' T4 values
@@ -301,3 +303,32 @@ def test_gemma_infer_today_layout(offline, kaggle_mount, tmp_path):
     found = printed(done)
     assert f"model_dir = '/kaggle/input/datasets/{USER}/{dataset}'" in found
     assert "model_id = None" in found  # a random-init tiny base: no Kaggle Model needed
+
+
+@pytest.fixture(scope="module")
+def wsdm_built(offline, tmp_path_factory):
+    """The kernels built for the WSDM Cup 2025 (the wheels are the default fixture's)."""
+    folder = tmp_path_factory.mktemp("wsdm") / WSDM
+    kernels.build_kernels(folder, USER, target=kernels.Target(WSDM))
+    return folder
+
+
+def test_wsdm_kernels_find_the_parquet_inputs_and_write_id_winner(wsdm_built, offline,
+                                                                  kaggle_mount, tmp_path):
+    """xgb-train and xgb-infer built for the WSDM Cup, its data as Kaggle mounts it today:
+    the parquet folder is found, the run takes the task from it, the submission is id,winner
+    with every test id (integers there) verbatim and in order."""
+    _, wheel_dir, _ = offline
+    test_ids = pd.read_parquet(WSDM_SAMPLE / "test.parquet")["id"].astype(str).tolist()
+    trained = run_kernel("xgb-train", wsdm_built, tmp_path / "train",
+                         today(WSDM, WSDM_SAMPLE, wheel_dir), FAST_XGB)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert f"data_dir = '/kaggle/input/competitions/{WSDM}'" in printed(trained)
+    for done in (trained, run_kernel("xgb-infer", wsdm_built, tmp_path / "infer", today(
+            WSDM, WSDM_SAMPLE, wheel_dir, **{kernels.model_dataset("xgb"): trained.working
+                                            / "model"}))):
+        assert done.returncode == 0, done.stderr[-3000:]
+        sub = submission.read(done.working / "submission.csv", test_ids)
+        assert list(sub.columns) == ["id", "winner"] and set(sub["winner"]) <= {"model_a",
+                                                                                "model_b"}
+

@@ -23,7 +23,7 @@ from ..infer.loaders import LOADERS, has_fold_models, load_predictor  # noqa: F4
 from ..runs import postrules, resume, submission
 
 log = logging.getLogger("lmsys_pref.predict")
-PREDICT_OUTPUTS = ("submission.csv", "predict.json")
+PREDICT_OUTPUTS = ("submission.csv", "test_probs.csv", "predict.json")
 CACHE_RECORD = "inputs.json"  # in cache_dir: what the cached scores were made from
 
 
@@ -79,9 +79,10 @@ def write_outputs(cfg: PredictConfig, test: pd.DataFrame, probs: np.ndarray, sta
         probs = postrules.apply(test, probs, rules)
         extra["post_rules_rows"] = postrules.count(test, rules)
     task = task or run_task(cfg)
-    out = Path(cfg.out_dir)
-    submission.write(test["id"].to_numpy(), to_task(probs, task), out / "submission.csv",
-                     task)  # atomic
+    out, probs = Path(cfg.out_dir), to_task(probs, task)
+    if task.submission == "labels":  # the probabilities too, for blends, cascades and plots
+        runs.write_test_probs(out, test["id"].to_numpy(), probs)
+    submission.write(test["id"].to_numpy(), probs, out / "submission.csv", task)  # atomic
     keys = ("rows", "tokens", "seconds", "tokens_per_s", "padding_efficiency")
     summary = {k: stats.get(k) for k in keys} | {"rows": len(test)} | extra
     summary |= {k: v for k, v in stats.items() if k not in summary}

@@ -14,6 +14,7 @@ import pprint
 import string
 from typing import Any
 
+from ..configs.tasks import for_slug
 from .image import breakers_for, stale_packages
 from .layout import FILES, NOT_A_BASE, T4_FULL_PARAMS, T4_QUANTIZATION, inlined_source
 from .wheel_check import requirements_file
@@ -98,7 +99,14 @@ def input_specs(spec: Any, target: Any, username: str, model_slug: str = "") -> 
                              "quantize": T4_QUANTIZATION if spec.gpu else {},
                              "quantize_above": T4_FULL_PARAMS if spec.gpu else 0,
                              "exclude": list(NOT_A_BASE), "hints": [], "attach": handle}
-    return {k: {"files": list(FILES[k]), **v} for k, v in wants.items()}
+    files = {**FILES, "data_dir": data_files(target.competition)}
+    return {k: {"files": list(files[k]), **v} for k, v in wants.items()}
+
+
+def data_files(competition: str) -> tuple[str, ...]:
+    """The files that mark a competition's data folder: its test file (csv, or the WSDM Cup's
+    parquet) and the sample submission."""
+    return (f"test.{for_slug(competition).data_format}", "sample_submission.csv")
 
 
 def install_cell(spec: Any, target: Any, username: str, model_slug: str = "") -> str:

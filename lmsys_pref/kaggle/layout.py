@@ -32,9 +32,11 @@ import math
 import os
 from pathlib import Path
 
-COMPETITIONS = ("lmsys-chatbot-arena", "llm-classification-finetuning")
-"""The competitions with this data and format: the 2024 one, and Kaggle's open "LLM
-Classification Finetuning" that runs it today."""
+COMPETITIONS = ("lmsys-chatbot-arena", "llm-classification-finetuning",
+                "wsdm-cup-multilingual-chatbot-arena")
+"""The competitions the kernels enter: the 2024 one, Kaggle's open "LLM Classification
+Finetuning" that runs its format today, and the WSDM Cup 2025 (its own format: parquet, id +
+winner, 12 hours; `configs.tasks`)."""
 DEFAULT_COMPETITION = COMPETITIONS[1]
 """The live one: the 2024 competition is closed (`make kernels COMPETITION=lmsys-chatbot-arena`
 still builds for it)."""

@@ -24,6 +24,7 @@ from .contract import (
     run_metrics,
     write_model_meta,
     write_outputs,
+    write_test_probs,
 )
 from .outdir import (
     COMPLETE_MARKS,
@@ -43,4 +44,4 @@ __all__ = ["COMPLETE_MARKS", "EVAL_FILES", "EXECUTING_ENV", "FAILED", "HELD_OUT"
            "RUN_OUTPUTS", "check_metrics", "check_out_dir", "holding", "holds_out_dir",
            "load_json", "prepare_out_dir", "probs_frame", "read_metrics", "read_model_meta",
            "read_probs", "read_test_probs", "resolve_model_dir", "run_metrics", "save_json",
-           "write_model_meta", "write_outputs"]
+           "write_model_meta", "write_outputs", "write_test_probs"]

@@ -53,9 +53,12 @@ OPTIONAL_METRIC_KEYS = {
     "fold_rounds": "boosting rounds each fold stopped at (XGBoost)",
     "steps": "optimizer steps, all folds together",
     "untuned_log_loss": "log loss of the same rows before fine-tuning (base model + fresh head)",
+    "best_step": "the checkpoint a `keep_best` run ended on (the last fold's, k-fold)",
     "train_loss_first": "first logged training loss",
     "train_loss_last": "last logged training loss",
     "model_id": "the checkpoint that was fine-tuned",
+    "init_from": "the trained run this one started from (`init_from`): its folder, the tensors "
+                 "loaded and the head rows kept",
     "task": "the competition format the run used (lmsys_pref.configs.tasks: lmsys-2024, "
             "llm-classification-finetuning, wsdm-2025)",
     "metric": "the task's own score: 'log_loss' (lower is better) or 'accuracy' (higher)",
@@ -165,10 +168,17 @@ def write_outputs(out_dir: str | Path, *, test_ids: Sequence[int] | None,
     save_json(out / "metrics.json", metrics)
     if test_ids is not None:  # last: a submission.csv means the whole run completed
         if task.submission == "labels":
-            with atomic_path(out / TEST_PROBS) as tmp:
-                probs_frame(test_ids, test_probs).to_csv(tmp, index=False)
+            write_test_probs(out, test_ids, test_probs)
         submission.write(test_ids, test_probs, out / "submission.csv", task)
     return out
+
+
+def write_test_probs(out_dir: str | Path, test_ids: Sequence, probs: np.ndarray) -> Path:
+    """test_probs.csv: the test probabilities of a run whose submission holds labels."""
+    path = Path(out_dir) / TEST_PROBS
+    with atomic_path(path) as tmp:
+        probs_frame(test_ids, probs).to_csv(tmp, index=False)
+    return path
 
 
 def read_test_probs(run_dir: str | Path) -> pd.DataFrame | None:

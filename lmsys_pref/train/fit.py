@@ -53,13 +53,14 @@ def fit(cfg) -> dict:
                             groups=splits.fold_groups(train_df, cfg.group_by))
     rows.prepare([(tr, va)])  # every teacher covers the training rows: before any model loads
     model, tokenizer = models.build(cfg.model, loop.training_device(cfg))
+    started = loop.warm_start(model, cfg)  # -p init_from: a trained run's adapter and head
     pissa = loop.pissa_init(model, cfg, out)
     res = loop.train_one(cfg, model, tokenizer, rows.training_rows(tr), train_df.iloc[va], out)
     with atomic.atomic_dir(out / "model") as model_dir:  # whole or not at all
         models.save(model, tokenizer, cfg, model_dir, pissa)
         postrules.save(rules, model_dir)
     val = train_df.iloc[va]
-    scored = scored_rows(res, val, "val", n_train=len(train_df), **rows.report())
+    scored = scored_rows(res, val, "val", n_train=len(train_df), **started, **rows.report())
     loaded = models.describe(model)  # before score_test, which may release the model
     test_probs = score_test(cfg, model, tokenizer, test_df, out / "model")
     return write_run(cfg, test_df, test_probs, scored, res.history, t0, loaded,

@@ -81,6 +81,7 @@ def _fit_fold(cfg, train_rows: pd.DataFrame, val_rows: pd.DataFrame, test_df, wo
               fold_dir: Path) -> tuple[loop.TrainResult, np.ndarray | None, dict]:
     """One fold: train, save to `fold_dir`, score the test set (swap TTA inside the fold)."""
     model, tokenizer = models.build(cfg.model, loop.training_device(cfg))
+    loop.warm_start(model, cfg)  # -p init_from: a trained run's adapter and head, every fold
     pissa = loop.pissa_init(model, cfg, work_dir)
     res = loop.train_one(cfg, model, tokenizer, train_rows, val_rows, work_dir)
     models.save(model, tokenizer, cfg, fold_dir, pissa)

@@ -47,7 +47,8 @@ def scored_rows(res: loop.TrainResult, rows: pd.DataFrame, eval: str, **extra) -
     y = rows["label"].to_numpy()[hard] if hard.any() else None
     optional = {"n_eval": int(hard.sum()), **soft, **extra, "steps": res.steps,
                 "train_loss_first": res.train_loss_first,
-                "train_loss_last": res.train_loss_last}
+                "train_loss_last": res.train_loss_last,
+                **{k: v for h in res.history for k, v in h.items() if k == "best_step"}}
     if "language" in rows.columns and y is not None:
         optional["by_language"] = metrics.by_group(y, res.val_probs[hard],
                                                    rows["language"].to_numpy()[hard])
@@ -111,10 +112,12 @@ def plot_history(run_dir: str | Path):
     import matplotlib.pyplot as plt
     hist = runs.load_json(Path(run_dir) / HISTORY)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, style in (("loss", "-"), ("eval_log_loss", "o--")):
+    names = {"loss": "train loss", "eval_log_loss": "val log loss",
+             "eval_loss": "stop-row loss (keep_best)"}
+    for key, style in (("loss", "-"), ("eval_log_loss", "o--"), ("eval_loss", "s:")):
         pts = [(h["step"], h[key]) for h in hist if key in h and h[key] is not None]
         if pts:
-            ax.plot(*zip(*pts), style, label="train loss" if key == "loss" else "val log loss")
+            ax.plot(*zip(*pts), style, label=names[key])
     ax.axhline(np.log(3), color="grey", lw=0.8, ls=":", label="uniform (1.0986)")
     ax.set(xlabel="optimizer step", ylabel="loss", title=Path(run_dir).name)
     ax.legend()
