@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fake_dists import plant
 
 import lmsys_pref
 from lmsys_pref.kaggle import kernels, wheels
@@ -128,18 +129,6 @@ def _image(tmp: Path) -> Path:
         "display_name": "Kaggle stand-in", "language": "python",
         "env": {"IPYTHONDIR": str(tmp / "ipython"), "PYTHONPATH": ""}}))
     return env
-
-
-def plant(site: Path, name: str, version: str) -> None:
-    """An installed distribution of the image: package folder, METADATA and the RECORD that
-    `pip uninstall` reads."""
-    (site / name).mkdir()
-    (site / name / "__init__.py").write_text(f"__version__ = {version!r}\n")
-    info = site / f"{name}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "RECORD").write_text("".join(f"{p},,\n" for p in (
-        f"{name}/__init__.py", f"{info.name}/METADATA", f"{info.name}/RECORD")))
 
 
 def stale_torchao_here(env: Path) -> bool:

@@ -11,6 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from fake_dists import plant
 from packaging.requirements import Requirement
 from packaging.tags import Tag
 
@@ -173,19 +174,6 @@ def test_python_versions_option():
     assert wheels.PYTHON_VERSIONS == (KAGGLE_IMAGE.python,) == ("3.12",)
     with pytest.raises(ValueError, match="major.minor"):
         wheels.parse_python_versions(["3"])
-
-
-def plant(site: Path, name: str, version: str) -> Path:
-    """An installed distribution `name` in `site`: a package folder and a dist-info whose RECORD
-    lets pip uninstall it (a stand-in for a package of the image)."""
-    (site / name).mkdir(parents=True)
-    (site / name / "__init__.py").write_text(f"__version__ = {version!r}\n")
-    info = site / f"{name}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "RECORD").write_text("".join(f"{p},,\n" for p in (
-        f"{name}/__init__.py", f"{info.name}/METADATA", f"{info.name}/RECORD")))
-    return site
 
 
 @pytest.mark.parametrize("installed, stale", [("0.10.0", True), ("0.16.0", False),
