@@ -100,6 +100,24 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def swap_in(new: Path, target: Path, old: Path) -> None:
+    """Rename `new` to `target`: an existing `target` is renamed to `old` first and deleted
+    after; when the rename fails, `target` is put back as it was."""
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old.exists():
+            os.replace(old, target)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            old.unlink()
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; fill it, and on success it becomes `path`.
@@ -117,16 +135,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         tmp.mkdir()
         yield tmp
-        old = _sibling(path, ".old")
-        if path.exists():
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old.exists():
-                os.replace(old, path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, path, _sibling(path, ".old"))
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         _named(err, path)

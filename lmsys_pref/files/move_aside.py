@@ -24,6 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from .atomic import swap_in
+
 STAGING = ".aside.moving"
 DISPLACED = ".displaced.moving"  # `.<dest>.displaced.moving`: the older `dest` being replaced
 
@@ -79,16 +81,7 @@ def _remove(path: Path) -> None:
 
 def _install(staging: Path, target: Path) -> None:
     """Rename `staging` to `target`, an older `target` out of the way first and deleted after."""
-    displaced = _displaced(target)
-    if target.exists():
-        os.replace(target, displaced)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        if displaced.exists():
-            os.replace(displaced, target)
-        raise
-    _remove(displaced)
+    swap_in(staging, target, _displaced(target))
 
 
 def _put_back(folder: Path, moved: Sequence[str], dest: str, err: OSError) -> OSError:
