@@ -102,6 +102,14 @@ def mfu(flops: float, seconds: float, peak_tflops: float | None) -> float | None
     return flops / seconds / (peak_tflops * 1e12)
 
 
+def utilisation(model, lengths, seconds: float, peak: float | None, training: bool) -> dict:
+    """TFLOP/s and MFU of `lengths` rows scored (or LoRA-trained) by `model` in `seconds`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flops = model_flops(non_embedding_params(model), lengths, attention_shape(base.config),
+                        training)
+    return {"tflops_per_s": round(flops / seconds / 1e12, 3), "mfu": mfu(flops, seconds, peak)}
+
+
 def non_embedding_params(model) -> int:
     """Parameters outside the embeddings and LoRA (4-bit weights counted at their real shape)."""
     def size(p) -> int:
