@@ -12,12 +12,22 @@ from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.model import models
 
 
+@pytest.mark.parametrize("name,peak", [  # names as torch.cuda.get_device_name gives them
+    ("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA H100 NVL", 835),
+    ("NVIDIA H200", 989), ("NVIDIA H200 NVL", 835), ("NVIDIA GH200 480GB", 989),
+    ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA A100-PCIE-40GB", 312), ("NVIDIA A100 80GB PCIe", 312),
+    ("Tesla V100-SXM2-16GB", 125), ("Tesla V100-PCIE-32GB", 112), ("NVIDIA L40S", 362),
+    ("NVIDIA L40", 181), ("NVIDIA GeForce RTX 4090", 165)])
+def test_a_pcie_or_nvl_card_gets_its_own_peak_not_its_familys(name, peak, monkeypatch):
+    """The longest table name in the device's name wins: an H200 NVL is not an H200 SXM."""
+    monkeypatch.delenv("LMSYS_PEAK_TFLOPS", raising=False)
+    got, source = mfu.device_peak(name)
+    assert got == peak, source
+
+
 def test_device_peaks_come_from_the_table_or_the_override(monkeypatch):
     monkeypatch.delenv("LMSYS_PEAK_TFLOPS", raising=False)
-    assert mfu.device_peak("NVIDIA H100 80GB HBM3")[0] == 989
-    assert mfu.device_peak("NVIDIA H200")[0] == 989
-    assert mfu.device_peak("NVIDIA H100 PCIe")[0] == 756
-    assert mfu.device_peak("NVIDIA A100-SXM4-80GB")[0] == 312
+    assert mfu.device_peak("NVIDIA H200 NVL")[1] == "table: NVIDIA H200 NVL as H200 NVL"
     assert mfu.device_peak("NVIDIA L4")[0] == 121
     assert mfu.device_peak("Tesla T4")[0] == 65
     assert mfu.device_peak("NVIDIA A10G")[0] is None  # not guessed from the A10
