@@ -2,6 +2,8 @@
 dtype and attention kernel per device, no copies of quantized models."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,6 +37,46 @@ def test_single_process_trainer_uses_the_one_device_it_was_given(two_gpu_host, t
     assert args.n_gpu == 1  # so the Trainer does not wrap the model in DataParallel
     assert args.device == torch.device("cuda:1")
     assert args.train_batch_size == 3 and args.gradient_accumulation_steps == 2
+
+
+class DeviceEcho(torch.nn.Module):
+    """A replica 'on' `device` (really on the CPU) that records which thread scores it."""
+
+    def __init__(self, device: str, events: list):
+        super().__init__()
+        self.device, self.events = torch.device(device), events
+
+    def forward(self, input_ids, attention_mask):
+        self.events.append((threading.current_thread().name, "batch", self.device))
+        return torch.zeros(len(input_ids), 3)
+
+
+def test_each_cuda_worker_makes_its_device_current_before_its_first_batch(two_gpu_host,
+                                                                          monkeypatch):
+    """A new thread's current CUDA device is cuda:0, where bitsandbytes would launch the
+    kernels of a replica on cuda:1: each worker sets its own device first; CPU workers none."""
+    events = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: events.append(
+        (threading.current_thread().name, "set", torch.device(device))))
+    on_cpu = engine.collate  # the batches stay on the CPU: no real GPU here
+    monkeypatch.setattr(engine, "collate", lambda rows, pad, device, shapes: on_cpu(
+        rows, pad, "cpu", shapes))
+    rows = [[1] * n for n in range(3, 60)]
+    replicas = [DeviceEcho(d, events) for d in ("cuda:0", "cuda:1")]
+    probs = engine.predict_ids(replicas, rows, pad_id=0, token_budget=64,
+                               devices="cuda:0,cuda:1", progress=False)
+    assert probs.shape == (len(rows), 3)
+    by_thread: dict = {}
+    for thread, kind, device in events:
+        by_thread.setdefault(thread, []).append((kind, device))
+    assert sorted(str(seq[0][1]) for seq in by_thread.values()) == ["cuda:0", "cuda:1"]
+    for seq in by_thread.values():  # set first, then only batches of that device's replica
+        assert seq[0][0] == "set" and {d for _, d in seq} == {seq[0][1]}, seq
+    assert sum(kind == "batch" for _, kind, _ in events) > 2
+    events.clear()
+    engine.predict_ids(DeviceEcho("cpu", events), rows, pad_id=0, devices="cpu,cpu",
+                       progress=False)
+    assert events and all(kind == "batch" for _, kind, _ in events)
 
 
 def test_cpu_training_arguments_stay_on_the_cpu(tmp_path):
