@@ -24,7 +24,7 @@ from ..configs.lm import LMConfig
 from ..configs.parts import ModelSpec
 from ..data import LABEL_COLS, DataError
 from ..runs import resume
-from . import heads, model_card
+from . import heads, model_card, precision
 from .precision import DTYPE_NAMES, apply_attention, attention_name, choose_attention, resolve_dtype
 
 log = logging.getLogger("lmsys_pref.model.models")
@@ -276,8 +276,11 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
     if cfg.lora_r > 0:
         from peft import PeftModel
         base = load_base(cfg.model, tokenizer, device)
-        # torch_device: peft otherwise stages the adapter on its default device (cuda:0)
-        model = PeftModel.from_pretrained(base, str(model_dir), torch_device=str(device))
+        # torch_device: peft otherwise stages the adapter on its default device (cuda:0);
+        # autocast_adapter_dtype=False: the adapter runs in the body's dtype, not fp32
+        model = PeftModel.from_pretrained(base, str(model_dir), torch_device=str(device),
+                                          autocast_adapter_dtype=False)
+        precision.lora_in_dtype(model, resolve_dtype(cfg.dtype, device))  # 8-bit: see there
     else:
         model = _load_full(model_dir, cfg, device)
     if cfg.quantization in ("", "none"):  # bitsandbytes layers were placed by device_map
