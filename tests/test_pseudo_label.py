@@ -102,6 +102,24 @@ def test_never_saw_reads_what_each_run_kept_out(tmp_path, two_runs):
     assert pseudo_label.never_saw(tmp_path / "kfold") == []  # the folds' mean saw every row
 
 
+@pytest.mark.parametrize("value, words", [("0", "0: expected at least 1 row per chunk"),
+                                          ("-5", "-5: expected at least 1 row per chunk"),
+                                          ("1e3", "'1e3' is not a whole number of rows")])
+def test_chunk_rows_below_one_is_a_named_argument_error(value, words, tmp_path, capsys,
+                                                        monkeypatch):
+    monkeypatch.setattr(pseudo_label, "load_predictor", lambda *a, **k: pytest.fail("loaded"))
+    argv = ["pseudo-label", "--model-dir", str(tmp_path / "m"), "--data-dir", str(tmp_path),
+            "--out-dir", str(tmp_path / "out"), "--chunk-rows", value]
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"lmsys-pref pseudo-label: error: argument --chunk-rows: {words}")
+    with pytest.raises(ValueError, match="--chunk-rows 0: expected at least 1 row per chunk"):
+        pseudo_label.pseudo_label([str(tmp_path / "m")], tmp_path, tmp_path / "out", chunk_rows=0)
+    assert not (tmp_path / "out").exists()  # refused before OUT_DIR was touched
+
+
 # --- provenance and per-fold files (issue 29) ---------------------------------------------
 
 def kfold_xgb(sample_dir, out, seed=42, **levers):

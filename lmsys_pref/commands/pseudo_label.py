@@ -138,6 +138,17 @@ def labels_of(probs: np.ndarray, hard_threshold: float | None) -> np.ndarray:
     return p
 
 
+def row_count(text: str) -> int:
+    """`--chunk-rows`: a whole number of rows, at least 1 (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of rows") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected at least 1 row per chunk")
+    return value
+
+
 @runs.holds_out_dir  # never into DATA_DIR; one run per OUT_DIR
 def pseudo_label(model_dirs: list[str], data_dir: str | Path, out_dir: str | Path,
                  hard_threshold: float | None = None, split: str = "test",
@@ -147,7 +158,7 @@ def pseudo_label(model_dirs: list[str], data_dir: str | Path, out_dir: str | Pat
     Returns:
         The pseudo_labels.json record.
     """
-    _check_threshold(hard_threshold)
+    _check_args(hard_threshold, chunk_rows)
     src = data.find_file(data_dir, split)
     out = runs.prepare_out_dir(out_dir, _outputs(out_dir))
     return _label(model_dirs, src, out, hard_threshold, split, chunk_rows, overrides)
@@ -165,7 +176,7 @@ def pseudo_label_per_fold(model_dirs: list[str], data_dir: str | Path, out_dir: 
     Raises:
         DataError: a run without fold models, or runs whose folds hold out different rows.
     """
-    _check_threshold(hard_threshold)
+    _check_args(hard_threshold, chunk_rows)
     folds = fold_names(model_dirs)
     src = data.find_file(data_dir, split)
     out = runs.prepare_out_dir(out_dir, _outputs(out_dir))
@@ -191,9 +202,11 @@ def fold_names(model_dirs: list[str]) -> list[str]:
     return sorted(held[0], key=lambda name: int(name.rsplit("_", 1)[-1]))
 
 
-def _check_threshold(hard_threshold: float | None) -> None:
+def _check_args(hard_threshold: float | None, chunk_rows: int) -> None:
     if hard_threshold is not None and not 0 < hard_threshold <= 1:
         raise ValueError(f"--hard-threshold {hard_threshold}: expected a probability in (0, 1]")
+    if chunk_rows < 1:  # pandas would say it in its own words, after the models loaded
+        raise ValueError(f"--chunk-rows {chunk_rows}: expected at least 1 row per chunk")
 
 
 def _outputs(out_dir: str | Path) -> tuple[str, ...]:
@@ -259,7 +272,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-fold", action="store_true",
                     help="k-fold runs: one output per fold (OUT_DIR/fold_k/) from the fold-k "
                          "models, for a student's '{fold}' files")
-    ap.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
+    ap.add_argument("--chunk-rows", type=row_count, default=CHUNK_ROWS,
                     help=f"rows read and scored at a time (default {CHUNK_ROWS})")
     ap.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                     help="a scoring setting for every model (devices, token_budget, max_length, "

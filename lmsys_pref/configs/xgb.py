@@ -7,6 +7,7 @@ from typing import Literal
 from . import BaseConfig, Count, Fraction, NonNegative, PositiveCount, Rate, Seed
 from .lm import check_levers, check_term_weights
 from .parts import DataSpec
+from .tasks import TASK_NAMES
 
 
 @dataclasses.dataclass
@@ -21,6 +22,10 @@ class XGBConfig(BaseConfig):
     """Folder with train.csv (labelled) and test.csv (csv or parquet)."""
     out_dir: str = "runs/xgb"
     """Run folder: submission.csv, metrics.json, oof.csv, model/."""
+    task: TASK_NAMES = "auto"
+    """The competition format (lmsys_pref.configs.tasks): 'lmsys-2024' and
+    'llm-classification-finetuning' (3 classes, log loss), 'wsdm-2025' (2 classes, accuracy);
+    'auto' detects it from data_dir. The run records the task it used."""
     n_folds: Count = 5
     """Stratified folds for out-of-fold predictions; 0 or 1 skips CV (final fit only)."""
     group_by: Literal["prompt", "none"] = "prompt"

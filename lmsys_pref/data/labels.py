@@ -27,18 +27,21 @@ import numpy as np
 import pandas as pd
 
 from ..configs.parts import DataSpec
+from ..configs.tasks import LMSYS_2024, Task
 from . import frames, metrics, probabilities, provenance, repeats, teachers
 from .frames import LABEL_COLS, DataError
 from .repeats import conversation_keys  # noqa: F401 (labels.conversation_keys, as before)
+from .task import resolve
 
 log = logging.getLogger("lmsys_pref.labels")
 
 
-def check_soft(df: pd.DataFrame, name: str) -> np.ndarray:
+def check_soft(df: pd.DataFrame, name: str, columns: Sequence[str] = LABEL_COLS) -> np.ndarray:
     """The label check of a soft-labelled file (`frames.load_split(label_check=...)`).
 
-    Each winner column must be a number in [0, 1] and each row must sum to 1 within
-    `probabilities.LABEL_TOL` (`probabilities.check_rows`); the columns become floats in place.
+    Each of the task's winner `columns` must be a number in [0, 1] and each row must sum to 1
+    within `probabilities.LABEL_TOL` (`probabilities.check_rows`); the columns become floats in
+    place.
 
     Returns:
         The most probable class of each row (0 = a, 1 = b, 2 = tie; the first on a tie).
@@ -46,9 +49,9 @@ def check_soft(df: pd.DataFrame, name: str) -> np.ndarray:
     Raises:
         DataError: naming the file, the row id and the column of the first bad row.
     """
-    values = probabilities.check_rows(df[list(LABEL_COLS)], df["id"], LABEL_COLS, name,
+    values = probabilities.check_rows(df[list(columns)], df["id"], columns, name,
                                       probabilities.LABEL_TOL)
-    for k, col in enumerate(LABEL_COLS):
+    for k, col in enumerate(columns):
         df[col] = values[:, k]
     return values.argmax(1)
 
@@ -59,8 +62,9 @@ def label_check(soft: bool):
 
 
 def targets(df: pd.DataFrame) -> np.ndarray:
-    """(n, 3) training targets: the winner columns as floats (one-hot rows stay one-hot)."""
-    return df[list(LABEL_COLS)].to_numpy(dtype=np.float64)
+    """(n, k) training targets: the task's winner columns as floats (one-hot rows stay
+    one-hot; k = 3 with ties, 2 without: `frames.prob_columns`)."""
+    return df[list(frames.prob_columns(df))].to_numpy(dtype=np.float64)
 
 
 def hard_mask(df: pd.DataFrame) -> np.ndarray:
@@ -93,7 +97,7 @@ def scored(rows: pd.DataFrame, probs: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 def load_extra(paths: Sequence[str | Path], known: Sequence[pd.DataFrame], *,
-               soft: bool = False, lenient: bool = False,
+               soft: bool = False, lenient: bool = False, task: Task = LMSYS_2024,
                unlabelled: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """The extra training rows of `paths`, without the conversations of `known` (train/test).
 
@@ -119,7 +123,8 @@ def load_extra(paths: Sequence[str | Path], known: Sequence[pd.DataFrame], *,
     ids = set().union(*(df["id"].astype(str) for df in [*known, unlabelled] if df is not None))
     kept, report = [], {"files": {}, "rows": 0, "dropped": 0, "dropped_ids": []}
     for path in paths:
-        df = frames.load_split(path, labelled=True, lenient=lenient, label_check=label_check(soft))
+        df = frames.load_split(path, labelled=True, lenient=lenient, task=task,
+                               label_check=label_check(soft))
         test_ok = unlabelled is not None and provenance.unlabelled_test_rows(path)
         df, entry, keys = repeats.without_repeats(df, path, seen, test_ok)
         entry["one_hot_rows"] = int(hard_mask(df).sum())
@@ -168,10 +173,11 @@ class TrainingData:
         if fold is not None:
             return self.extra_folds[fold]
         rows = pd.concat(list(self.extra_folds.values()), ignore_index=True)
-        mean = rows.groupby("id", sort=False)[list(LABEL_COLS)].mean()
+        cols = list(frames.prob_columns(rows))  # the task's classes
+        mean = rows.groupby("id", sort=False)[cols].mean()
         out = rows.drop_duplicates("id").reset_index(drop=True)
-        out[list(LABEL_COLS)] = mean.loc[out["id"]].to_numpy()
-        return out.assign(label=out[list(LABEL_COLS)].to_numpy().argmax(1))
+        out[cols] = mean.loc[out["id"]].to_numpy()
+        return out.assign(label=out[cols].to_numpy().argmax(1))
 
     def prepare(self, folds: Sequence[tuple[np.ndarray, np.ndarray]], final: bool = False
                 ) -> None:
@@ -224,7 +230,7 @@ def extra_path(spec: str, fold: int, out_dir: str, root: Path) -> Path:
 
 
 def _load_extra_rows(spec: DataSpec, root: Path, train: pd.DataFrame,
-                     test: pd.DataFrame | None, out: TrainingData) -> None:
+                     test: pd.DataFrame | None, out: TrainingData, task: Task) -> None:
     """`extra_train` into `out`: one set of rows, or with '{fold}' entries one per fold (each
     fold's files deduplicated together); the report lists every file once."""
     per_fold = any("{fold}" in p for p in spec.extra_train)
@@ -233,7 +239,7 @@ def _load_extra_rows(spec: DataSpec, root: Path, train: pd.DataFrame,
     for k in folds:
         paths = [extra_path(p, k, spec.out_dir, root) for p in spec.extra_train]
         loaded[k], rep = load_extra(paths, [train], soft=spec.soft_labels,
-                                    lenient=spec.lenient, unlabelled=test)
+                                    lenient=spec.lenient, task=task, unlabelled=test)
         for p, path in zip(spec.extra_train, paths):
             if k == 0 or "{fold}" in p:
                 entry = rep["files"][str(path)]
@@ -261,15 +267,16 @@ def load_training(spec: DataSpec, root: str | Path | None = None) -> TrainingDat
     """
     root = Path(root or ".")
     data_dir = root / spec.data_dir
+    task = resolve(spec.task, data_dir)  # 'auto': the folder's
     train_path = frames.find_file(data_dir, "train")
-    train = frames.load_split(train_path, labelled=True, lenient=spec.lenient,
+    train = frames.load_split(train_path, labelled=True, task=task, lenient=spec.lenient,
                               label_check=label_check(spec.soft_labels))
     test_path = frames.find_file(data_dir, "test", required=False)
-    test = frames.load_split(test_path, labelled=False, lenient=spec.lenient) if test_path \
-        else None
+    test = frames.load_split(test_path, labelled=False, lenient=spec.lenient, task=task) \
+        if test_path else None
     out = TrainingData(train, test)
     if spec.extra_train:
-        _load_extra_rows(spec, root, train, test, out)
+        _load_extra_rows(spec, root, train, test, out, task)
     if spec.max_train_rows:
         out.train = train.iloc[:spec.max_train_rows].reset_index(drop=True)
     if not hard_mask(out.train).all():  # soft rows are model outputs: where from?

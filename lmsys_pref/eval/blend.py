@@ -50,7 +50,7 @@ class Scaling:
     temperature: float = 1.0
     """Divides the log-probabilities; > 1 softens over-confident predictions."""
     bias: tuple = (0.0, 0.0, 0.0)
-    """Added per class (a, b, tie) after scaling; the tie entry is fixed at 0."""
+    """Added per class (a, b[, tie]) after scaling; the last entry is fixed at 0."""
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Scaled probabilities, rows summing to 1."""
@@ -71,10 +71,11 @@ def fit_scaling(labels: Sequence[int], probs: np.ndarray, per_class_bias: bool =
         bias = np.r_[theta[1:], 0.0] if per_class_bias else 0.0
         return _nll(labels, log_softmax(z * np.exp(-theta[0]) + bias, axis=1))
 
-    theta0 = np.zeros(3 if per_class_bias else 1)
+    k = z.shape[1]  # classes: 3, or 2 without ties
+    theta0 = np.zeros(k if per_class_bias else 1)
     bounds = [(-3.0, 3.0)] + [(-5.0, 5.0)] * (len(theta0) - 1)  # T in [0.05, 20]
     res = minimize(loss, theta0, method="L-BFGS-B", bounds=bounds)
-    bias = tuple(float(b) for b in np.r_[res.x[1:], 0.0]) if per_class_bias else (0.0,) * 3
+    bias = tuple(float(b) for b in np.r_[res.x[1:], 0.0]) if per_class_bias else (0.0,) * k
     return Scaling(float(np.exp(res.x[0])), bias)
 
 
@@ -102,7 +103,7 @@ def _pool_loss(labels: np.ndarray, probs: Sequence[np.ndarray], method: str):
             mix = np.maximum(own @ w, metrics.EPS)
             return float(-np.log(mix).mean()), -(own / mix[:, None]).mean(0)
         return loss
-    logs = np.stack([np.log(metrics.normalise(p)) for p in probs], 0)  # (runs, n, 3)
+    logs = np.stack([np.log(metrics.normalise(p)) for p in probs], 0)  # (runs, n, classes)
 
     def loss(w):
         logq = log_softmax(np.tensordot(w, logs, 1), axis=1)
@@ -129,9 +130,11 @@ def cross_fit(labels: np.ndarray, fit_predict: Callable[[np.ndarray, np.ndarray]
               ) -> np.ndarray:
     """Out-of-fold outputs of `fit_predict(train_rows, held_rows)` (the honest estimate);
     `groups` (`splits.fold_groups`) keep rows that share a prompt in one fold."""
-    out = np.zeros((len(labels), 3))
+    out = None
     for tr, va in splits.kfold(labels, n_splits, seed, groups=groups):
-        out[va] = fit_predict(tr, va)
+        held = fit_predict(tr, va)
+        out = np.zeros((len(labels), held.shape[1])) if out is None else out
+        out[va] = held
     return out
 
 
@@ -139,7 +142,7 @@ def write_run(out_dir: Path, ref: Run, oof: np.ndarray, test: np.ndarray | None,
               metrics_: dict, details: dict, name: str) -> Path:
     """submission.csv (when test predictions exist), oof.csv, metrics.json and `name`.json."""
     runs.write_outputs(out_dir, test_ids=ref.test_ids, test_probs=test, metrics=metrics_,
-                       oof=runs.probs_frame(ref.ids, oof, ref.labels))
+                       oof=runs.probs_frame(ref.ids, oof, ref.labels), task=ref.task)
     runs.save_json(out_dir / name, details)
     return out_dir
 
@@ -149,7 +152,8 @@ def _metrics(ref: Run, honest: np.ndarray, t0: float, **optional) -> dict:
     n = len(ref.ids)
     return runs.run_metrics(ref.labels, honest, eval="oof", n_train=n, seconds=time.time() - t0,
                             n_test=0 if ref.test_ids is None else len(ref.test_ids), n_eval=n,
-                            n_folds=CV_FOLDS, **optional)
+                            n_folds=CV_FOLDS, task=ref.task.name, metric=ref.task.metric,
+                            **optional)
 
 
 @runs.holds_out_dir  # never one of the input runs; one run per OUT_DIR

@@ -17,7 +17,7 @@ LOADERS = {
     "encoder": "lmsys_pref.infer.predictor:load_predictor",
 }
 OUT_OF_FOLD = "lmsys_pref.infer.predictor:OutOfFold"  # a k-fold LM run's rows, fold by fold
-OUT_OF_FOLD_BY_KIND = {"xgb": "lmsys_pref.xgb.booster:XGBOutOfFold"}  # other kinds: OUT_OF_FOLD
+OUT_OF_FOLD_BY_KIND = {"xgb": "lmsys_pref.xgb.folds:XGBOutOfFold"}  # other kinds: OUT_OF_FOLD
 
 
 def _imported(spec: str):

@@ -17,10 +17,11 @@ import xgboost
 from tqdm.auto import tqdm
 
 from .. import data, runs
+from ..configs.tasks import get, n_classes
 from ..configs.xgb import XGBConfig
-from ..data import labels, splits
+from ..data import labels, metrics, splits
+from ..data.task import resolve
 from ..files import atomic
-from ..files.tables import as_id_text
 from ..runs import postrules, resume
 from . import features, levers
 
@@ -29,8 +30,9 @@ BOOSTER = "booster.json"
 
 
 def booster_params(cfg: XGBConfig) -> dict[str, Any]:
-    """XGBoost's native parameters from the config."""
-    return {"objective": "multi:softprob", "num_class": 3, "eval_metric": "mlogloss",
+    """XGBoost's native parameters from the config (the task's classes: 3, or 2 without ties)."""
+    return {"objective": "multi:softprob", "num_class": n_classes(cfg.task),
+            "eval_metric": "mlogloss",
             "eta": cfg.learning_rate, "max_depth": cfg.max_depth,
             "min_child_weight": cfg.min_child_weight, "subsample": cfg.subsample,
             "colsample_bytree": cfg.colsample_bytree, "lambda": cfg.reg_lambda,
@@ -52,8 +54,9 @@ class Features:
                               if with_swap else rows.reset_index(drop=True))
         self.orig, self.swapped = both.iloc[: len(rows)], both.iloc[len(rows):]
         self.labels = rows["label"].to_numpy() if "label" in rows else None
+        self.strata = splits.strata(rows) if self.labels is not None else None
         self.targets = None if self.labels is None else labels.targets(rows) \
-            if set(data.LABEL_COLS) <= set(rows.columns) else data.onehot(self.labels)
+            if data.prob_columns(rows) else data.onehot(self.labels)
         self.n, self.extra = len(df), np.arange(len(df), len(rows))
         self.ids = rows["id"].astype(str).to_numpy() if "id" in rows else None
 
@@ -93,8 +96,8 @@ def train_booster(cfg: XGBConfig, feats: Features, rows: np.ndarray,
     """
     params = booster_params(cfg)
     if rounds is None and cfg.early_stopping_rounds > 0 and len(rows) >= 40:
-        fit_pos, stop_pos = splits.holdout(feats.labels[rows], 0.15, cfg.seed,
-                                         groups=None if groups is None else groups[rows])
+        fit_pos, stop_pos = splits.holdout(feats.strata[rows], 0.15, cfg.seed,
+                                           groups=None if groups is None else groups[rows])
         stop = feats.matrix(rows[stop_pos], False, fit)
         return xgboost.train(params, feats.matrix(feats.with_extra(rows[fit_pos], fit),
                                                   cfg.swap_augment, fit),
@@ -128,7 +131,7 @@ def cross_validate(cfg: XGBConfig, feats: Features, groups: np.ndarray | None = 
 
     `groups` (`splits.fold_groups`) keep the rows of one group inside one fold.
     """
-    folds = splits.kfold(feats.labels[:feats.n], cfg.n_folds, cfg.seed, groups=groups)
+    folds = splits.kfold(feats.strata[:feats.n], cfg.n_folds, cfg.seed, groups=groups)
     oof, best, _ = fit_folds(cfg, feats, folds, groups)
     return oof, best
 
@@ -137,7 +140,7 @@ def fit_folds(cfg: XGBConfig, feats: Features, folds: list, groups: np.ndarray |
               fits: list | None = None) -> tuple[np.ndarray, list[int], list[xgboost.Booster]]:
     """One booster per fold (`fits[k]`: fold k's `levers.FitRows`): the OOF probabilities, each
     fold's stopping round and the boosters."""
-    oof = np.zeros((feats.n, 3))  # extra rows train every fold, never scored
+    oof = np.zeros((feats.n, n_classes(cfg.task)))  # extra rows: train every fold only
     best, boosters = [], []
     for k, (tr, va) in enumerate(tqdm(folds, desc="xgb folds")):
         booster = train_booster(cfg, feats, tr, groups=groups, fit=fits[k] if fits else None)
@@ -156,14 +159,16 @@ def fit(cfg: XGBConfig) -> dict:
         (`labels.scored`), and whether those figures are honest (`cv_honest`, `cv_leaks`).
     """
     t0 = time.time()
+    task = resolve(cfg.task, cfg.data_dir)
+    cfg = cfg.replace(task=task.name)  # the run and its model record the task they used
     out = runs.prepare_out_dir(cfg.out_dir)  # writable, no stale outputs: before any work
     rows = labels.load_training(cfg.data)  # + extra_train rows and teachers: checked
     train, test = rows.train, rows.test
     data.check_n_folds(train, cfg.n_folds, str(data.find_file(cfg.data_dir, "train")),
                        cfg.group_by)
     groups = splits.fold_groups(train, cfg.group_by) if cfg.n_folds > 1 else None
-    folds = splits.kfold(train["label"].to_numpy(), cfg.n_folds, cfg.seed, groups=groups) \
-        if cfg.n_folds > 1 else []
+    folds = splits.kfold(splits.strata(train), cfg.n_folds, cfg.seed, groups=groups) \
+        if cfg.n_folds > 1 else []  # of the train rows alone: a teacher's folds match
     rows.prepare(folds, final=True)  # teachers cover every fit, per-fold files match the folds
     feats = Features(train, with_swap=cfg.swap_augment or cfg.tta == "swap",
                      extra=rows.extra_rows(None))
@@ -178,7 +183,7 @@ def fit(cfg: XGBConfig) -> dict:
     result = _run_metrics(cfg, rows, oof, best, time.time() - t0)
     runs.write_outputs(out, test_ids=None if test is None else test["id"], test_probs=test_probs,
                        metrics=result, oof=None if oof is None else runs.probs_frame(
-                           train["id"], oof, train["label"]))
+                           train["id"], oof, train["label"]), task=task)
     log.info("xgb: cv log loss %s, %.0fs", result["log_loss"], result["seconds"])
     return result
 
@@ -208,7 +213,16 @@ def _run_metrics(cfg: XGBConfig, rows: labels.TrainingData, oof: np.ndarray | No
         train["label"][hard] if hard.any() else None, oof[hard] if hard.any() else None,
         eval="oof" if scored else None, n_train=len(train),
         n_test=0 if test is None else len(test), seconds=seconds,
-        n_eval=int(hard.sum()), n_folds=cfg.n_folds, fold_rounds=best, **soft, **rows.report())
+        n_eval=int(hard.sum()), n_folds=cfg.n_folds, fold_rounds=best, task=cfg.task,
+        metric=get(cfg.task).metric, **soft, **_by_language(train, oof, hard), **rows.report())
+
+
+def _by_language(train: pd.DataFrame, oof: np.ndarray | None, hard: np.ndarray) -> dict:
+    """metrics.json's `by_language` of the OOF rows, when the data has a `language` column."""
+    if oof is None or "language" not in train.columns or not hard.any():
+        return {}
+    return {"by_language": metrics.by_group(train["label"].to_numpy()[hard], oof[hard],
+                                            train["language"].to_numpy()[hard])}
 
 
 def save(booster: xgboost.Booster, cfg: XGBConfig, model_dir: str | Path, **meta: Any) -> Path:
@@ -247,31 +261,6 @@ def load_predictor(model_dir: str | Path, **overrides: Any) -> XGBPredictor:
     cfg = XGBConfig.from_dict(meta["config"])
     known = {k: v for k, v in overrides.items() if k in XGBConfig.field_names()}
     return XGBPredictor(load_booster(model_dir / BOOSTER), cfg.replace(**known))
-
-
-class XGBOutOfFold:
-    """A k-fold run's labelled rows, each scored by the fold booster that never trained on it
-    (model/held_out.json): `infer.loaders.load_predictor(out_of_fold=True)`, the bias probes.
-    Rows of ids no fold held out raise a `ValueError` naming them."""
-
-    def __init__(self, model_dir: str | Path, **overrides: Any):
-        model_dir = runs.resolve_model_dir(model_dir)
-        held = runs.load_json(model_dir / runs.HELD_OUT)
-        self.fold_of = {i: name for name, ids in held.items() for i in as_id_text(ids)}
-        self.folds = {name: load_predictor(model_dir / name, **overrides) for name in held}
-        self.model_dir, self.stats = model_dir, {}
-
-    def predict_proba(self, df: pd.DataFrame, tta: str | None = None) -> np.ndarray:
-        names = np.array([self.fold_of.get(i, "") for i in as_id_text(df["id"])])
-        if (names == "").any():
-            raise ValueError(f"{self.model_dir}: id(s) {df['id'][names == ''].head(5).tolist()}"
-                             " were held out of no fold")
-        out = np.zeros((len(df), 3))
-        for name in sorted(set(names)):
-            rows = np.flatnonzero(names == name)
-            out[rows] = self.folds[name].predict_proba(df.iloc[rows], tta)
-        self.stats = {"rows": len(df), "folds": len(set(names))}
-        return out
 
 
 def load_booster(path: Path) -> xgboost.Booster:
