@@ -162,3 +162,20 @@ def test_a_planted_task_in_the_wsdm_shape(sample_dir, tmp_path):
     wrong = right.map({"model_a": "model_b", "model_b": "model_a"})
     pd.DataFrame({"id": answers["id"], "winner": wrong}).to_csv(tmp_path / "s.csv", index=False)
     assert planted.score(out / planted.ANSWERS, tmp_path / "s.csv")["accuracy"] == 0.0
+
+
+def test_pseudo_labels_of_a_wsdm_test_file_train_a_wsdm_run(wsdm_xgb, wsdm_dir, tmp_path):
+    """pseudo-label reads the parquet test rows in the task's format and writes two-class soft
+    labels that a two-class run takes as extra rows (and XGBoost as teacher rows)."""
+    from lmsys_pref import xgb
+    from lmsys_pref.commands import pseudo_label
+
+    record = pseudo_label.pseudo_label([str(wsdm_xgb)], wsdm_dir, tmp_path / "pl")
+    labelled = pd.read_csv(tmp_path / "pl" / "pseudo_labels.csv", dtype={"id": str})
+    ids = pd.read_parquet(wsdm_dir / "test.parquet")["id"].astype(str).tolist()
+    assert record["rows"] == 50 and labelled["id"].tolist() == ids
+    assert {"winner_model_a", "winner_model_b"} <= set(labelled.columns)
+    assert "winner_tie" not in labelled.columns
+    m = xgb.fit(XGBConfig(data_dir=str(wsdm_dir), out_dir=str(tmp_path / "s"), soft_labels=True,
+                          extra_train=[str(tmp_path / "pl" / "pseudo_labels.csv")], **TINY_XGB))
+    assert m["extra_train"]["rows"] == 50 and m["task"] == "wsdm-2025"

@@ -44,7 +44,9 @@ import pandas as pd
 from .. import data, runs
 from ..configs import parse_params
 from ..data import LABEL_COLS, TEST_COLS, TEXT_COLS, DataError
+from ..data.task import AUTO, LMSYS_2024, WINNER, Task, resolve, to_task
 from ..data.teachers import PSEUDO_LABELS, PSEUDO_META
+from ..data.turns import plain_turns
 from ..files import atomic
 from ..infer.loaders import load_predictor
 
@@ -64,8 +66,10 @@ def chunks(path: Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
                            na_values={c: [""] for c in TEXT_COLS}, chunksize=chunk_rows)
 
 
-def decode(raw: pd.DataFrame, name: str, seen: set[str]) -> pd.DataFrame:
-    """One chunk checked and decoded as `data.load_split` does (text columns as turn lists).
+def decode(raw: pd.DataFrame, name: str, seen: set[str], task: Task = LMSYS_2024
+           ) -> pd.DataFrame:
+    """One chunk checked and decoded as `data.load_split` does for `task` (text columns as
+    turn lists: JSON lists, or plain strings; integer or text ids).
 
     Raises:
         DataError: a missing column, a bad or repeated id (across chunks too), a cell that is
@@ -75,13 +79,14 @@ def decode(raw: pd.DataFrame, name: str, seen: set[str]) -> pd.DataFrame:
     if missing:
         raise DataError(f"{name}: missing column(s) {missing}; found {list(raw.columns)[:12]}")
     df = raw[list(TEST_COLS)].reset_index(drop=True)
-    df["id"] = data.check_ids(df, name)
+    df["id"] = data.check_ids(df, name, integer=task.integer_ids)
     again = df["id"][df["id"].isin(seen)]
     if len(again):
         raise DataError(f"{name}: duplicate id(s) {again.head(5).tolist()} in column 'id'")
     seen.update(df["id"])
+    turns = plain_turns if task.turns == "plain" else data.decode_turns
     for col in TEXT_COLS:
-        df[col] = pd.Series([data.decode_turns(v, where=f"{name}: row id {rid}, column '{col}'")
+        df[col] = pd.Series([turns(v, where=f"{name}: row id {rid}, column '{col}'")
                              for rid, v in zip(df["id"], df[col])], dtype=object)
     return df
 
@@ -134,7 +139,7 @@ def labels_of(probs: np.ndarray, hard_threshold: float | None) -> np.ndarray:
     p = p / p.sum(1, keepdims=True)
     if hard_threshold is not None:
         sure = p.max(1) >= hard_threshold
-        p[sure] = np.eye(3)[p[sure].argmax(1)]
+        p[sure] = np.eye(p.shape[1])[p[sure].argmax(1)]
     return p
 
 
@@ -221,18 +226,22 @@ def _label(model_dirs: list, src: Path, out: Path, hard_threshold: float | None,
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
     models = [(m, load_predictor(m, **overrides)) for m in model_dirs]  # bad folder: at once
+    saved = runs.read_model_meta(model_dirs[0])["config"].get("task", AUTO)
+    task = resolve(AUTO, src.parent, default=resolve(saved, None))  # the folder's, else the run's
     seen: set[str] = set()
     rows = n_hard = 0
     with atomic.atomic_path(out / PSEUDO_LABELS) as tmp:
         for raw in chunks(src, chunk_rows):
             if raw.empty:
                 continue
-            df = decode(raw, str(src), seen)
-            probs = np.mean([p.predict_proba(df, tta="swap") for _, p in models], axis=0)
+            df = decode(raw, str(src), seen, task)
+            probs = np.mean([to_task(p.predict_proba(df, tta="swap"), task)
+                             for _, p in models], axis=0)
             lab = labels_of(probs, hard_threshold)
-            keep = raw.drop(columns=[c for c in (*LABEL_COLS, "label") if c in raw.columns])
-            keep.assign(**dict(zip(LABEL_COLS, lab.T))).to_csv(tmp, mode="a", header=not rows,
-                                                               index=False)
+            keep = raw.drop(columns=[c for c in (*LABEL_COLS, "label", WINNER)
+                                     if c in raw.columns])
+            keep.assign(**dict(zip(task.prob_columns, lab.T))).to_csv(
+                tmp, mode="a", header=not rows, index=False)
             rows, n_hard = rows + len(df), n_hard + int((lab.max(1) == 1).sum())
             log.info("pseudo-label: %d rows scored", rows)
         if not rows:

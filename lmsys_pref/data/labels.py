@@ -285,5 +285,5 @@ def load_training(spec: DataSpec, root: str | Path | None = None) -> TrainingDat
     if test is not None and spec.max_test_rows:
         out.test = test.iloc[:spec.max_test_rows].reset_index(drop=True)
     if spec.teachers:
-        out.teacher_set = teachers.TeacherSet.load(spec, root)
+        out.teacher_set = teachers.TeacherSet.load(spec, root, task.n_classes)
     return out

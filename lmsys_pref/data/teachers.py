@@ -42,9 +42,9 @@ PSEUDO_LABELS, PSEUDO_META = "pseudo_labels.csv", "pseudo_labels.json"
 RUN_FILES = ("oof.csv", "val.csv")
 
 
-def columns(i: int) -> list[str]:
+def columns(i: int, n_classes: int = 3) -> list[str]:
     """The columns of teacher `i`'s probabilities in a training frame."""
-    return [f"teacher{i}_{c}" for c in LABEL_COLS]
+    return [f"teacher{i}_{c}" for c in LABEL_COLS[:n_classes]]
 
 
 def resolve(spec: str, fold: int = 0, out_dir: str | Path = ".", root: Path = Path(".")
@@ -61,8 +61,10 @@ def resolve(spec: str, fold: int = 0, out_dir: str | Path = ".", root: Path = Pa
     return path
 
 
-def read(path: Path) -> pd.DataFrame:
-    """A teacher file as (n, 3) probabilities indexed by id (text), rows renormalised.
+def read(path: Path, n_classes: int = 3) -> pd.DataFrame:
+    """A teacher file as (n, n_classes) probabilities indexed by id (text), rows renormalised;
+    a three-class teacher of a two-class run gives its a and b columns, the tie's mass
+    dropped (as a three-class model scores a two-class task).
 
     Raises:
         DataError: a missing column, a duplicate id, or a row whose cells are not probabilities
@@ -70,16 +72,18 @@ def read(path: Path) -> pd.DataFrame:
             model's output), naming the file, the id and the column.
     """
     df = frames.read_table(path)
-    missing = [c for c in ("id",) + LABEL_COLS if c not in df.columns]
+    cols = LABEL_COLS if LABEL_COLS[2] in df.columns or n_classes == 3 else LABEL_COLS[:2]
+    missing = [c for c in ("id",) + cols if c not in df.columns]
     if missing:
         raise DataError(f"teacher {path}: missing column(s) {missing}; a teacher file holds "
-                        f"'id' and {list(LABEL_COLS)}; found {list(df.columns)[:12]}")
+                        f"'id' and {list(LABEL_COLS[:n_classes])}; found {list(df.columns)[:12]}")
     ids = df["id"].astype(str)
     if ids.duplicated().any():
         raise DataError(f"teacher {path}: duplicate id(s) {ids[ids.duplicated()].head(5).tolist()}"
                         " in column 'id'")
-    p = check_rows(df[list(LABEL_COLS)], ids, LABEL_COLS, f"teacher {path}", PREDICTION_TOL)
-    return pd.DataFrame(p / p.sum(1, keepdims=True), index=ids.to_numpy(), columns=LABEL_COLS)
+    p = check_rows(df[list(cols)], ids, cols, f"teacher {path}", PREDICTION_TOL)[:, :n_classes]
+    return pd.DataFrame(p / p.sum(1, keepdims=True), index=ids.to_numpy(),
+                        columns=LABEL_COLS[:n_classes])
 
 
 def provenance(path: Path, ids: pd.Index) -> prov.Source:
@@ -118,15 +122,15 @@ class TeacherSet:
         self.leaks: list[int | None] = [0] * len(specs)
 
     @classmethod
-    def load(cls, run: DataSpec, root: str | Path = ".") -> TeacherSet:
+    def load(cls, run: DataSpec, root: str | Path = ".", n_classes: int = 3) -> TeacherSet:
         """Read every teacher file of `run.teachers` (per-fold ones for each of the run's
-        folds); `run` is a config's `.data`."""
+        folds) as the task's `n_classes`; `run` is a config's `.data`."""
         n_folds = max(1, run.n_folds)
         files = {}
         for i, spec in enumerate(run.teachers):
             for k in range(n_folds) if "{fold}" in spec else [0]:
                 path = resolve(spec, k, run.out_dir, Path(root))
-                probs = read(path)
+                probs = read(path, n_classes)
                 files[i, k] = TeacherFile(spec, path, probs, provenance(path, probs.index))
         return cls(files, list(run.teachers), run.distill_temperature,
                    loss_weights(run.distill_weights, len(run.teachers)))
@@ -190,7 +194,7 @@ class TeacherSet:
         extra = {}
         for i in range(len(self.specs)):
             values = self.probs_of(i, fold).loc[ids].to_numpy()
-            extra.update(dict(zip(columns(i), values.T)))
+            extra.update(dict(zip(columns(i, values.shape[1]), values.T)))
         return rows.assign(**extra)
 
     def report(self) -> dict:
@@ -216,6 +220,8 @@ def loss_weights(weights: Sequence[float], n_teachers: int) -> list[float]:
 
 
 def probabilities(rows: pd.DataFrame, n_teachers: int) -> np.ndarray:
-    """(n, n_teachers, 3) teacher probabilities of a training frame (`TeacherSet.attach`)."""
-    return np.stack([rows[columns(i)].to_numpy(dtype=np.float64) for i in range(n_teachers)],
-                    axis=1)
+    """(n, n_teachers, k) teacher probabilities of a training frame (`TeacherSet.attach`; k:
+    the task's classes)."""
+    k = sum(c in rows.columns for c in columns(0))
+    return np.stack([rows[columns(i, k)].to_numpy(dtype=np.float64)
+                     for i in range(n_teachers)], axis=1)
