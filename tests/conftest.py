@@ -12,6 +12,10 @@ SHARED = Path(os.environ.get("LMSYS_SHARED", ROOT.parent / "shared" / "data"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs pytest inside make: a test's own `make -n` would then print "Entering
+# directory" lines and inherit the outer flags. Each test's make starts as a user's would.
+for _var in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):
+    os.environ.pop(_var, None)
 
 
 @pytest.fixture(scope="session")
