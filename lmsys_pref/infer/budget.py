@@ -2,29 +2,27 @@
 run, log it, stop at once when it cannot end within the limit, and tell optional work (the
 adaptive swap pass, a cascade's later stages) how much time it may take.
 
-The projection counts the work in tokens: every row's tokens x TTA passes x models (the folds a
-k-fold run averages), at the real tokens per second of warm batches, plus the time already spent
-and one more start-up (model load, encoding) per model still to come. Tokens rather than rows
-because the engine runs the longest rows first: the first batches' rows/s understates the run's
-and would stop runs that fit; the log gives the rows/s too. Rows taken from the score cache
-still count as work to do: a resumed run's projection errs long.
+The projection counts tokens: every row's tokens x TTA passes x models (the folds a k-fold run
+averages) at the warm batches' tokens/s, plus the time spent and one more start-up (load,
+encoding) per model to come. Tokens, not rows: the engine runs the longest rows first, so the
+first batches' rows/s would stop runs that fit (the log gives rows/s too). Cached rows count
+as work to do: a resumed run's projection errs long.
 
-Warm batches only: each device thread's first batch (`WARMUP_BATCHES`; 2 for a model compiled per
-batch shape, whose second batch compiles the dynamic graph) pays kernel selection, allocator
-growth, lazy init or compiles, and a second device starts cold after the first has warmed, so
-those batches are never measured. Each device thread's time is the span between its own batch
-ends; the run's speed is their pooled tokens/s times the devices working at once. A run is
-projected after `MEASURE_BATCHES` warm batches or `MEASURE_SECONDS`, or, when it is shorter, at
-the end of each model's scoring; a run with no warm batch at all (Kaggle's 3-row visible test on
-two devices) says it is too short to project, in the log and in predict.json.
+Warm batches only: each device thread's first batch (`WARMUP_BATCHES`; 2 for a model compiled
+per batch shape, whose second batch compiles the dynamic graph) pays kernel selection, lazy
+init or compiles, and a second device starts cold, so those are never measured. A thread's time
+is the span between its own batch ends; the run's speed is their pooled tokens/s times the
+devices working at once. A run is projected after `MEASURE_BATCHES` warm batches or
+`MEASURE_SECONDS`, or at the end of each model's scoring when shorter; one with no warm batch
+(Kaggle's 3-row visible test on two devices) says it is too short to project (log,
+predict.json).
 
 With a limit (`predict -p time_limit_h 9`) a projection of the required work beyond `SAFETY` x
-the limit raises `TimeBudgetExceeded`: one line saying how far over the limit the run would go
-and what would fit (no TTA, a shorter `score_max_length`, one merged model instead of k folds,
-4-bit weights). Optional work (`optional_passes`: the adaptive swap pass) is projected and
-logged but never stops a run: it shrinks to fit (`extra_seconds`). The budget watches from
-outside the engine: forward hooks on the model replicas see every batch as a device finishes
-it. Torch-free itself.
+the limit raises `TimeBudgetExceeded`: one line saying how far over the run would go and what
+would fit (no TTA, a shorter `score_max_length`, merged folds, 4-bit). Optional work (the
+adaptive swap pass, `optional_passes`) is projected but never stops a run: it shrinks to fit
+(`extra_seconds`). Forward hooks on the replicas see every batch as a device finishes it.
+Torch-free itself.
 """
 from __future__ import annotations
 
@@ -96,8 +94,7 @@ class Budget:
 
     def __init__(self, limit_h: float = 0.0, models: int = 1, reserve_h: float = 0.0):
         self.limit_s, self.reserve_s = float(limit_h) * 3600, float(reserve_h) * 3600
-        self.models = models
-        self.started = clock()
+        self.models, self.started = models, clock()
         self.plan: Plan | None = None
         self.projection: dict | None = None
         self.note: str | None = None  # why there is no projection
@@ -107,8 +104,7 @@ class Budget:
         self._measure_from = self._first_watch = None
         self._lock = threading.Lock()
 
-    def restart(self, limit_h: float) -> None:
-        """Forget the work and start a new run of the same models under `limit_h` from now."""
+    def restart(self, limit_h: float) -> None:  # a new run of the same models, from now
         self.__init__(limit_h, self.models)
 
     @contextlib.contextmanager
@@ -166,8 +162,7 @@ class Budget:
                     measured and now - self._measure_from >= MEASURE_SECONDS):
                 self._conclude(now)
 
-    def measured_batches(self) -> int:
-        """Warm batches measured so far, every device together."""
+    def measured_batches(self) -> int:  # warm batches so far, every device together
         return sum(w.measured for w in self._workers.values())
 
     def tokens_per_s(self) -> float | None:
@@ -228,8 +223,7 @@ class Budget:
             self._speed(now)
         return max(0.0, (left - models_left * one_model) / (models_left + 1))
 
-    def tokens_within(self, seconds: float) -> float:
-        """Tokens the current model scores in `seconds` at the measured speed."""
+    def tokens_within(self, seconds: float) -> float:  # at the measured speed
         return math.inf if math.isinf(seconds) else seconds * self._speed(clock())
 
     def rows_that_fit(self, seconds: float, reload: bool) -> int:
