@@ -176,3 +176,18 @@ def test_a_stage_that_cannot_fit_its_share_is_cut_to_the_rows_that_fit(
     assert cut["ids"] == whole["ids"][:cut["rows"]]  # the least certain rows first
     test = data.load_split(sample_dir / "test.csv")
     submission.read(tmp_path / "cut" / "submission.csv", test["id"].tolist())
+
+
+def test_predict_dist_refuses_a_cascade_instead_of_dropping_it():
+    from lmsys_pref.commands import distributed
+
+    with pytest.raises(ValueError, match="cascade runs in one process"):
+        distributed.predict(PredictConfig(cascade=["runs/b:0.35"]))
+
+
+def test_the_later_stages_time_is_kept_from_the_first_models_adaptive_pass():
+    stages = (CascadeStage("b", 0.35), CascadeStage("c", 0.15))
+    assert cascade.reserve_h(9, stages) == pytest.approx(3.0)  # 0.5 of 1.5 by rows
+    kept = budget.Budget(9, reserve_h=cascade.reserve_h(9, stages))
+    free = budget.Budget(9)
+    assert free.extra_seconds() - kept.extra_seconds() == pytest.approx(3 * 3600, abs=1)

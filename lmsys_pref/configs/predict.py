@@ -11,9 +11,10 @@ from .lm import DTYPE, DTYPE_ALIASES, TTA
 # The fields a saved model's own config also has; `None` here keeps the saved value.
 MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget", "model_id", "dtype",
                    "quantization")
-# Adaptive TTA's share of rows scored twice: on the planted task a quarter of the rows, the
-# least certain, recovered all of full swap TTA's accuracy gain (BENCHMARKS.md, "Adaptive swap
-# TTA and cascades").
+# Adaptive TTA's share of rows scored twice: on the planted task MiniLM's least certain
+# quarter holds every row swap TTA corrects (all of its gain at 24 % of its tokens); Gemma 3
+# 270M, whose mistakes are more confident, gets half its gain there and needs 0.5 for 90 %
+# (BENCHMARKS.md, "Adaptive swap TTA and cascades").
 DEFAULT_TTA_FRACTION = 0.25
 CASCADE_WEIGHT = 1.0  # a stage's weight when none is given and no shared OOF rows fit one
 
