@@ -86,16 +86,13 @@ def flex_gemma2():
 
 def graphs_compiled(model, rows, pad_id: int, budget: int = BUDGET) -> tuple[int, int]:
     """(graphs dynamo compiled, batches) of one scoring run from a clean dynamo cache."""
-    import torch
     from torch._dynamo.utils import counters
-    from transformers.integrations import flex_attention as hf_flex
 
+    from benchmarks import compiles
     from lmsys_pref.infer import engine
 
-    torch._dynamo.reset()
+    compiles.reset()  # flex_attention compiled again, with the current backend
     counters.clear()
-    hf_flex.WrappedFlexAttention._instance = None  # compile again, with the current backend
-    hf_flex.WrappedFlexAttention._is_flex_compiled = False
     _, stats = engine.predict_ids(model, rows, pad_id=pad_id, token_budget=budget,
                                   devices="cpu", progress=False, return_stats=True)
     return counters["stats"]["unique_graphs"], stats.batches

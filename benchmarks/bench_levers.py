@@ -1,25 +1,26 @@
-"""The winners' data levers (issue 21) on CPU: distillation, pseudo-labels, extra rows.
+"""The winners' data levers (issues 21, 29) on CPU: distillation, pseudo-labels, extra rows.
 
 1. Planted: rows whose preferred answer ends with one of 20 "good" words; 80% of the labels
    replaced by uniform soft labels. A tiny Llama student with and without a teacher that knows
    the answer (the true labels, smoothed): held-out accuracy against the true labels.
-2. The 1,500 real rows, 5 prompt-grouped folds (seed 42): MiniLM (5 folds) alone, distilled
-   from the XGBoost run's OOF and the 4-model feature blend's OOF (the blend of
-   benchmarks/bench_blend.py), and trained with the judge-bias pairs (LLMBar, EvalBiasBench)
-   pseudo-labelled by the best XGBoost run as soft-labelled `extra_train`. Every figure is the
-   out-of-fold log loss of the 1,500 competition rows (2 shared CPU cores: MiniLM at 64 tokens,
-   40 steps per fold, so with extra rows it sees fewer competition rows; the XGBoost-only
-   teacher run was left out for time). Teacher runs already in runs/bench_levers are reused.
+2. XGBoost levers on the 1,500 shared rows, OOF vs held-out (`benchmarks/levers_xgb.py`): each
+   lever judged on prompt-grouped rows no step of it touched, with paired per-row standard
+   errors, beside the OOF a CV-choosing user sees and the run's `cv_honest`.
+3. MiniLM on the real rows (issue 21: OOF only, teachers that saw the held-out rows): slow on 2
+   CPU cores, so rerun only with LEVERS_MINILM=1; otherwise its stored figures are carried over
+   and marked as such.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from benchmarks import levers_xgb
 from lmsys_pref import runs, xgb
 from lmsys_pref.commands import pseudo_label
 from lmsys_pref.configs.encoder import EncoderConfig
@@ -31,6 +32,7 @@ from lmsys_pref.train import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench_levers"
+RESULT = ROOT / "benchmarks" / "results" / "levers.json"
 COLS = ["winner_model_a", "winner_model_b", "winner_tie"]
 # MiniLM on 2 shared cores: 64 tokens, 40 steps of 16 rows per fold (about half an epoch), CE
 STUDENT = dict(n_folds=5, max_length=64, max_steps=40, objective="ce", learning_rate=3e-4,
@@ -112,6 +114,7 @@ def real_rows(shared: Path) -> dict:
     res = {"teacher_oof": oof, "pseudo_label": {k: record[k] for k in ("rows", "one_hot_rows")},
            "pseudo_label_model": best}
     res["alone"] = student("minilm", shared)
+    res["settings"] = str(STUDENT)
     res["two_teachers"] = student("minilm_xgb_blend", shared, teachers=[
         str(teach["xgb"] / "oof.csv"), str(teach["blend"] / "oof.csv")])
     res["pseudo_extra"] = student("minilm_pseudo", shared, soft_labels=True,
@@ -127,37 +130,68 @@ def markdown(res: dict) -> str:
              f"| alone | {p['alone']['accuracy']:.3f} | {p['alone']['seconds']} |",
              f"| with the teacher | **{p['taught']['accuracy']:.3f}** | "
              f"{p['taught']['seconds']} |", ""]
-    if "real" not in res:
-        return "\n".join(lines + ["The real-row part needs ../shared (absent here).", ""])
-    r = res["real"]
+    if "xgb_levers" not in res:
+        return "\n".join(lines + ["The real-row parts need ../shared (absent here).", ""])
+    lines += ["**2. " + levers_xgb.markdown(res["xgb_levers"])[2:]]
+    if "real" in res:
+        lines += minilm_markdown(res["real"], res.get("real_carried_over"))
+    return "\n".join(lines)
+
+
+def minilm_markdown(r: dict, carried: str | None) -> list[str]:
     teach = ", ".join(f"{k} {v:.4f}" for k, v in r["teacher_oof"].items())
-    lines += [f"**2. 1,500 real rows**, 5 prompt-grouped folds: MiniLM ({STUDENT}). Teachers' "
-              f"OOF log loss: {teach}. Pseudo-labels: {r['pseudo_label']['rows']} judge-bias "
-              f"pairs labelled by {r['pseudo_label_model']} (soft, swap TTA).", "",
-              "| MiniLM student | OOF log loss | accuracy | wall s |", "|---|---:|---:|---:|"]
+    when = f" (measured {carried}; carried over, rerun with LEVERS_MINILM=1)" if carried else ""
+    lines = [f"**3. MiniLM, OOF only** (issue 21){when}: 1,500 real rows, 5 prompt-grouped "
+             f"folds ({r.get('settings', STUDENT)}). Teachers' OOF log loss: {teach}. "
+             "Pseudo-labels: "
+             f"{r['pseudo_label']['rows']} judge-bias pairs labelled by "
+             f"{r['pseudo_label_model']} (soft, swap TTA).", "",
+             "| MiniLM student | OOF log loss | accuracy | wall s |", "|---|---:|---:|---:|"]
     for key, label in (("alone", "alone"),
-                       ("two_teachers", "+ XGBoost and 4-model blend OOF as teachers"),
+                       ("two_teachers", "+ XGBoost and 4-model blend OOF as teachers (leaky)"),
                        ("pseudo_extra", "+ pseudo-labelled judge-bias pairs (extra_train)")):
         s = r[key]
         lines.append(f"| {label} | {s['log_loss']:.4f} | {s['accuracy']:.3f} | "
                      f"{s['seconds']} |")
     leak = r["two_teachers"]["teachers"]["files"]
     used = r["pseudo_extra"]["extra_train"]
-    lines += ["", f"Teacher leak flags (held-out rows the teachers' models trained on, all "
-              f"folds): {[f['leaked_rows'] for f in leak]}: an OOF teacher saw the student's "
-              f"held-out rows through its other folds, so the distilled figures are optimistic "
-              f"by an unknown margin. Extra rows used {used.get('rows')}, dropped as repeats "
-              f"{used.get('dropped')}.", ""]
-    return "\n".join(lines)
+    return lines + ["", f"Teacher leak flags (held-out rows the teachers' models trained on, "
+                    f"all folds): {[f['leaked_rows'] for f in leak]}: an OOF teacher saw the "
+                    f"student's held-out rows through its other folds, so the distilled OOF is "
+                    f"optimistic by an unknown margin (section 2 measures the same lever with "
+                    f"XGBoost on held-out rows). Extra rows used {used.get('rows')}, dropped as "
+                    f"repeats {used.get('dropped')}.", ""]
+
+
+ISSUE21_SETTINGS = ("{'n_folds': 5, 'max_length': 64, 'epochs': 1, 'objective': 'ce', "
+                    "'learning_rate': 0.0003, 'untuned_baseline': False, 'torch_threads': 2, "
+                    "'save_steps': 1000, 'resume': False}")  # the settings of the stored figures
+
+
+def real_rows_carried() -> tuple[dict | None, str | None]:
+    """The MiniLM figures stored by an earlier run of this bench, and when and where they were
+    measured."""
+    if not RESULT.is_file():
+        return None, None
+    old = json.loads(RESULT.read_text())
+    if "real" not in old:
+        return None, None
+    return ({"settings": ISSUE21_SETTINGS, **old["real"]},
+            old.get("real_carried_over") or f"{old.get('date')}, {old.get('machine')}")
 
 
 def run(shared: Path | None, quick: bool = False) -> dict:
     res = {"planted": planted()}
     if shared is not None and (shared / "train.csv").exists():
-        res["real"] = real_rows(shared)
-    return {"title": "The winners' data levers: teachers, pseudo-labels, extra rows (issue 21)",
-            "command": "python -m benchmarks.run --only levers", "markdown": markdown(res),
-            **jsonio.jsonable(res)}
+        res["xgb_levers"] = levers_xgb.run(shared, WORK / "xgb_levers")
+        if os.environ.get("LEVERS_MINILM"):
+            res["real"] = real_rows(shared)
+        else:
+            res["real"], res["real_carried_over"] = real_rows_carried()
+            res = {k: v for k, v in res.items() if v is not None}
+    return {"title": "The winners' data levers: teachers, pseudo-labels, extra rows (issues 21, "
+                     "29)", "command": ".venv/bin/python -m benchmarks.run --only levers",
+            "markdown": markdown(res), **jsonio.jsonable(res)}
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench_merge"
 K = 3
 SETTINGS = dict(n_folds=K, dtype="fp32", max_steps=60, torch_threads=2, tta="none")
-WAYS = {"mean": dict(mode="mean"), "exact": dict(mode="exact"),
-        "exact, into the base": dict(mode="exact", into_base=True)}
+WAYS = {"mean": dict(mode="mean"), "exact": dict(mode="exact"),  # into the base: fp32 as the rest
+        "exact, into the base": dict(mode="exact", into_base=True, dtype="fp32")}
 
 
 def split_data(shared: Path, quick: bool) -> tuple[Path, pd.DataFrame]:

@@ -8,19 +8,23 @@ runs on a GPU workstation, on Kaggle's image and on an offline cloud box alike.
     PYTHONPATH=. python3 -m benchmarks.gpu_check            # needs CUDA
     PYTHONPATH=. python3 -m benchmarks.gpu_check --smoke    # tiny shapes on CPU (the test suite)
 
-Rows: Gemma-2-2B (LoRA r16 q/k, 3-layer head) in bf16 and in fp16 (the T4 path): untuned
-scoring, training steps, save, reload with the same logits, swap-TTA scoring through the
-engine, with the MFU of training and of scoring against the device's peak (`benchmarks.mfu`:
-by device name, or --peak-tflops; a measured bf16 matmul peak is printed beside it) and the
-graphs torch compiled (flex_attention); Gemma-2-9B shape in 4-bit NF4 and Llama-3-8B shape in
-8-bit with fewer layers (peak memory extrapolated per layer, stated as such; skipped, with the
-reason, where bitsandbytes is not installed); two workers on one GPU equal one. Random models
-are built on the GPU in bf16 (seconds, not the minutes of a CPU build).
+Rows: Gemma-2-2B (LoRA r16 q/k, 3-layer head) in bf16 (the attention `auto` picks here) and
+in the T4's setup (`benchmarks.t4`: fp16 weights, the attention `auto` picks on compute 7.5,
+eager for Gemma-2, never flex_attention): untuned scoring, training steps, save, reload with
+the same logits, swap-TTA scoring through the engine, with the MFU of training and of scoring
+against the device's peak (`benchmarks.mfu`: by device name, or --peak-tflops; a measured bf16
+matmul peak is printed beside it) and the graphs torch compiled (flex_attention); Gemma-2-9B
+shape in 4-bit NF4 and Llama-3-8B shape in 8-bit with fewer layers (peak memory extrapolated
+per layer, stated as such; skipped, with the reason, where bitsandbytes is not installed); two
+workers on one GPU equal one. Random models are built on the GPU in bf16 (seconds, not the
+minutes of a CPU build). Every row starts from empty compile caches and fails on any
+recompile-limit hit, which torch passes over by running unfused (`benchmarks.compiles`).
 Writes benchmarks/results/gpu_check.json.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import sys
@@ -32,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import mfu
+from benchmarks import compiles, mfu, t4
+from benchmarks.compiles import graphs_compiled
 from benchmarks.gpu_models import (  # noqa: F401 (public here too)
     GEMMA2_2B,
     GEMMA2_9B,
@@ -43,6 +48,7 @@ from benchmarks.gpu_models import (  # noqa: F401 (public here too)
     collate_rows,
     lm_config,
     on_device,
+    peak_gib,
     real_length_mix,
 )
 from lmsys_pref.infer import engine
@@ -50,19 +56,6 @@ from lmsys_pref.model import heads, models
 from lmsys_pref.train import loop
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu_check.json"
-def graphs_compiled() -> int:
-    """Graphs torch.compile built so far in this process (flex_attention compiles per shape)."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
-
-
-def utilisation(model, lengths, seconds: float, peak: float | None, training: bool) -> dict:
-    """TFLOP/s and MFU of `lengths` rows scored or trained in `seconds` (benchmarks.mfu)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    flops = mfu.model_flops(mfu.non_embedding_params(model), lengths,
-                            mfu.attention_shape(base.config), training)
-    return {"tflops_per_s": round(flops / seconds / 1e12, 3), "mfu": mfu.mfu(flops, seconds, peak)}
 
 
 def score(model, rows, device: str, budget: int) -> np.ndarray:
@@ -71,11 +64,15 @@ def score(model, rows, device: str, budget: int) -> np.ndarray:
 
 
 def full_lm_path(shape: dict, dtype: str, device: str, steps: int, n_rows: int,
-                 max_length: int, peak: float | None = None) -> dict:
-    """Untuned scoring, `steps` LoRA steps, save, reload, swap-TTA scoring: what was seen."""
+                 max_length: int, peak: float | None = None, attn: str = "auto") -> dict:
+    """Untuned scoring, `steps` LoRA steps, save, reload, swap-TTA scoring: what was seen.
+
+    `dtype` and `attn` are the config's `dtype` and `attn_implementation` ('auto': the
+    library's choice on this device); the detail names the kernel and weights dtype loaded.
+    """
     from transformers import Trainer
 
-    cfg = lm_config(shape, dtype, device, max_length, max_steps=steps)
+    cfg = lm_config(shape, dtype, device, max_length, max_steps=steps, attn_implementation=attn)
     tok = StandInTokenizer(shape["vocab_size"])
     with on_device(device):
         model, _ = models.build(cfg.model, device, tokenizer=tok)
@@ -91,7 +88,7 @@ def full_lm_path(shape: dict, dtype: str, device: str, steps: int, n_rows: int,
         t0 = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - t0
-        training = utilisation(model, seen, train_s, peak, training=True)
+        training = mfu.utilisation(model, seen, train_s, peak, training=True)
         training_graphs = graphs_compiled() - graphs
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         model.eval()
@@ -103,14 +100,14 @@ def full_lm_path(shape: dict, dtype: str, device: str, steps: int, n_rows: int,
         t0 = time.perf_counter()
         tta = score(again, rows + swapped, device, cfg.token_budget)
         tta_s = time.perf_counter() - t0
-        scoring = utilisation(again, [len(r) for r in rows + swapped], tta_s, peak, False)
+        scoring = mfu.utilisation(again, [len(r) for r in rows + swapped], tta_s, peak, False)
     # log loss above ln 3 that any labels would meet on average: mean of -log(3 p) per class
     return {"untuned_excess_over_ln3": float(-np.log(3 * untuned).mean()),
             "train_steps": trainer.state.global_step, "train_seconds": round(train_s, 2),
             "loss_finite": bool(losses) and all(np.isfinite(losses)),
             "reload_max_abs_diff": float(np.abs(after - before).max()),
             "tta_rows": len(tta) // 2, "tta_seconds": round(tta_s, 2),
-            "attn_implementation": models.describe(again)["attn_implementation"],
+            **models.describe(again),  # attn_implementation, weights_dtype
             "train_mfu": training["mfu"], "train_tflops_per_s": training["tflops_per_s"],
             "scoring_mfu": scoring["mfu"], "scoring_tflops_per_s": scoring["tflops_per_s"],
             "scoring_graphs_compiled": scoring_graphs,
@@ -124,12 +121,6 @@ def reload_adapter(cfg, tok, model_dir: Path, device: str):
     with on_device(device):
         base = models.load_base(cfg.model, tok, device)
     return PeftModel.from_pretrained(base, str(model_dir), torch_device=device).eval()
-
-
-def peak_gib(device: str) -> float | None:
-    if torch.device(device).type != "cuda":
-        return None
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
 
 
 def quantized_path(shape: dict, quantization: str, device: str, layers: tuple[int, int],
@@ -189,12 +180,14 @@ def checks(smoke: bool, peak: float | None = None) -> list[tuple]:
     def ok_lm(r):
         return (r["untuned_excess_over_ln3"] < heads.UNTUNED_TOL and r["loss_finite"]
                  and r["train_steps"] == steps and r["reload_max_abs_diff"] < 5e-3)
+    on_t4 = t4.setup(shape2b)  # fp16; eager for Gemma-2, whatever this device picks
     rows = [("gemma2-2b bf16: untuned, train, save, reload, swap TTA",
-             lambda: full_lm_path(shape2b, "bf16", dev, steps, n_rows, length, peak), ok_lm,
-             None),
-            ("gemma2-2b fp16 (T4 path): untuned, train, save, reload, swap TTA",
-             lambda: full_lm_path(shape2b, "fp16", dev, steps, n_rows, length, peak), ok_lm,
-             None),
+             functools.partial(full_lm_path, shape2b, "bf16", dev, steps, n_rows, length, peak),
+             ok_lm, None),
+            (f"gemma2-2b T4 setup (fp16, {on_t4['attn_implementation']}): untuned, train, save, "
+             "reload, swap TTA",
+             functools.partial(full_lm_path, shape2b, on_t4["dtype"], dev, steps, n_rows, length,
+                               peak, attn=on_t4["attn_implementation"]), ok_lm, None),
             ("two scoring workers on one device equal one",
              lambda: two_workers_one_gpu(shape2b, dev, length),
              lambda r: r["max_abs_diff"] < 1e-6, None)]
@@ -222,16 +215,25 @@ def device_line(smoke: bool, peak_tflops: float | None) -> dict:
 
 
 def run_row(fn, passed, needs: str | None) -> tuple[str, dict]:
-    """(status, detail) of one row: pass/FAIL, or skip when a package it needs is absent."""
+    """(status, detail) of one row: pass/FAIL, or skip when a package it needs is absent.
+
+    The row starts from empty compile caches and FAILs on any recompile-limit hit
+    (`recompile_limit_hits` in the detail): torch runs on unfused past it, so the row's own
+    checks would still pass.
+    """
     if needs and importlib.util.find_spec(needs) is None:
         return "skip", {"reason": f"{needs} is not installed (pip install {needs}); the "
                                   "4/8-bit rows need it"}
+    compiles.reset()
+    hits = compiles.limit_hits()
     try:
         detail = fn()
-        return ("pass" if passed(detail) else "FAIL"), detail
+        ok = passed(detail)
     except Exception as err:  # a failed row is reported, the others still run
-        return "FAIL", {"error": f"{type(err).__name__}: {err}",
-                        "trace": traceback.format_exc(limit=3)}
+        detail, ok = {"error": f"{type(err).__name__}: {err}",
+                      "trace": traceback.format_exc(limit=3)}, False
+    detail["recompile_limit_hits"] = compiles.limit_hits() - hits
+    return ("pass" if ok and not detail["recompile_limit_hits"] else "FAIL"), detail
 
 
 def run(smoke: bool = False, out: Path = RESULTS, peak_tflops: float | None = None
@@ -252,6 +254,9 @@ def run(smoke: bool = False, out: Path = RESULTS, peak_tflops: float | None = No
                   f"training {detail['training_graphs_compiled']}", flush=True)
         elif status == "skip":
             print(f"      {detail['reason']}", flush=True)
+        if detail.get("recompile_limit_hits"):
+            print(f"      recompile limit hit {detail['recompile_limit_hits']} time(s): later "
+                  "shapes ran unfused (TORCH_LOGS=recompiles names them)", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**head, "torch": torch.__version__, "smoke": smoke,
                                "checks": results, "title": "make gpu-check (the GPU path)",
@@ -264,12 +269,13 @@ def markdown(head: dict, results: list[dict]) -> str:
     """The table BENCHMARKS.md shows (benchmarks.run renders results/gpu_check.json)."""
     lines = [f"Device {head['device']}, peak {head['peak_tflops']} TFLOP/s "
              f"({head['peak_source']}), bf16 matmul measured {head['matmul_bf16_tflops']} "
-             "TFLOP/s.\n", "| check | status | seconds | MFU training | MFU scoring |",
-             "| --- | --- | ---: | ---: | ---: |"]
+             "TFLOP/s.\n", "| check | status | seconds | MFU training | MFU scoring | "
+             "recompile-limit hits |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for r in results:
         lines.append(f"| {r['check']} | {r['status']} | {r['seconds']} | "
                      f"{mfu.percent(r.get('train_mfu')) if 'train_mfu' in r else ''} | "
-                     f"{mfu.percent(r.get('scoring_mfu')) if 'scoring_mfu' in r else ''} |")
+                     f"{mfu.percent(r.get('scoring_mfu')) if 'scoring_mfu' in r else ''} | "
+                     f"{r.get('recompile_limit_hits', '')} |")
     return "\n".join(lines)
 
 

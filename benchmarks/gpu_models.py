@@ -78,3 +78,10 @@ def on_device(device: str):
         yield
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: str) -> float | None:
+    """Peak memory allocated on a CUDA `device` since its last reset, in GiB (None off CUDA)."""
+    if torch.device(device).type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)

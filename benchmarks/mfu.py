@@ -3,9 +3,10 @@ attention.
 
 MFU = useful model FLOPs per second / the device's dense peak. The peak comes from a table by
 device name (`PEAK_TFLOPS`, dense tensor-core figures from the vendors' data sheets, bf16 where
-the device has it, fp16 on T4/V100), or from `--peak-tflops` / LMSYS_PEAK_TFLOPS for a device
-the table does not know; `matmul_tflops` measures what a large bf16 matmul really reaches, printed
-beside it (a ceiling that the table figure rarely meets).
+the device has it, fp16 on T4/V100; PCIe and NVL cards apart from SXM ones), or from
+`--peak-tflops` / LMSYS_PEAK_TFLOPS for a device the table does not know; `matmul_tflops`
+measures what a large bf16 matmul really reaches, printed beside it (a ceiling that the table
+figure rarely meets).
 
 FLOPs per row of L tokens (N = non-embedding parameters):
 - scoring: 2·N·L + attention, where attention = 4·heads·head_dim·Σ_q min(q+1, window) per layer
@@ -23,13 +24,48 @@ import time
 
 import numpy as np
 
-# (pattern on torch.cuda.get_device_name, dense TFLOP/s): first match wins, so the specific
-# names come before the general ones
-PEAK_TFLOPS = [
-    (r"H200|GH200", 989.0), (r"H100 NVL", 835.0), (r"H100 PCIe", 756.0), (r"H100|H800", 989.0),
-    (r"B200", 2250.0), (r"A100|A800", 312.0), (r"L40S", 362.0), (r"L40\b", 181.0),
-    (r"\bL4\b", 121.0), (r"\bA10\b", 125.0), (r"RTX 4090", 165.0), (r"RTX 3090", 71.0),
-    (r"V100", 125.0), (r"\bT4\b", 65.0), (r"MI300X", 1307.0)]
+# Dense (no sparsity) tensor-core TFLOP/s by device name, bf16 where the device has it, fp16 on
+# T4/V100. From NVIDIA's data sheets, which print the sparse figure: dense is half of it.
+# A name matches as whole words of torch.cuda.get_device_name, case and '-'/'_' ignored
+# ("NVIDIA A100-PCIE-40GB" is "nvidia a100 pcie 40gb"); the longest name that matches wins, so a
+# variant ("H200 NVL") is never read as its family's SXM part ("H200").
+PEAK_TFLOPS = {
+    "H100": 989.0,       # H100 SXM5 ("NVIDIA H100 80GB HBM3"): 1,979 sparse
+    "H100 PCIe": 756.0,  # H100 PCIe 80 GB: 1,513 sparse
+    "H100 NVL": 835.0,   # H100 NVL 94 GB (PCIe card, 400 W): 1,671 sparse
+    "H200": 989.0,       # H200 SXM 141 GB: 1,979 sparse
+    "H200 NVL": 835.0,   # H200 NVL 141 GB (PCIe card, 600 W): 1,671 sparse
+    "GH200": 989.0,      # Grace Hopper's H100/H200: the SXM figure
+    "H800": 989.0,       # the export H100 SXM: same tensor cores
+    "H800 PCIe": 756.0,  # the export H100 PCIe
+    "B200": 2250.0,      # HGX B200, per GPU: 4,500 sparse
+    "A100": 312.0,       # A100 SXM4 and PCIe, 40 and 80 GB alike: 624 sparse
+    "A800": 312.0,       # the export A100
+    "L40S": 362.0,       # 733 sparse
+    "L40": 181.0,        # 362 sparse
+    "L4": 121.0,         # 242 sparse
+    "A10": 125.0,        # 250 sparse (not the A10G, whose figure NVIDIA does not publish)
+    "RTX 4090": 165.0,   # fp32 accumulate (GeForce halves it against fp16 accumulate)
+    "RTX 3090": 71.0,    # fp32 accumulate
+    "V100": 125.0,       # V100 SXM2, fp16 (no bf16)
+    "V100 PCIe": 112.0,  # V100 PCIe, fp16
+    "T4": 65.0,          # fp16 (no bf16 tensor cores)
+    "MI300X": 1307.0,    # AMD Instinct MI300X, dense bf16 (AMD's data sheet)
+}
+
+
+def _words(name: str) -> str:
+    """`name` lower-cased with '-' and '_' as spaces, padded: ' nvidia a100 pcie 40gb '."""
+    return " " + re.sub(r"[-_\s]+", " ", name.lower()).strip() + " "
+
+
+def table_peak(name: str) -> tuple[str, float] | None:
+    """(table name, dense TFLOP/s) of the longest `PEAK_TFLOPS` name in `name`, else None."""
+    words = _words(name)
+    for known in sorted(PEAK_TFLOPS, key=len, reverse=True):
+        if _words(known) in words:
+            return known, PEAK_TFLOPS[known]
+    return None
 
 
 def device_peak(name: str, override: float | None = None) -> tuple[float | None, str]:
@@ -41,9 +77,9 @@ def device_peak(name: str, override: float | None = None) -> tuple[float | None,
     override = override or float(os.environ.get("LMSYS_PEAK_TFLOPS", 0) or 0) or None
     if override:
         return float(override), "given (--peak-tflops / LMSYS_PEAK_TFLOPS)"
-    for pattern, tflops in PEAK_TFLOPS:
-        if re.search(pattern, name):
-            return tflops, f"table: {name}"
+    found = table_peak(name)
+    if found:
+        return found[1], f"table: {name} as {found[0]}"
     return None, f"unknown device {name!r}: pass --peak-tflops"
 
 
@@ -100,6 +136,14 @@ def mfu(flops: float, seconds: float, peak_tflops: float | None) -> float | None
     if not peak_tflops or not seconds:
         return None
     return flops / seconds / (peak_tflops * 1e12)
+
+
+def utilisation(model, lengths, seconds: float, peak: float | None, training: bool) -> dict:
+    """TFLOP/s and MFU of `lengths` rows scored (or LoRA-trained) by `model` in `seconds`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flops = model_flops(non_embedding_params(model), lengths, attention_shape(base.config),
+                        training)
+    return {"tflops_per_s": round(flops / seconds / 1e12, 3), "mfu": mfu(flops, seconds, peak)}
 
 
 def non_embedding_params(model) -> int:

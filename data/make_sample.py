@@ -6,6 +6,11 @@ something to learn. Quirks: `[null]` turns, `null` cells, empty lists, identical
 UTF-16 surrogates, multi-turn conversations and very long answers.
 
     python data/make_sample.py --out data/sample --train 200 --test 50
+    python data/make_sample.py --task wsdm-2025 --out data/sample-wsdm   # from data/sample
+
+`--task wsdm-2025` writes the same rows in the WSDM Cup 2025's shape: parquet, plain-string
+turns, a `winner` column (tie rows left out), hash-like text ids in train and integer ids in
+test, and a `language` column (drawn, seeded: the synthetic texts are all English).
 """
 from __future__ import annotations
 
@@ -86,13 +91,35 @@ def inject_quirks(df: pd.DataFrame, rng: np.random.Generator) -> None:
         df.at[i, "response_a"] = [" ".join(["This is a very long answer."] * 800)]
 
 
+LANGUAGES = ("English", "English", "English", "Russian", "Chinese")  # drawn for the WSDM sample
+
+
+def write_wsdm(source: Path, out: Path, seed: int) -> None:
+    """The 2024-shaped sample at `source` as a WSDM-shaped folder at `out`."""
+    from lmsys_pref.data import load_split
+    from lmsys_pref.data.task import TASKS
+    from lmsys_pref.data.writer import write_folder
+
+    train = load_split(source / "train.csv", labelled=True, lenient=True)
+    test = load_split(source / "test.csv", labelled=False, lenient=True)
+    rng = np.random.default_rng(seed)
+    train["language"] = rng.choice(LANGUAGES, len(train))
+    done = write_folder(train, test, out, TASKS["wsdm-2025"], hash_train_ids=True)
+    print(f"wrote {done['train_rows']} train ({done['ties_dropped']} ties left out) and "
+          f"{done['test_rows']} test rows to {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="data/sample")
     ap.add_argument("--train", type=int, default=200)
     ap.add_argument("--test", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--task", choices=("lmsys-2024", "wsdm-2025"), default="lmsys-2024")
+    ap.add_argument("--source", default="data/sample", help="--task wsdm-2025: the rows to use")
     args = ap.parse_args()
+    if args.task == "wsdm-2025":
+        return write_wsdm(Path(args.source), Path(args.out), args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train = make_rows(args.train, args.seed, True, 1000)

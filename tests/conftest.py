@@ -27,6 +27,13 @@ def sample_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def wsdm_dir() -> Path:
+    """The bundled sample in the WSDM Cup 2025's shape (data/sample-wsdm: parquet, plain
+    turns, a winner column, hash-like train ids, integer test ids, a language column)."""
+    return ROOT / "data" / "sample-wsdm"
+
+
+@pytest.fixture(scope="session")
 def arena_dir() -> Path:
     """The real 1,500-row part of the competition data; skips when ../shared is absent."""
     path = SHARED / "lmsys-chatbot-arena"

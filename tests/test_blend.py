@@ -248,3 +248,40 @@ def test_xgb_runs_end_to_end(tmp_path, quirks_dir):
     submission.read(tmp_path / "b" / "submission.csv", test_ids)
     assert res["n_shared_rows"] == 40 and res["blend_oof_log_loss"] <= res["best_single_log_loss"]
     assert res["cv_groups"] == f"prompt ({quirks_dir / 'train.csv'})"  # the runs' saved data_dir
+
+
+def test_blend_refuses_a_leaky_run_unless_allowed_and_says_why(tmp_path, capsys):
+    from lmsys_pref.eval import report
+
+    p, y = true_probs(300, seed=14)
+    ids = np.arange(300)
+    a = fake_run(tmp_path / "a", ids, y, p)
+    b = fake_run(tmp_path / "b", ids, y, sharpen(p, 1.5), seed=1)
+    leak = {"input": "teachers", "file": "runs/xgb/oof.csv", "leaked_rows": 300,
+            "provenance": "saw", "why": "an oof.csv"}
+    for run, honest, leaks in ((a, True, []), (b, False, [leak])):
+        m = runs.read_metrics(run)
+        runs.save_json(run / "metrics.json", {**m, "cv_honest": honest, "cv_leaks": leaks})
+    with pytest.raises(blend_inputs.LeakyRunError,
+                       match=rf"{b} is not cv-honest \(teachers runs/xgb/oof.csv: 300 held-out "
+                             r"row\(s\) seen\).*--allow-leaky"):
+        blend.blend([a, b], tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # refused before any work
+    blend.blend([a, b], tmp_path / "o", allow_leaky=True)
+    m = runs.read_metrics(tmp_path / "o")
+    assert m["cv_honest"] is False and m["cv_leaks"] == [{**leak, "run": str(b)}]
+    blend.blend([a], tmp_path / "honest")  # every input honest: so is the blend
+    assert runs.read_metrics(tmp_path / "honest")["cv_honest"] is True
+    assert cli.main(["blend", "--runs", str(a), str(b), "--out-dir", str(tmp_path / "c")]) == 1
+    assert "--allow-leaky" in capsys.readouterr().err
+    assert cli.main(["blend", "--runs", str(a), str(b), "--out-dir", str(tmp_path / "c"),
+                     "--allow-leaky"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{a}: cv_honest: true" in printed and f"{b}: cv_honest: false" in printed
+    assert "teachers `runs/xgb/oof.csv`: 300 held-out row(s) seen" in printed
+    assert cli.main(["report", "--run-dir", str(b)]) == 0
+    assert "cv_honest: false" in capsys.readouterr().out
+    text = (b / "report.md").read_text()
+    assert "## Held-out honesty" in text and "runs/xgb/oof.csv" in text
+    report.write_report(a)
+    assert "cv_honest: true" in (a / "report.md").read_text()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -111,3 +113,50 @@ def test_train_streams_the_notebook_log_without_transport_warning(tmp_path, samp
     assert "xgb folds: 100%" in log  # the kernel's progress bar, as it ran
     assert "INFO lmsys_pref: xgb: cv log loss" in log  # the run's own log line
     assert "without encryption" not in log and "IProgress not found" not in log
+
+
+# Variables that hold one path (or a preset name/YAML path, a base model id/folder) each.
+PATH_VARS = {"DATA_DIR": "data/bob's data", "OUT_DIR": "runs/my out", "MODEL_DIR": "runs/my run",
+             "RUN_DIR": "runs/my (old) run", "ADAPTER": "adapters/my adapter",
+             "BASE_MODEL": "bases/my base", "SUBMISSION": "runs/my run/submission.csv",
+             "GRID": "grids/my grid.yaml", "PRESET": "presets/my preset.yaml"}
+
+
+def dry_run(target: str, **variables: str) -> list[str]:
+    """The words of `make -n target` (the install step left out), as the shell splits them."""
+    args = [f"{k}={v}" for k, v in variables.items()]
+    done = subprocess.run(["make", "-n", "-o", ".venv/.installed", target, *args],
+                          cwd=notebooks.REPO, capture_output=True, text=True, check=True)
+    return shlex.split(done.stdout)
+
+
+def test_make_passes_paths_with_spaces_as_one_word():
+    """Every target's path variables reach the command whole: spaces, a quote, parentheses."""
+    py = "/opt/my venv/bin/python"
+    checked = 0
+    for target, lines in recipes().items():
+        used = [v for v in PATH_VARS if f"$({v})" in " ".join(lines)]
+        if target in NOT_A_COMMAND or not used:
+            continue
+        words = dry_run(target, PY=py, KAGGLE_USERNAME="bob", **PATH_VARS)
+        assert words[:3] == [py, "-m", "lmsys_pref"], (target, words)
+        for var in used:
+            assert PATH_VARS[var] in words, (target, var, words)
+        checked += 1
+    assert checked >= 20
+    plain = dry_run("predict", MODEL_DIR="runs/xgb", DATA_DIR="data/sample")
+    assert plain[3:] == ["predict", "--model-dir", "runs/xgb", "--data-dir", "data/sample",
+                         "--out-dir", "runs/predict"]  # a plain path is written as it is
+
+
+def test_make_train_runs_with_spaces_in_its_paths(tmp_path, sample_dir):
+    data_dir, out = tmp_path / "my data", tmp_path / "my run"
+    shutil.copytree(sample_dir, data_dir)
+    done = subprocess.run(["make", "-s", "-o", ".venv/.installed", "train-xgb",
+                           f"PY={sys.executable}", f"DATA_DIR={data_dir}", f"OUT_DIR={out}",
+                           "PARAMS=-p n_estimators 5 -p n_folds 2"], cwd=notebooks.REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "submission.csv").is_file() and (out / "xgboost.ipynb").is_file()
+    assert json.loads((out / "model" / "lmsys_pref.json").read_text())["config"]["data_dir"] \
+        == str(data_dir)

@@ -1,5 +1,6 @@
 """flex_attention compiles per batch shape: a scoring run on the real length mix (the 1,500
-shared rows at 2,048 tokens, Gemma tokenizer) must compile at most 8 graphs in all.
+shared rows at 2,048 tokens, Gemma tokenizer) must compile at most 8 graphs in all, without
+hitting torch's recompile limit (past it torch runs unfused and the graph count says nothing).
 
 The fast test traces with dynamo's `eager` backend (guards, and so recompiles, are dynamo's:
 the same as with inductor, minus inductor's compile time); the slow one is the real thing on
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmarks import compiles
 from benchmarks.bench_bucketing import dynamo_only, flex_gemma2, graphs_compiled, real_rows
 from lmsys_pref.infer import batching, engine
 
@@ -61,6 +63,7 @@ def test_flex_scoring_compiles_at_most_8_graphs_on_the_real_mix(arena_dir, eager
     compiled, batches = graphs_compiled(model, some, pad_id, budget=4096)
     assert batches == len(plan) >= 6
     assert compiled <= MAX_COMPILES, f"{compiled} graphs for {batches} batches"
+    assert compiles.limit_hits() == 0  # past the limit torch runs unfused and counts on
 
 
 def test_a_lone_row_and_an_extra_column_do_not_change_the_scores(eager_backend, one_thread):
@@ -82,3 +85,4 @@ def test_flex_scoring_of_all_1500_rows_compiles_at_most_8_graphs(arena_dir):
     rows, pad_id = real_rows(str(arena_dir))
     compiled, batches = graphs_compiled(flex_gemma2(), rows, pad_id)
     assert compiled <= MAX_COMPILES, f"{compiled} graphs for {batches} batches"
+    assert compiles.limit_hits() == 0

@@ -50,7 +50,7 @@ def test_lm_values_are_converted(field, text, expected):
     (XGBConfig, "swap_augment", "maybe", ["'swap_augment'", "bool"]),
     (LMConfig, "dtype", "fp8", ["'dtype'", "'fp8'", "'auto', 'fp32', 'bf16', 'fp16'"]),
     (LMConfig, "layout", "chat", ["'layout'", "'gemma', 'turns'"]),
-    (LMConfig, "truncation_side", "middle", ["'truncation_side'"]),
+    (LMConfig, "truncation_side", "center", ["'truncation_side'"]),
     (LMConfig, "lr_scheduler", "exp", ["'lr_scheduler'", "'cosine'"]),
     (LMConfig, "lora_init", "olora", ["'lora_init'", "pissa_niter_<n>"]),
     (LMConfig, "random_init", "[1, 2]", ["'random_init'", "dict"]),
@@ -119,7 +119,7 @@ def test_train_help_lists_every_field_with_type_default_and_doc(capsys):
     for row in field_table(LMConfig):
         assert f"  {row.name}  ({row.type}; default " in out
     assert "max_length  (int >= 1; default 2048)" in out  # the gemma2-2b preset's value
-    assert "truncation_side  (one of: right, left; default 'right')" in out
+    assert "truncation_side  (one of: right, left, middle; default 'right')" in out
     for doc in ("LoRA rank; 0 = no adapter", "Share max_length between prompt and answers",
                 "'right' keeps the start of each part", "Padded tokens per inference batch"):
         assert doc in out

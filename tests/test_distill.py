@@ -9,12 +9,14 @@ import torch
 import torch.nn.functional as F
 from synthetic_rows import planted_rows, soften, teacher_file, true_labels, write_dir
 
-from lmsys_pref import cli, data, runs
+from lmsys_pref import cli, data, runs, xgb
 from lmsys_pref.commands import grid
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
-from lmsys_pref.data import teachers
+from lmsys_pref.configs.xgb import XGBConfig
+from lmsys_pref.data import labels, teachers
 from lmsys_pref.train import distill, fit, loop
+from lmsys_pref.xgb import levers
 
 COLS = list(data.LABEL_COLS)
 
@@ -107,8 +109,11 @@ def test_a_student_learns_from_a_teacher_that_knows_the_answer(tmp_path, one_thr
         acc[name] = (val[COLS].to_numpy().argmax(1) == truth[val["id"]].to_numpy()).mean()
         assert m["n_soft_eval"] + m["n_eval"] == len(val) and m["soft_log_loss"] > 0
     assert acc["taught"] >= 0.75 and acc["taught"] >= acc["alone"] + 0.15, acc
-    files = runs.read_metrics(tmp_path / "taught")["teachers"]["files"]
-    assert files[0]["provenance"] == "unknown" and files[0]["leaked_rows"] is None
+    m = runs.read_metrics(tmp_path / "taught")
+    assert m["teachers"]["files"][0]["provenance"] == "unknown"
+    assert m["teachers"]["files"][0]["leaked_rows"] is None
+    assert m["cv_honest"] is False and [x["input"] for x in m["cv_leaks"]] == [
+        "teachers", "soft labels of train.csv"]  # neither says what made it
 
 
 @pytest.mark.slow  # three papermill kernels: ~45 s of CPU; the chain itself runs below
@@ -154,3 +159,70 @@ def test_the_recipe_per_fold_teachers_student_merge_predict(tmp_path, sample_dir
     assert len(pd.read_csv(tmp_path / "predict" / "submission.csv")) == 50
     with pytest.raises(data.DataError, match="the teacher's folds must match"):
         fit.fit(cfg.replace(seed=7, out_dir=str(tmp_path / "other-folds")))
+
+
+# --- XGBoost as teacher and as student (issue 29) -----------------------------------------
+
+def xgb_cfg(sample_dir, out, **kw):
+    return XGBConfig(data_dir=str(sample_dir), out_dir=str(out), n_folds=2, n_estimators=10,
+                     early_stopping_rounds=0, n_jobs=1, **kw)
+
+
+def test_xgb_folds_pseudo_label_test_rows_for_an_lm_student_without_leaks(tmp_path, sample_dir,
+                                                                           one_thread):
+    """XGB k-fold -> `pseudo-label --per-fold` of test.csv -> an LM k-fold student whose fold k
+    trains on fold k's file: used, and honest; other folds (seed 7) are refused."""
+    xgb.fit(xgb_cfg(sample_dir, tmp_path / "xgb"))
+    assert cli.main(["pseudo-label", "--model-dir", str(tmp_path / "xgb"), "--data-dir",
+                     str(sample_dir), "--per-fold", "--out-dir", str(tmp_path / "pl")]) == 0
+    spec = str(tmp_path / "pl" / "fold_{fold}" / teachers.PSEUDO_LABELS)
+    cfg = LMConfig.from_preset("tiny-llama", data_dir=str(sample_dir), n_folds=2, max_steps=1,
+                               out_dir=str(tmp_path / "student"), soft_labels=True,
+                               extra_train=[spec])
+    m = fit.fit(cfg)
+    assert m["cv_honest"] is True and m["cv_leaks"] == [] and m["extra_train"]["rows"] == 100
+    assert runs.read_metrics(tmp_path / "student")["cv_honest"] is True
+    with pytest.raises(data.DataError, match=r"extra_train .*fold_\{fold\}.* \(fold 0\): its "
+                                             r"models trained on \d+ of this fold's"):
+        fit.fit(cfg.replace(seed=7, out_dir=str(tmp_path / "other-folds")))
+
+
+def test_an_xgb_student_is_honest_with_per_fold_teacher_files_not_with_an_oof(
+        tmp_path, sample_dir):
+    xgb.fit(xgb_cfg(sample_dir, tmp_path / "xgb"))
+    assert cli.main(["pseudo-label", "--model-dir", str(tmp_path / "xgb"), "--data-dir",
+                     str(sample_dir), "--split", "train", "--per-fold",
+                     "--out-dir", str(tmp_path / "t")]) == 0
+    spec = str(tmp_path / "t" / "fold_{fold}" / teachers.PSEUDO_LABELS)
+    per_fold = xgb.fit(xgb_cfg(sample_dir, tmp_path / "a", teachers=[spec]))
+    assert per_fold["cv_honest"] is True and per_fold["teachers"]["files"][0]["leaked_rows"] == 0
+    assert per_fold["teachers"]["weights"] == [0.5, 0.5]  # label, teacher
+    own_oof = xgb.fit(xgb_cfg(sample_dir, tmp_path / "b", teachers=[str(tmp_path / "xgb")]))
+    (leak,) = own_oof["cv_leaks"]
+    assert own_oof["cv_honest"] is False and leak["leaked_rows"] == 200
+    assert leak["provenance"] == "saw" and leak["file"] == str(tmp_path / "xgb")
+    with pytest.raises(data.DataError, match="the teacher's folds must match"):
+        xgb.fit(xgb_cfg(sample_dir, tmp_path / "c", teachers=[spec], seed=7))
+
+
+def test_xgb_trains_on_the_mixture_of_label_and_teacher(tmp_path, sample_dir):
+    train = data.load_split(sample_dir / "train.csv")
+    uniform = pd.DataFrame({"id": train["id"], **{c: 1 / 3 for c in COLS}})
+    uniform.to_csv(tmp_path / "uniform.csv", index=False)
+    cfg = xgb_cfg(sample_dir, tmp_path / "mix", teachers=[str(tmp_path / "uniform.csv")],
+                  teacher_weights=[3, 1])
+    rows = labels.load_training(cfg.data)
+    feats = xgb.Features(train, extra=rows.extra_rows(None))
+    fits = levers.plan(rows, feats, [(np.arange(100), np.arange(100, 200))])
+    np.testing.assert_allclose(fits[0].targets[:100], 0.75 * labels.targets(train)[:100]
+                               + 0.25 / 3)
+    np.testing.assert_array_equal(fits[0].targets[100:], labels.targets(train)[100:])
+    assert len(fits) == 2 and fits[1].extra.size == 0  # the final booster: every row
+    only_teacher = xgb.fit(cfg.replace(teacher_weights=[0, 1]))  # learns nothing but 1/3
+    oof = runs.read_probs(tmp_path / "mix" / "oof.csv")[COLS].to_numpy()
+    assert np.abs(oof - 1 / 3).max() < 0.01 and only_teacher["log_loss"] == pytest.approx(
+        np.log(3), abs=0.01)
+    assert only_teacher["cv_honest"] is False  # a CSV with no run beside it: unknown
+    assert only_teacher["cv_leaks"][0]["leaked_rows"] is None
+    plain = xgb_cfg(sample_dir, tmp_path / "plain")
+    assert levers.plan(labels.load_training(plain.data), feats, []) == [None]  # as before

@@ -2,6 +2,8 @@
 XGBoost's soft labels (three weighted copies of a row)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from lmsys_pref import data, runs, xgb
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
-from lmsys_pref.data import labels
+from lmsys_pref.data import labels, metrics
 from lmsys_pref.train import fit, loop
 
 COLS = list(data.LABEL_COLS)
@@ -40,7 +42,9 @@ def test_rows_repeating_a_train_or_test_conversation_are_dropped_by_id(folder):
     extra, report = labels.load_extra([folder / "extra.csv"], [train, test])
     assert len(extra) == 20 and report["rows"] == 20 and report["dropped"] == 3
     assert report["dropped_ids"] == ["9100", "9101", "9102"]
-    assert report["files"] == {str(folder / "extra.csv"): {"rows": 23, "used": 20, "dropped": 3}}
+    assert report["files"] == {str(folder / "extra.csv"): {
+        "rows": 23, "used": 20, "dropped": 3, "test_rows_kept": 0, "one_hot_rows": 20,
+        "repeats": {"train/test": 2, "an earlier extra row": 1}, "provenance": "labels"}}
     clash = planted_rows(2, seed=9, start_id=1)  # new conversations, ids of train.csv
     clash.to_csv(folder / "clash.csv", index=False)
     with pytest.raises(data.DataError, match=r"clash.csv: row id 1: column 'id' repeats an id"):
@@ -135,3 +139,61 @@ def test_xgb_soft_labels_train_as_three_weighted_copies(folder):
         xgb.fit(cfg)
     m = xgb.fit(cfg.replace(soft_labels=True))
     assert m["n_soft_eval"] + m["n_eval"] == 40 and m["soft_log_loss"] > 0
+
+
+# --- pseudo-labelled test rows, files left empty, all-soft runs (issue 29) -----------------
+
+def pseudo_output(folder, rows, name="pl", split="test", never_saw=()):
+    """What `pseudo-label` writes: the rows with soft labels, and its record beside them."""
+    out = folder / name
+    out.mkdir()
+    rows.assign(**dict(zip(COLS, [0.5, 0.3, 0.2]))).to_csv(out / "pseudo_labels.csv", index=False)
+    (out / "pseudo_labels.json").write_text(json.dumps({"split": split, "models": [],
+                                                        "never_saw": list(never_saw)}))
+    return out / "pseudo_labels.csv"
+
+
+def test_pseudo_labelled_test_rows_join_training_labelled_copies_do_not(folder):
+    train = data.load_split(folder / "train.csv")
+    test = data.load_split(folder / "test.csv")
+    path = pseudo_output(folder, planted_rows(10, seed=2, start_id=500))  # the test rows
+    extra, report = labels.load_extra([path], [train], soft=True, unlabelled=test)
+    assert extra["id"].tolist() == test["id"].tolist()  # kept, their ids too
+    entry = report["files"][str(path)]
+    assert entry["used"] == entry["test_rows_kept"] == 10 and entry["dropped"] == 0
+    assert entry["provenance"] == "never_saw" and entry["repeats"]["train"] == 0
+    path.with_suffix(".json").unlink()  # no record: labelled copies of the test rows
+    with pytest.raises(data.DataError, match=rf"extra_train {path}: every one of its 10 row\(s\)"
+                                             r" repeats a conversation of train \(0\), test "
+                                             r"\(10\), .*labelled copies of test rows"):
+        labels.load_extra([path], [train], soft=True, unlabelled=test)
+    teacher = pseudo_output(folder, pd.read_csv(folder / "train.csv", dtype=str), "t", "train")
+    with pytest.raises(data.DataError, match=r"repeats a conversation of train \(40\).* is a "
+                                             r"teacher file \(-p teachers\)"):
+        labels.load_extra([teacher], [train], soft=True, unlabelled=test)
+
+
+def test_a_file_left_without_rows_stops_the_run_before_any_booster(folder, monkeypatch):
+    pd.read_csv(folder / "train.csv", dtype=str).iloc[:5].assign(
+        id=[str(9500 + i) for i in range(5)]).to_csv(folder / "copies.csv", index=False)
+    monkeypatch.setattr(xgb.booster, "train_booster", lambda *a, **k: pytest.fail("trained"))
+    cfg = XGBConfig(data_dir=str(folder), out_dir=str(folder / "x"), n_folds=2, n_jobs=1,
+                    extra_train=[str(folder / "copies.csv"), str(folder / "extra.csv")])
+    with pytest.raises(data.DataError, match=r"copies.csv: every one of its 5 row\(s\) repeats a "
+                                             r"conversation of train \(5\)"):
+        xgb.fit(cfg)
+
+
+def test_an_all_soft_run_is_scored_against_the_most_probable_class(folder):
+    rows = planted_rows(40, seed=1, start_id=1)
+    truth = np.eye(3)[np.arange(40) % 3]  # every class in every fold
+    write_dir(folder, rows.assign(**dict(zip(COLS, (0.7 * truth + 0.1).T))))
+    m = xgb.fit(XGBConfig(data_dir=str(folder), out_dir=str(folder / "soft"), n_folds=2,
+                          n_estimators=10, early_stopping_rounds=0, n_jobs=1, soft_labels=True))
+    oof = runs.read_probs(folder / "soft" / "oof.csv")
+    assert m["log_loss"] == pytest.approx(metrics.log_loss(np.arange(40) % 3,
+                                                           oof[COLS].to_numpy()))
+    assert m["n_eval"] == m["n_soft_eval"] == 40 and m["hard_labels"] == "argmax"
+    assert m["cv_honest"] is False  # soft rows are model outputs: made by which models?
+    (leak,) = m["cv_leaks"]
+    assert leak["input"] == "soft labels of train.csv" and leak["leaked_rows"] is None

@@ -1,6 +1,8 @@
-"""The GPU benches' code on CPU at tiny sizes: MFU against the device's own peak with attention
-FLOPs counted, training steps that survive step 2, and the scoring memory of the build
-`predict` uses, measured per row."""
+"""The GPU benches' code on CPU at tiny sizes: MFU against the device's own peak (PCIe and NVL
+cards apart) with attention FLOPs counted, training steps that survive step 2, the scoring
+memory of the build `predict` uses, measured per row, the T4 figures taken in the T4's setup
+(fp16, eager attention, its batches; projections off a T4), a recompile-limit hit failing a
+bench."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,12 +14,22 @@ from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.model import models
 
 
+@pytest.mark.parametrize("name,peak", [  # names as torch.cuda.get_device_name gives them
+    ("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA H100 NVL", 835),
+    ("NVIDIA H200", 989), ("NVIDIA H200 NVL", 835), ("NVIDIA GH200 480GB", 989),
+    ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA A100-PCIE-40GB", 312), ("NVIDIA A100 80GB PCIe", 312),
+    ("Tesla V100-SXM2-16GB", 125), ("Tesla V100-PCIE-32GB", 112), ("NVIDIA L40S", 362),
+    ("NVIDIA L40", 181), ("NVIDIA GeForce RTX 4090", 165)])
+def test_a_pcie_or_nvl_card_gets_its_own_peak_not_its_familys(name, peak, monkeypatch):
+    """The longest table name in the device's name wins: an H200 NVL is not an H200 SXM."""
+    monkeypatch.delenv("LMSYS_PEAK_TFLOPS", raising=False)
+    got, source = mfu.device_peak(name)
+    assert got == peak, source
+
+
 def test_device_peaks_come_from_the_table_or_the_override(monkeypatch):
     monkeypatch.delenv("LMSYS_PEAK_TFLOPS", raising=False)
-    assert mfu.device_peak("NVIDIA H100 80GB HBM3")[0] == 989
-    assert mfu.device_peak("NVIDIA H200")[0] == 989
-    assert mfu.device_peak("NVIDIA H100 PCIe")[0] == 756
-    assert mfu.device_peak("NVIDIA A100-SXM4-80GB")[0] == 312
+    assert mfu.device_peak("NVIDIA H200 NVL")[1] == "table: NVIDIA H200 NVL as H200 NVL"
     assert mfu.device_peak("NVIDIA L4")[0] == 121
     assert mfu.device_peak("Tesla T4")[0] == 65
     assert mfu.device_peak("NVIDIA A10G")[0] is None  # not guessed from the A10
@@ -95,3 +107,80 @@ def test_scoring_memory_is_the_predict_build_per_row(tiny, tmp_path, monkeypatch
     assert widths == [64, 96] and events == ["reset", "read"] * 2
     assert res == {64: {"allocated_gib": 2, "reserved_gib": 0},
                    96: {"allocated_gib": 4, "reserved_gib": 0}}
+
+
+def test_t4_scoring_memory_loads_the_t4_setup_and_batches(tiny, tmp_path, monkeypatch):
+    """The '(T4: 16 GB)' figure: fp16 and eager attention (never the flex_attention this GPU
+    would pick), as many rows of each width as the saved token budget holds."""
+    cfg, model, tok = tiny
+    models.save(model, tok, cfg, tmp_path / "model")  # saved fp32, attention auto
+    loaded, shapes = [], []
+    load = models.load_for_inference
+
+    def spy(*args, **kwargs):
+        loaded.append(kwargs)
+        model = load(*args, **kwargs)[0]
+        model.register_forward_pre_hook(
+            lambda mod, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+        return model, None, None
+
+    class Peaks:
+        def reset(self):
+            pass
+
+        def read(self):
+            return {"allocated_gib": 1.0, "reserved_gib": 2.0}
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(models, "load_for_inference", spy)
+    res = bench_lm_gpu.t4_scoring_memory(tmp_path / "model", "cpu", (64, 96), Peaks(),
+                                         device_name="NVIDIA H200 NVL")
+    assert loaded == [{"dtype": "fp16", "attn_implementation": "eager"}]
+    assert res["loaded"] == {"attn_implementation": "eager", "weights_dtype": "fp16"}
+    assert cfg.token_budget == res["token_budget"] == 2048
+    assert shapes == [(32, 64), (21, 96)] and res["batches"] == {64: [32, 64], 96: [21, 96]}
+    assert res["projected"] is True
+    text = bench_lm_gpu.t4_memory_text(res, "NVIDIA H200 NVL")
+    assert "projected: measured on NVIDIA H200 NVL in the T4's setup" in text
+    assert "fp16 weights and eager attention" in text and "21 x 96 tokens" in text
+    assert bench_lm_gpu.t4_scoring_memory(tmp_path / "model", "cpu", (64,), Peaks(),
+                                          device_name="Tesla T4")["projected"] is False
+
+
+def test_a_recompile_limit_hit_fails_the_training_bench(monkeypatch):
+    from benchmarks import compiles
+
+    def two_shapes(model, cfg, *args):
+        double = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
+        for n in (2, 3):
+            double(torch.ones(n))
+        return {"tokens_per_s": 1}
+
+    monkeypatch.setattr(bench_lm_gpu, "measure_training", two_shapes)
+    cfg = LMConfig.from_preset("tiny-gemma2", dtype="fp32")
+    with torch._dynamo.config.patch(recompile_limit=1):
+        with pytest.raises(compiles.RecompileLimitHit, match="training the gemma2 shape"):
+            bench_lm_gpu._train_and_save(cfg, np.array([8]), 1, "cpu", None, None)
+    with torch._dynamo.config.patch(recompile_limit=2):  # room for both shapes: no hit
+        assert bench_lm_gpu._train_and_save(cfg, np.array([8]), 1, "cpu", None, None) == {
+            "tokens_per_s": 1}
+
+
+@pytest.mark.parametrize("device_name,projected", [("NVIDIA H200", True), ("Tesla T4", False)])
+def test_the_2xt4_hours_come_from_the_t4_setup(device_name, projected, monkeypatch):
+    """fp16 weights, eager attention for Gemma-2 and the T4 preset's token budget, labelled a
+    projection unless scored on a T4."""
+    from benchmarks import bench_infer_gpu, gpu_models
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    lengths = np.array([20, 41, 33, 60, 12])
+    res = bench_infer_gpu.t4_estimate(gpu_models.TINY, lengths, 8, 256, "cpu", device_name,
+                                      peak=1.0)
+    assert (res["weights_dtype"], res["attn_implementation"]) == ("fp16", "eager")
+    assert res["token_budget"] == 256 and res["rows"] == 8 and res["projected"] is projected
+    assert res["t4x2_h"] > 0 and 0 < res["mfu_here"]
+    md = "\n".join(bench_infer_gpu.t4_markdown([res], ["tiny"]))
+    assert ("projected from NVIDIA H200" in md) is projected
+    assert ("measured on a T4" in md) is not projected
+    assert "| tiny | fp16 | eager | 256 |" in md
+    assert bench_infer_gpu.t4_budget("9b") == 8192  # gemma2-9b-winner, as the kernel scores

@@ -2,6 +2,8 @@
 dtype and attention kernel per device, no copies of quantized models."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,6 +39,46 @@ def test_single_process_trainer_uses_the_one_device_it_was_given(two_gpu_host, t
     assert args.train_batch_size == 3 and args.gradient_accumulation_steps == 2
 
 
+class DeviceEcho(torch.nn.Module):
+    """A replica 'on' `device` (really on the CPU) that records which thread scores it."""
+
+    def __init__(self, device: str, events: list):
+        super().__init__()
+        self.device, self.events = torch.device(device), events
+
+    def forward(self, input_ids, attention_mask):
+        self.events.append((threading.current_thread().name, "batch", self.device))
+        return torch.zeros(len(input_ids), 3)
+
+
+def test_each_cuda_worker_makes_its_device_current_before_its_first_batch(two_gpu_host,
+                                                                          monkeypatch):
+    """A new thread's current CUDA device is cuda:0, where bitsandbytes would launch the
+    kernels of a replica on cuda:1: each worker sets its own device first; CPU workers none."""
+    events = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: events.append(
+        (threading.current_thread().name, "set", torch.device(device))))
+    on_cpu = engine.collate  # the batches stay on the CPU: no real GPU here
+    monkeypatch.setattr(engine, "collate", lambda rows, pad, device, shapes: on_cpu(
+        rows, pad, "cpu", shapes))
+    rows = [[1] * n for n in range(3, 60)]
+    replicas = [DeviceEcho(d, events) for d in ("cuda:0", "cuda:1")]
+    probs = engine.predict_ids(replicas, rows, pad_id=0, token_budget=64,
+                               devices="cuda:0,cuda:1", progress=False)
+    assert probs.shape == (len(rows), 3)
+    by_thread: dict = {}
+    for thread, kind, device in events:
+        by_thread.setdefault(thread, []).append((kind, device))
+    assert sorted(str(seq[0][1]) for seq in by_thread.values()) == ["cuda:0", "cuda:1"]
+    for seq in by_thread.values():  # set first, then only batches of that device's replica
+        assert seq[0][0] == "set" and {d for _, d in seq} == {seq[0][1]}, seq
+    assert sum(kind == "batch" for _, kind, _ in events) > 2
+    events.clear()
+    engine.predict_ids(DeviceEcho("cpu", events), rows, pad_id=0, devices="cpu,cpu",
+                       progress=False)
+    assert events and all(kind == "batch" for _, kind, _ in events)
+
+
 def test_cpu_training_arguments_stay_on_the_cpu(tmp_path):
     args = loop.training_args(LMConfig.from_preset("tiny-llama"), tmp_path, "cpu")
     assert args.device == torch.device("cpu") and args.n_gpu == 0
@@ -56,7 +98,7 @@ def test_dtype_auto_is_bf16_only_with_bf16_tensor_cores(monkeypatch):
 
 def test_attention_choice_per_device(monkeypatch):
     gemma = LMConfig.from_preset("tiny-gemma2")
-    conf = models._base_config(gemma, models.load_tokenizer(gemma.model_id), None, None)
+    conf = models._base_config(gemma.model, models.load_tokenizer(gemma.model_id), None, None)
     assert precision.choose_attention("auto", conf, "cpu") == "eager"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert precision.choose_attention("", conf, "cuda:0") == "eager"  # T4: no fast soft-capping
@@ -65,7 +107,7 @@ def test_attention_choice_per_device(monkeypatch):
                                                                    "flash_attention_2")
     assert precision.choose_attention("sdpa", conf, "cuda:0") == "sdpa"  # as given
     llama = LMConfig.from_preset("tiny-llama")
-    conf = models._base_config(llama, models.load_tokenizer(llama.model_id), None, None)
+    conf = models._base_config(llama.model, models.load_tokenizer(llama.model_id), None, None)
     assert precision.choose_attention("auto", conf, "cuda:0") is None  # library default, SDPA
 
 
@@ -133,7 +175,7 @@ def test_a_quantized_model_is_never_deep_copied_to_another_device():
 def test_flash_attn_without_soft_capping_is_never_chosen(monkeypatch):
     """flash-attn < 2.6 has no `softcap`: `auto` must fall back to flex_attention."""
     gemma = LMConfig.from_preset("tiny-gemma2")
-    conf = models._base_config(gemma, models.load_tokenizer(gemma.model_id), None, None)
+    conf = models._base_config(gemma.model, models.load_tokenizer(gemma.model_id), None, None)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(precision.importlib.util, "find_spec",
                         lambda name, *a: object() if name == "flash_attn" else None)
@@ -145,7 +187,7 @@ def test_flash_attn_without_soft_capping_is_never_chosen(monkeypatch):
 
 def test_sdpa_nocap_drops_the_soft_cap_only_when_asked():
     gemma = LMConfig.from_preset("tiny-gemma2")
-    conf = models._base_config(gemma, models.load_tokenizer(gemma.model_id), None, None)
+    conf = models._base_config(gemma.model, models.load_tokenizer(gemma.model_id), None, None)
     assert precision.choose_attention("auto", conf, "cpu") != precision.NOCAP  # never silent
     nocap = gemma_logits(precision.NOCAP, "fp32", sharpen=30)
     capped = gemma_logits("eager", "fp32", sharpen=30)
@@ -184,6 +226,60 @@ def test_the_adapter_is_loaded_on_the_device_of_its_replica(tmp_path, monkeypatc
     monkeypatch.setattr(PeftModel, "load_adapter", spy)
     models.load_for_inference(tmp_path / "model", "cpu")
     assert seen == ["cpu"]
+
+
+def matmul_dtypes(model, tok) -> dict:
+    """(input, weight, output) dtypes that a LoRA A and B layer and the head saw in one
+    scoring forward pass."""
+    seen = {}
+
+    def record(name):
+        def hook(module, args, out):
+            seen[name] = (args[0].dtype, next(module.parameters()).dtype, out.dtype)
+        return hook
+
+    for name, module in model.named_modules():
+        for part in ("lora_A", "lora_B"):
+            if name.endswith(f"{part}.default") and part not in seen:
+                seen[part] = None
+                module.register_forward_hook(record(part))
+    model.base_model.model.score.modules_to_save["default"].register_forward_hook(record("head"))
+    ids, mask = collate([tok("a cat sat on the mat")["input_ids"]] * 2, tok.pad_token_id, "cpu")
+    engine.run_model(model, ids, mask)
+    return seen
+
+
+@pytest.fixture
+def bf16_adapter(tmp_path):
+    """A bf16 tiny Llama LoRA run's saved model/ (base saved too, so it can load in 8-bit)."""
+    shape = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,  # bnb's CPU
+             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}  # >= 32
+    cfg = LMConfig.from_preset("tiny-llama", random_init=shape, lora_r=0)
+    tok = models.load_tokenizer(cfg.model_id)
+    models.load_base(cfg.model, tok).save_pretrained(tmp_path / "base")
+    cfg = LMConfig.from_preset("tiny-llama", model_id=str(tmp_path / "base"), random_init={},
+                               tokenizer_id=cfg.model_id, dtype="bf16")
+    model, tok = models.build(cfg.model)
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+    models.save(model, tok, cfg, tmp_path / "model")
+    return tmp_path / "model"
+
+
+@pytest.mark.parametrize("quantization", ["none", "8bit"])
+def test_the_adapter_scores_in_the_bodys_dtype_and_the_head_in_fp32(bf16_adapter,
+                                                                     quantization):
+    """peft loads adapters in fp32; scoring runs them in the body's bf16 (an 8-bit body's
+    int8 weights give peft no dtype: the compute dtype is used), the head stays fp32."""
+    if quantization != "none":
+        pytest.importorskip("bitsandbytes")
+    model, tok, _ = models.load_for_inference(bf16_adapter, "cpu", quantization=quantization)
+    seen = matmul_dtypes(model, tok)
+    bf16, fp32 = torch.bfloat16, torch.float32
+    assert seen["lora_A"] == seen["lora_B"] == (bf16, bf16, bf16)
+    assert seen["head"] == (bf16, fp32, fp32)  # hidden states in; fp32 weights and logits
+    model, tok, _ = models.load_for_inference(bf16_adapter, "cpu", dtype="fp32")
+    seen = matmul_dtypes(model, tok)  # fp32 stays fp32
+    assert seen["lora_A"] == seen["lora_B"] == seen["head"] == (fp32, fp32, fp32)
 
 
 def test_several_devices_release_the_trained_model_before_loading_replicas(tmp_path,

@@ -43,18 +43,24 @@ def test_load_grid_from_yaml(tmp_path):
 
 
 def test_markdown_table():
+    lmsys = "lmsys-2024"
     df = grid.leaderboard([
-        {"name": "b", "baseline": "xgb", "preset": "", "eval": "oof", "log_loss": 1.0,
-         "accuracy": 0.5, "seconds": 3.0, "status": "ok", "error": ""},
+        {"name": "b", "baseline": "xgb", "preset": "", "task": lmsys, "eval": "oof",
+         "log_loss": 1.0, "accuracy": 0.5, "seconds": 3.0, "status": "ok", "error": ""},
         {"name": "a|x", "baseline": "xgb", "preset": "", "eval": "", "log_loss": float("nan"),
          "accuracy": float("nan"), "seconds": 1.0, "status": "failed", "error": "E: x"},
-        {"name": "c", "baseline": "gemma", "preset": "p", "eval": "val", "log_loss": 0.9,
-         "accuracy": 0.6, "seconds": 2.0, "status": "ok", "error": ""}])
-    assert list(df.name) == ["c", "b", "a|x"]
+        {"name": "c", "baseline": "gemma", "preset": "p", "task": lmsys, "eval": "val",
+         "log_loss": 0.9, "accuracy": 0.6, "seconds": 2.0, "status": "ok", "error": ""},
+        {"name": "w1", "baseline": "xgb", "preset": "", "task": "wsdm-2025", "eval": "oof",
+         "log_loss": 0.6, "accuracy": 0.6, "seconds": 1.0, "status": "ok", "error": ""},
+        {"name": "w2", "baseline": "xgb", "preset": "", "task": "wsdm-2025", "eval": "oof",
+         "log_loss": 0.7, "accuracy": 0.7, "seconds": 1.0, "status": "ok", "error": ""}])
+    # each task by its own metric: log loss up for 2024, accuracy down for the WSDM Cup
+    assert list(df.name) == ["c", "b", "w2", "w1", "a|x"]
     lines = grid.to_markdown(df).splitlines()
-    assert lines[0].startswith("| name | baseline | preset | eval | log_loss |")
-    assert lines[2] == "| c | gemma | p | val | 0.9000 | 0.6000 | 2 | ok |  |"
-    assert lines[4].startswith("| a\\|x | xgb |  |  | – | – | 1 | failed |")
+    assert lines[0].startswith("| name | baseline | preset | task | eval | log_loss |")
+    assert lines[2] == "| c | gemma | p | lmsys-2024 | val | 0.9000 | 0.6000 | 2 | ok |  |"
+    assert lines[6].startswith("| a\\|x | xgb |  |  |  | – | – | 1 | failed |")
 
 
 @pytest.fixture(scope="module")

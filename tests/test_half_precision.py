@@ -127,13 +127,46 @@ def test_fp16_scoring_matches_bf16(family_run, quirks_dir, tmp_path):
     assert not np.allclose(fp16, bf16, atol=0, rtol=0)  # really another precision
 
 
-def test_bias_probe_in_bf16(family_run, quirks_dir, tmp_path):
-    name, cfg, _, _ = family_run
+def position_probe(cfg, quirks_dir, out_dir, monkeypatch) -> tuple[dict, dict]:
+    """`bias.run` on 8 rows, and per TTA mode the probe's (p, q): the rows' scores and their
+    A/B swaps' scores mapped back to A/B (what `bias.position_stats` compares)."""
+    seen = []
+    real = bias.position_stats
+    monkeypatch.setattr(bias, "position_stats",
+                        lambda p, q, labels: seen.append((p, q)) or real(p, q, labels))
     result = bias.run(BiasConfig(model_dir=cfg.out_dir, data_dir=str(quirks_dir),
-                                 out_dir=str(tmp_path), max_rows=8, judge_bias_dir="",
+                                 out_dir=str(out_dir), max_rows=8, judge_bias_dir="",
                                  lenient=True))
-    assert result["n_rows"] == 8
-    assert result["position"]["swap"]["flip_consistency"] == 1.0  # TTA is symmetric
+    return result, dict(zip(result["position"], seen))
+
+
+def assert_swap_symmetric(p: np.ndarray, q: np.ndarray) -> None:
+    """With swap TTA a row's scores are (f(x) + swap(f(swap x))) / 2, so the swapped row's
+    scores mapped back are the same numbers: symmetric by construction, not by training. Only
+    bf16 rounding differs: both rows are scored in the same 2n-row job but may land in other
+    batches (padding length) and CPU reductions split by thread timing, so BF16_ATOL (bf16
+    keeps ~3 significant digits of a logit). No argmax: an untrained model's near-ties flip on
+    such rounding (flip_consistency 0.875 on a loaded 2-core machine)."""
+    np.testing.assert_allclose(q, p, atol=BF16_ATOL)
+
+
+def test_bias_probe_in_bf16(family_run, quirks_dir, tmp_path, monkeypatch):
+    name, cfg, _, _ = family_run
+    result, scores = position_probe(cfg, quirks_dir, tmp_path, monkeypatch)
+    assert result["n_rows"] == 8 and sorted(scores) == ["none", "swap"]
+    assert_swap_symmetric(*scores["swap"])
+    assert result["position"]["swap"]["mean_abs_gap"] <= BF16_ATOL
     assert (tmp_path / "bias.json").exists() and (tmp_path / "bias.md").exists()
     assert metrics.log_loss(np.zeros(1, int), np.full((1, 3), 1 / 3)) == pytest.approx(
         math.log(3))
+
+
+def test_bias_probe_check_fails_on_a_wrong_swap_mapping(family_run, quirks_dir, tmp_path,
+                                                        monkeypatch):
+    """The check above can fail: TTA that averages the swapped pass without mapping it back
+    breaks the symmetry by the model's own position gap (0.016 to 0.14 on these runs)."""
+    name, cfg, _, _ = family_run
+    monkeypatch.setattr(data, "combine_swapped", lambda p, p_swapped: (p + p_swapped) / 2)
+    _, scores = position_probe(cfg, quirks_dir, tmp_path, monkeypatch)
+    with pytest.raises(AssertionError):
+        assert_swap_symmetric(*scores["swap"])

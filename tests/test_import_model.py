@@ -133,11 +133,12 @@ def test_base_mismatch_and_head_shape_are_named(tmp_path, base_dir, smol_tok):
     with pytest.raises(importer.ImportModelError, match=r"head shape \(2, 32\).*\(3, 32\)"):
         importer.import_model(tmp_path / "adapter", base_dir, tmp_path / "out",
                               head_file=tmp_path / "head2.safetensors")
+    (tmp_path / "no_adapter").mkdir()
     with pytest.raises(importer.ImportModelError, match="no adapter_config.json"):
-        importer.import_model(tmp_path, base_dir, tmp_path / "out")
+        importer.import_model(tmp_path / "no_adapter", base_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert cli.main(["import-model", "--adapter", str(tmp_path), "--base", base_dir,
-                     str(tmp_path / "out")]) == 1  # one line on stderr, no traceback
+    assert cli.main(["import-model", "--adapter", str(tmp_path / "no_adapter"), "--base",
+                     base_dir, str(tmp_path / "out")]) == 1  # one line on stderr, no traceback
 
 
 def test_layout_options_of_public_solutions(smol_tok, rows):

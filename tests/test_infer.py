@@ -187,3 +187,28 @@ def test_no_rows_gives_an_empty_result():
     probs, stats = engine.predict_ids(Echo(), [], pad_id=PAD, devices="cpu,cpu", progress=False,
                                      return_stats=True)
     assert probs.shape == (0, 3) and stats.rows == 0 and stats.padding_efficiency == 1.0
+
+
+def test_two_attention_kernels_do_not_share_cached_scores(tmp_path, quirks_dir):
+    """Eager and SDPA attention round differently: a cache written by one kernel is not the
+    other's (the key holds the kernel the loaded model runs)."""
+    from lmsys_pref import data
+    from lmsys_pref.configs.lm import LMConfig
+    from lmsys_pref.infer.predictor import LMPredictor
+    from lmsys_pref.model import models
+
+    cfg = LMConfig.from_preset("tiny-llama", dtype="fp32")
+    model, tok = models.build(cfg.model)
+    models.save(model, tok, cfg, tmp_path / "model")
+    df = data.load_split(quirks_dir / "test.csv", lenient=True)
+
+    def scored(attention: str) -> tuple[str, int]:
+        scorer = LMPredictor(tmp_path / "model", devices="cpu", progress=False,
+                             cache_dir=str(tmp_path / "cache"), attn_implementation=attention)
+        scorer.predict_proba(df, tta="none")
+        return scorer.cache_key(), scorer.stats["cached_rows"]
+
+    (eager_key, eager_cached), (sdpa_key, sdpa_cached) = scored("eager"), scored("sdpa")
+    assert eager_cached == sdpa_cached == 0  # SDPA did not take eager's scores
+    assert eager_key.endswith("|eager") and sdpa_key.endswith("|sdpa")
+    assert scored("sdpa")[1] == len(df)  # the same kernel again: every row from the cache

@@ -3,6 +3,7 @@ the CLI or credentials (wheels: test_kaggle_wheels.py; the offline stand-in:
 test_kaggle_offline.py)."""
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import stat
@@ -12,6 +13,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 import pytest
+from packaging.requirements import Requirement
 
 from lmsys_pref import runs
 from lmsys_pref.cli import main as cli
@@ -55,7 +57,7 @@ def test_kernel_folder(built, name):
     assert (meta["language"], meta["kernel_type"]) == ("python", "notebook")
     assert meta["is_private"] is True and meta["enable_internet"] is False
     assert meta["enable_gpu"] is spec.gpu is (name.split("-")[0] != "xgb")
-    assert meta["competition_sources"] == ["lmsys-chatbot-arena"]
+    assert meta["competition_sources"] == [LIVE]  # the default: the 2024 one is closed
     assert f"{USER}/lmsys-pref-wheels" in meta["dataset_sources"]
     if name in MODEL_DATASETS:
         assert f"{USER}/{MODEL_DATASETS[name]}" in meta["dataset_sources"]
@@ -86,6 +88,22 @@ def test_kernel_folder(built, name):
               "roberta-infer": "requirements-encoder.txt"}.get(name, "requirements.txt")
     assert f'"{wanted}"' in install
     assert all(not c.get("outputs") for c in cells if c.cell_type == "code")
+
+
+def test_kernels_for_the_wsdm_cup_take_its_files_and_its_twelve_hours(tmp_path):
+    wsdm = "wsdm-cup-multilingual-chatbot-arena"
+    kernels.build_kernels(tmp_path, USER, ["gemma-infer", "xgb-train"], target=kernels.Target(wsdm))
+    meta = json.loads((tmp_path / "gemma-infer" / kernels.METADATA).read_text())
+    assert meta["competition_sources"] == [wsdm]
+    params = _parameters(tmp_path, "gemma-infer")
+    assert "time_limit_h = 12" in params  # the WSDM Cup's limit (the budget stops at 95 %)
+    assert "data_dir = None  # None: found under /kaggle/input by its test.parquet" in params
+    assert "time_limit_h" not in _parameters(tmp_path, "xgb-train")  # no scoring budget there
+
+
+def _parameters(folder: Path, name: str) -> str:
+    return next(c.source for c in _cells(folder, name)
+                if "parameters" in c.metadata.get("tags", []))
 
 
 def _namespace(cells) -> dict:
@@ -150,10 +168,12 @@ def no_credentials(monkeypatch, tmp_path):
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "kaggle-config"))
+    monkeypatch.setattr(kaggle, "SCRIPTS", tmp_path / "no-venv-bin")  # only PATH, unless a test
     return tmp_path
 
 
 FAKE_KAGGLE = """#!/bin/sh
+if [ "$1" = --version ]; then echo "Kaggle CLI ${{FAKE_VERSION:-1.8.4}}"; exit 0; fi
 echo "$@" >> {log}
 if [ "$2" = status ]; then exit ${{FAKE_STATUS_RC:-0}}; fi
 if [ "$2" = output ] && [ -n "$FAKE_SUBMISSION" ]; then cp "$FAKE_SUBMISSION" "$5/"; fi
@@ -206,6 +226,46 @@ def test_push_kernel_runs_the_cli(built, fake_kaggle, monkeypatch):
     argv = ["kernels", "push", "--kernel", "xgb-infer", "--out-dir", str(built)]
     assert cli(argv) == 3  # the CLI's own exit status comes back
     assert fake_kaggle.read_text().split() == ["kernels", "push", "-p", str(built / "xgb-infer")]
+
+
+def test_push_needs_a_cli_that_takes_kaggle_model_handles(tmp_path, fake_kaggle, monkeypatch,
+                                                           capsys):
+    """kaggle 1.8.0-1.8.3 reject the five-part model_sources handle a LoRA kernel attaches:
+    push stops first, naming the floor; a kernel without a Kaggle Model does not ask."""
+    gemma = kernels.build_kernel("gemma-infer", tmp_path, USER)
+    monkeypatch.setenv("FAKE_VERSION", "1.8.3")
+    assert kaggle.push(gemma) == 2
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "is 1.8.3" in out and 'install -U "kaggle>=1.8.4"' in out
+    assert not fake_kaggle.exists()  # kernels push never ran
+    assert kaggle.push(kernels.build_kernel("xgb-infer", tmp_path, USER)) == 0
+    monkeypatch.setenv("FAKE_VERSION", "1.8.4")
+    assert kaggle.push(gemma) == 0
+    assert fake_kaggle.read_text().splitlines()[-1] == f"kernels push -p {gemma}"
+
+
+def test_the_kaggle_extra_asks_for_1_8_4():
+    """setup.cfg's `kaggle` extra: the floor that takes five-part model_sources handles."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    (line,) = [x for x in cfg["options.extras_require"]["kaggle"].split("\n") if x.strip()]
+    req = Requirement(line)
+    assert req.name == "kaggle" and kaggle.CLI_FLOOR == "1.8.4"
+    assert req.specifier.contains("1.8.4") and not req.specifier.contains("1.8.3")
+
+
+def test_the_cli_beside_this_python_is_found(no_credentials, monkeypatch):
+    """`make` runs .venv/bin/python without the venv on PATH: its kaggle is found there."""
+    bin_dir = no_credentials / "venv-bin"
+    bin_dir.mkdir()
+    (bin_dir / "kaggle").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "kaggle").chmod(0o755)
+    monkeypatch.setenv("PATH", str(no_credentials / "empty"))
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    assert kaggle.kaggle_cli() is None
+    monkeypatch.setattr(kaggle, "SCRIPTS", bin_dir)
+    assert kaggle.kaggle_cli() == str(bin_dir / "kaggle")
 
 
 def test_push_refuses_unbuilt_or_placeholder(tmp_path, fake_kaggle, capsys):
@@ -304,8 +364,42 @@ def test_make_targets_go_through_the_cli(no_credentials):
                          capture_output=True, text=True).stdout
     assert f"--competition {LIVE} --run-dir runs/x --base-handle a/b/c/d/1" in " ".join(
         dry.split()), dry
+    dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", "kernels"], cwd=ROOT,
+                         capture_output=True, text=True).stdout
+    assert f"--competition {LIVE}" in dry, dry  # the live competition unless COMPETITION=
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin"}
     done = subprocess.run(["make", "-s", "-o", ".venv/.installed", "kernel-status",
                            "KAGGLE_USERNAME=bob"], cwd=ROOT, capture_output=True, text=True,
                           env=env)
     assert done.returncode != 0 and "kaggle CLI is not installed" in done.stdout
+
+
+def test_the_readme_walk_runs_as_written():
+    """README "On Kaggle": every `make` line is a target that `make -n` accepts with exactly
+    those variables, each KERNEL is a built kernel, and the data lands where DATA_DIR points."""
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    walk = text[text.index("## On Kaggle"):text.index("## Figures so far")]
+    lines = [shlex.split(line.split(" #")[0]) for block in re.findall(r"```bash\n(.*?)```", walk,
+                                                                     re.S)
+             for line in block.splitlines() if line.strip()]
+    makes = [argv[1:] for argv in lines if argv[0] == "make"]
+    assert {a[0] for a in makes} >= {"kaggle-wheels", "push-wheels", "train-xgb", "train-gemma",
+                                     "merge-folds", "push-model", "kernels", "push-kernel",
+                                     "kernel-status", "kernel-output"}
+    for argv in makes:
+        dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", *argv], cwd=ROOT,
+                             capture_output=True, text=True)
+        assert dry.returncode == 0, (argv, dry.stderr)
+        assert argv[0] == "install" or "-m lmsys_pref" in dry.stdout, (argv, dry.stdout)
+        given = dict(a.split("=", 1) for a in argv[1:] if "=" in a)
+        assert given.get("KERNEL", "xgb-infer") in kernels.KERNELS
+        assert given.get("COMPETITION", LIVE) == LIVE
+    download = next(a for a in lines if a[:3] == [".venv/bin/kaggle", "competitions", "download"])
+    folder = download[download.index("-p") + 1]
+    unzip = next(a for a in lines if a[0] == "unzip")
+    assert download[download.index("-c") + 1] == LIVE and unzip[-1] == folder
+    assert unzip[-3] == f"{folder}/{LIVE}.zip"
+    assert {a.split("=", 1)[1] for m in makes for a in m if a.startswith("DATA_DIR=")} == {folder}

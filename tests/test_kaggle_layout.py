@@ -1,12 +1,14 @@
 """Where Kaggle mounts the inputs and how the kernels find them (`kaggle.layout`, the functions
-the install cell runs), the live competition, the base that follows the run, and predict's
-quantization override."""
+the install cell runs), the live competition, the base that follows the run (and only the run's
+base is accepted), a merged full model quantized on the T4s, and predict's quantization
+override."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lmsys_pref import runs
@@ -16,12 +18,21 @@ from lmsys_pref.kaggle import install_cell, kernels, layout
 USER = "alice-k"
 LIVE = "llm-classification-finetuning"
 GEMMA9 = "google/gemma-2/transformers/gemma-2-9b-it/2"
+GEMMA2 = "google/gemma-2/transformers/gemma-2-2b-it/2"
 PYTHON = "%d.%d" % sys.version_info[:2]
+# The config.json fields of the real bases (what `models.base_facts` records from them).
+GEMMA2_9B = {"model_type": "gemma2", "hidden_size": 3584, "num_hidden_layers": 42,
+             "intermediate_size": 14336, "num_attention_heads": 16, "num_key_value_heads": 8,
+             "head_dim": 256, "vocab_size": 256000}
+GEMMA2_2B = {**GEMMA2_9B, "hidden_size": 2304, "num_hidden_layers": 26,
+             "intermediate_size": 9216, "num_attention_heads": 8, "num_key_value_heads": 4}
+SIZES = {GEMMA9: GEMMA2_9B, GEMMA2: GEMMA2_2B}
 
 
-def lm_run(folder: Path, model_id: str, **config) -> Path:
-    """A run folder whose model/ says it is a LoRA run on `model_id`."""
-    runs.write_model_meta(folder / "model", "lm", {"model_id": model_id, "lora_r": 16, **config})
+def lm_run(folder: Path, model_id: str, base: dict | None = None, **config) -> Path:
+    """A run folder whose model/ says it is a LoRA run on `model_id` (recording `base`)."""
+    runs.write_model_meta(folder / "model", "lm", {"model_id": model_id, "lora_r": 16, **config},
+                          **({"base": base} if base else {}))
     return folder
 
 
@@ -33,18 +44,32 @@ def put(root: Path, where: str, *files: str, text: str = "{}") -> Path:
     return folder
 
 
-def attach_9b_run(root: Path, today: bool = True) -> dict[str, Path]:
-    """The competition, the wheels, a 2-fold 9B run's model and the 9B Kaggle Model."""
+def kaggle_model(root: Path, handle: str, today: bool = True) -> Path:
+    """The Kaggle Model `handle` mounted under `root`, its config.json that base's."""
+    where = ("models/" if today else "") + (handle if today else handle.split("/", 1)[1])
+    return put(root, where, "config.json", text=json.dumps(SIZES[handle]))
+
+
+def kfold_run(folder: Path, model_id: str, base: dict | None) -> Path:
+    """A 2-fold LoRA run's model/: the folds hold the adapters and record the base."""
+    config = {"model_id": model_id, "lora_r": 16}
+    runs.write_model_meta(folder / "model", "lm", config, folds=["fold_0", "fold_1"])
+    for fold in ("fold_0", "fold_1"):
+        runs.write_model_meta(folder / "model" / fold, "lm", config,
+                              **({"base": base} if base else {}))
+        put(folder / "model" / fold, ".", "adapter_config.json")
+    return folder / "model"
+
+
+def attach_9b_run(root: Path, today: bool = True, base: str = GEMMA9) -> dict[str, Path]:
+    """The competition, the wheels, a 2-fold 9B run's model and the Kaggle Model `base`."""
     own = f"datasets/{USER}/" if today else ""
-    model = lm_run(root / f"{own}lmsys-pref-gemma2-9b-model", "google/gemma-2-9b-it") / "model"
-    lm_run(model, "google/gemma-2-9b-it")  # fold folders hold lmsys_pref.json too
-    put(model, ".", "adapter_config.json")
+    model = kfold_run(root / f"{own}lmsys-pref-gemma2-9b-model", "google/gemma-2-9b-it",
+                      GEMMA2_9B)
     return {"data_dir": put(root, ("competitions/" if today else "") + LIVE, "train.csv",
                             "test.csv", "sample_submission.csv"),
             "wheels_dir": put(root, f"{own}lmsys-pref-wheels", "wheels.json"),
-            "model_dir": model,
-            "model_id": put(root, ("models/google/" if today else "") + GEMMA9.split("/", 1)[1],
-                            "config.json")}
+            "model_dir": model, "model_id": kaggle_model(root, base, today)}
 
 
 def gemma_wants(target=kernels.Target(LIVE, "google/gemma-2-9b-it")) -> dict:
@@ -92,17 +117,21 @@ def test_two_candidates_without_a_name_is_an_error(tmp_path):
 
 def test_kaggle_model_by_handle(tmp_path):
     one = put(tmp_path, "models/google/gemma-2/Transformers/gemma-2-9b-it/1", "config.json")
+    lm_run(tmp_path / "run", "google/gemma-2-9b-it", base=GEMMA2_9B)
     assert layout.model_mount(tmp_path, GEMMA9) == one  # another version, framework's case
     two = put(tmp_path, "gemma-2/transformers/gemma-2-9b-it/2", "config.json")
     assert layout.model_mount(tmp_path, GEMMA9) == two  # the exact version, in the old layout
     assert layout.model_mount(tmp_path, GEMMA9.replace("/2", "/3")) == two  # else the newest
     assert layout.model_mount(tmp_path, GEMMA9.replace("9b", "2b")) is None
-    copy = put(tmp_path, f"datasets/{USER}/gemma-2-9b-it-weights/gemma-2-9b-it", "config.json")
+    copy = put(tmp_path, f"datasets/{USER}/gemma-2-9b-it-weights/gemma-2-9b-it", "config.json",
+               text=json.dumps(GEMMA2_9B))
     for version in (one, two):
         (version / "config.json").unlink()
         version.rmdir()  # no Kaggle Model mounted: a dataset named after the variation will do
-    found = layout.discover({"model_id": gemma_wants()["model_id"]}, {}, str(tmp_path))
-    assert found == {"model_id": str(copy)}
+    wants = {k: gemma_wants()[k] for k in ("model_dir", "model_id")}
+    found = layout.discover(wants, {"model_dir": str(tmp_path / "run")}, str(tmp_path))
+    assert found == {"model_dir": str(tmp_path / "run"), "model_id": str(copy),
+                     "quantization": "8bit"}
 
 
 def test_the_base_each_run_needs(tmp_path):
@@ -121,12 +150,105 @@ def test_the_base_each_run_needs(tmp_path):
     assert layout.run_base(None, want) == (GEMMA9, None)  # no run found: the build's base
 
 
+@pytest.mark.parametrize("today", [True, False], ids=["today", "old-flat"])
+def test_a_9b_run_never_takes_a_2b_base(tmp_path, today):
+    """Only the 2B Kaggle Model attached to a 9B run: the cell stops before installing, naming
+    the 9B's handle (it used to take .../gemma-2-2b-it/2 and go on); with the 9B it proceeds."""
+    where = attach_9b_run(tmp_path, today, base=GEMMA2)
+    with pytest.raises(RuntimeError) as err:
+        layout.discover(gemma_wants(), {}, str(tmp_path))
+    message = str(err.value)
+    assert "nothing was installed" in message and message.count("\n- ") == 1
+    assert (f"- model_id (config.json): attach the Kaggle Model {GEMMA9} (Add Input > Models), "
+            f"the base the run was trained on (google/gemma-2-9b-it): {where['model_id']} is "
+            "another model (") in message
+    assert "hidden_size 2304, the run's 3584" in message
+    assert "num_hidden_layers 26, the run's 42" in message
+    nine = kaggle_model(tmp_path, GEMMA9, today)
+    assert layout.discover(gemma_wants(), {}, str(tmp_path))["model_id"] == str(nine)
+
+
+def adapter_of(model: Path, base: dict, head_layers: int = 1) -> Path:
+    """An adapter_model.safetensors shaped like a rank-2 LoRA (q, k, down) + head on `base`."""
+    from safetensors.numpy import save_file
+
+    hidden, r, q = base["hidden_size"], 2, base["num_attention_heads"] * base["head_dim"]
+    head = (3, hidden) if head_layers == 1 else (hidden // 2, hidden)
+    name = "score.weight" if head_layers == 1 else "score.0.weight"
+    tensors = {f"base_model.model.{name}": np.zeros(head, np.float16)}
+    for k in (0, base["num_hidden_layers"] - 1):
+        layer = f"base_model.model.model.layers.{k}."
+        shapes = {"self_attn.q_proj.lora_A": (r, hidden), "self_attn.q_proj.lora_B": (q, r),
+                  "self_attn.k_proj.lora_B": (base["num_key_value_heads"] * base["head_dim"], r),
+                  "mlp.down_proj.lora_A": (r, base["intermediate_size"])}
+        tensors.update({f"{layer}{k}.weight": np.zeros(v, np.float16) for k, v in shapes.items()})
+    save_file(tensors, str(model / "adapter_model.safetensors"))
+    return model
+
+
+@pytest.mark.parametrize("head_layers", [1, 3])
+def test_a_run_without_a_base_record_is_checked_by_its_adapter(tmp_path, head_layers):
+    """Runs saved before `base` was recorded: the safetensors header's shapes decide."""
+    model = kfold_run(tmp_path / "old-run", "google/gemma-2-9b-it", None)
+    for fold in ("fold_0", "fold_1"):
+        adapter_of(model / fold, GEMMA2_9B, head_layers)
+    shapes = layout.safetensors_shapes(model / "fold_0" / "adapter_model.safetensors")
+    assert layout.adapter_sizes(shapes) == layout.config_sizes(GEMMA2_9B)  # all five proven
+    two, nine = kaggle_model(tmp_path / "2b", GEMMA2), kaggle_model(tmp_path / "9b", GEMMA9)
+    assert layout.base_mismatch(model, nine) == ""
+    wrong = layout.base_mismatch(model, two)
+    assert "hidden_size 2304, the run's 3584" in wrong and "min_layers 26, the run's 42" in wrong
+    wants = {k: gemma_wants()[k] for k in ("model_dir", "model_id")}
+    with pytest.raises(RuntimeError, match=f"attach the Kaggle Model {GEMMA9} .* is another"):
+        layout.discover(wants, {"model_dir": str(model)}, str(tmp_path / "2b"))
+    assert layout.discover(wants, {"model_dir": str(model)}, str(tmp_path / "9b"))[
+        "model_id"] == str(nine)
+    for fold in ("fold_0", "fold_1"):
+        (model / fold / "adapter_model.safetensors").unlink()
+    with pytest.raises(ValueError, match="records no base sizes and has no adapter_model"):
+        layout.base_mismatch(model, nine)
+
+
+def test_a_merged_full_model_of_7b_or_more_is_scored_in_8bit(tmp_path):
+    """No base to attach for full weights (lora_r 0); from 7B parameters (config.json, or
+    the safetensors headers when there) the GPU kernels score them in 8-bit."""
+    assert abs(layout.config_params(GEMMA2_9B) / 9_241_705_984 - 1) < 1e-4  # the 9B's count
+    want = gemma_wants()["model_id"]
+
+    def merged(name: str, base: dict, **config) -> Path:
+        run = lm_run(tmp_path / name, "google/gemma-2-9b-it", lora_r=0, **config)
+        put(run / "model", ".", "config.json", text=json.dumps(base))
+        return run
+
+    nine, two = merged("nine", GEMMA2_9B), merged("two", GEMMA2_2B)
+    assert layout.run_base(str(nine), want) == (None, "8bit")
+    assert layout.run_base(str(two), want) == (None, None)
+    assert layout.run_base(str(merged("nine4", GEMMA2_9B, quantization="4bit")), want) == (
+        None, None)  # saved quantized: its own setting stands
+    assert layout.run_base(str(nine), {**want, "quantize_above": 0}) == (None, None)  # CPU kernel
+    from safetensors.numpy import save_file
+
+    save_file({"a": np.zeros((3, 5), np.float16), "b": np.zeros(7, np.float16)},
+              str(nine / "model" / "model.safetensors"))  # the header wins over config.json
+    assert layout.full_params(nine) == 22 and layout.run_base(str(nine), want) == (None, None)
+    (nine / "model" / "model.safetensors").unlink()
+    wants = {k: gemma_wants()[k] for k in ("model_dir", "model_id")}
+    found = layout.discover(wants, {"model_dir": str(nine)}, str(tmp_path))
+    assert found == {"model_dir": str(nine), "model_id": None, "quantization": "8bit"}
+    given = layout.discover(wants, {"model_dir": str(nine), "quantization": "none"}, str(tmp_path))
+    assert "quantization" not in given  # the parameters cell's value stands
+
+
 def test_the_cell_runs_the_layout_functions_with_the_standard_library_only(tmp_path):
     source = layout.inlined_source()
     assert "lmsys_pref" not in source.replace("lmsys_pref.json", "")
     assert "def discover(" in source and "COMPETITIONS" not in source
     ns: dict = {}
-    exec("import json, os\nfrom pathlib import Path\n" + source, ns)  # noqa: S102
+    exec("import json, math, os\nfrom pathlib import Path\n" + source, ns)  # noqa: S102
+    attach_9b_run(tmp_path / "2b", base=GEMMA2)
+    with pytest.raises(RuntimeError, match=f"attach the Kaggle Model {GEMMA9} .* another model"):
+        ns["discover"](gemma_wants(), {}, str(tmp_path / "2b"))
+    tmp_path = tmp_path / "9b"
     where = attach_9b_run(tmp_path)
     assert ns["discover"](gemma_wants(), {}, str(tmp_path))["model_dir"] == str(where["model_dir"])
     assert ns["input_mounts"](tmp_path) == [f"competitions/{LIVE}", f"datasets/{USER}/lmsys-pref-"
@@ -160,6 +282,7 @@ def test_install_cell_inputs_per_kernel():
     assert gemma["follow"] == "model_dir" and gemma["bases"] == layout.BASE_HANDLES
     assert gemma["handle"] == "google/gemma-2/transformers/gemma-2-2b-it/2"
     assert gemma["quantize"]["google/gemma-2-9b-it"] == "8bit"
+    assert gemma["quantize_above"] == layout.T4_FULL_PARAMS == 7e9
 
 
 def test_metadata_rejects_bad_values():

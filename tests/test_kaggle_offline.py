@@ -9,8 +9,9 @@ Today's layout: competition data in /kaggle/input/competitions/<slug>, datasets 
 mounted read-only. The stand-in image is a throwaway venv whose site-packages adds this venv's
 packages minus lmsys_pref (a folder of symlinks), so lmsys_pref really comes from the wheel and
 pip writes only into the throwaway venv; IPython's startup imports numpy and matplotlib before
-the first cell, as Kaggle's image does. Where /kaggle does not exist, an empty mount point is
-made for the run and removed afterwards.
+the first cell, as Kaggle's image does, and the image holds a stale torchao 0.10 (as Kaggle's did
+in 2026-09), which the install cell of a kernel importing peft must remove. Where /kaggle does
+not exist, an empty mount point is made for the run and removed afterwards.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from fake_dists import plant
 
 import lmsys_pref
 from lmsys_pref.kaggle import kernels, wheels
@@ -34,6 +36,10 @@ SAMPLE = ROOT / "data" / "sample"
 USER = "alice-k"
 KERNEL = "kaggle-standin"
 LIVE = "llm-classification-finetuning"
+OLD = "lmsys-chatbot-arena"  # the 2024 competition, closed: kernels still build for it
+WSDM = "wsdm-cup-multilingual-chatbot-arena"  # its own format: parquet, id + winner, 12 h
+WSDM_SAMPLE = ROOT / "data" / "sample-wsdm"
+STALE_TORCHAO = "0.10.0"  # what Kaggle's image held in 2026-09; peft needs >= 0.16.0
 PYTHON = "%d.%d" % sys.version_info[:2]
 CPU = {"devices": "cpu", "dtype": "fp32"}  # hardware only: the GPU kernels' T4 values
 # Size only, for the default suite (the preset's 5 folds x 600 trees take a minute on 2 busy
@@ -82,7 +88,7 @@ def kaggle_mount():
 def offline(tmp_path_factory):
     """Built kernels (default competition and the live one), the wheels, the competition data."""
     tmp = tmp_path_factory.mktemp("offline")
-    built = {slug: tmp / slug for slug in (kernels.DEFAULT_COMPETITION, LIVE)}
+    built = {slug: tmp / slug for slug in (OLD, LIVE)}
     for slug, folder in built.items():
         kernels.build_kernels(folder, USER, target=kernels.Target(slug))
     wheel_dir = wheels.build_wheels(tmp / "wheels", USER, python_versions=(PYTHON,), no_deps=True)
@@ -111,6 +117,7 @@ def _image(tmp: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     venv_site = Path(next(env.glob("lib/python*/site-packages")))
     (venv_site / "kaggle_image.pth").write_text(f"import site; site.addsitedir({str(farm)!r})\n")
+    plant(venv_site, "torchao", STALE_TORCHAO)
     startup = tmp / "ipython" / "profile_default" / "startup"
     startup.mkdir(parents=True)
     (startup / "00-kaggle-image.py").write_text("import matplotlib\nimport numpy\n")
@@ -122,6 +129,11 @@ def _image(tmp: Path) -> Path:
         "display_name": "Kaggle stand-in", "language": "python",
         "env": {"IPYTHONDIR": str(tmp / "ipython"), "PYTHONPATH": ""}}))
     return env
+
+
+def stale_torchao_here(env: Path) -> bool:
+    """Whether the stand-in image `env` still holds its stale torchao."""
+    return any(env.glob(f"lib/python*/site-packages/torchao-{STALE_TORCHAO}.dist-info"))
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, float]]:
@@ -182,6 +194,8 @@ def xgb_trained(offline, kaggle_mount, tmp_path_factory):
 def test_xgb_train_today_layout(xgb_trained, offline):
     assert_submission(xgb_trained, offline[2])
     assert f"data_dir = '/kaggle/input/competitions/{LIVE}'" in printed(xgb_trained)
+    assert stale_torchao_here(xgb_trained.image)  # XGBoost never imports peft: left alone
+    assert "torchao" not in printed(xgb_trained)
     assert (Path(sysconfig.get_paths()["purelib"])
             / f"lmsys_pref-{lmsys_pref.__version__}.dist-info").exists()  # .venv untouched
 
@@ -197,9 +211,9 @@ def test_xgb_infer_today_layout(xgb_trained, offline, tmp_path):
 
 def test_xgb_infer_old_flat_layout(xgb_trained, offline, tmp_path):
     built, wheel_dir, data = offline
-    inputs = {kernels.DEFAULT_COMPETITION: data, wheels.DATASET: wheel_dir,
+    inputs = {OLD: data, wheels.DATASET: wheel_dir,
               kernels.model_dataset("xgb"): xgb_trained.working / "model"}
-    done = run_kernel("xgb-infer", built[kernels.DEFAULT_COMPETITION], tmp_path, inputs)
+    done = run_kernel("xgb-infer", built[OLD], tmp_path, inputs)
     assert_submission(done, data)
     assert "model_dir = '/kaggle/input/lmsys-pref-xgb-model'" in printed(done)
 
@@ -215,12 +229,47 @@ def test_wrong_inputs_stop_before_installing(offline, kaggle_mount, tmp_path):
     assert not installed_here(done.image) and not (done.working / "submission.csv").exists()
 
 
+AFTER_INSTALL = """import importlib.util
+import peft
+import lmsys_pref
+print("torchao importable:", importlib.util.find_spec("torchao") is not None)
+"""
+
+
+def test_lm_kernel_removes_the_images_stale_torchao(offline, kaggle_mount, tmp_path):
+    """gemma-infer's install cell, then peft and lmsys_pref imported: the image's torchao 0.10
+    (which peft >= 0.21 rejects) is uninstalled offline, saying so in one line."""
+    import nbformat
+
+    from lmsys_pref import runs
+
+    built, wheel_dir, data = offline
+    code = kernels.kernel_metadata("gemma-infer", USER)["code_file"]
+    nb = nbformat.read(str(built[LIVE] / "gemma-infer" / code), as_version=4)
+    at = [c.metadata.get("tags", []) for c in nb.cells].index([kernels.INSTALL_TAG])
+    nb.cells = nb.cells[:at + 1] + [nbformat.v4.new_code_cell(AFTER_INSTALL)]
+    (tmp_path / "cut" / "gemma-infer").mkdir(parents=True)
+    nbformat.write(nb, str(tmp_path / "cut" / "gemma-infer" / code))
+    model = tmp_path / "tiny-model"  # a random tiny base: no Kaggle Model to attach
+    runs.write_model_meta(model, "lm", {"model_id": "pypi:x", "lora_r": 4,
+                                        "random_init": {"model_type": "gemma2"}})
+    done = run_kernel("gemma-infer", tmp_path / "cut", tmp_path / "kernel",
+                      today(LIVE, data, wheel_dir, **{kernels.model_dataset("gemma"): model}))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = printed(done).splitlines()
+    removed = [x for x in lines if "torchao" in x and "removed" in x]
+    assert removed == [f"removed the image's torchao {STALE_TORCHAO} (pip uninstall -y, "
+                       "offline): peft (>= 0.21) rejects torchao below 0.16.0 "
+                       "(peft/import_utils.py, is_torchao_available)"]
+    assert "torchao importable: False" in lines
+    assert not stale_torchao_here(done.image) and installed_here(done.image)
+
+
 @pytest.mark.slow
 def test_xgb_train_own_defaults(offline, kaggle_mount, tmp_path):
     """Exactly as Kaggle runs it: nothing passed, the preset's folds and trees."""
     built, wheel_dir, data = offline
-    done = run_kernel("xgb-train", built[kernels.DEFAULT_COMPETITION], tmp_path,
-                      today(kernels.DEFAULT_COMPETITION, data, wheel_dir))
+    done = run_kernel("xgb-train", built[OLD], tmp_path, today(OLD, data, wheel_dir))
     assert_submission(done, data)
 
 
@@ -243,3 +292,32 @@ def test_gemma_infer_today_layout(offline, kaggle_mount, tmp_path):
     found = printed(done)
     assert f"model_dir = '/kaggle/input/datasets/{USER}/{dataset}'" in found
     assert "model_id = None" in found  # a random-init tiny base: no Kaggle Model needed
+
+
+@pytest.fixture(scope="module")
+def wsdm_built(offline, tmp_path_factory):
+    """The kernels built for the WSDM Cup 2025 (the wheels are the default fixture's)."""
+    folder = tmp_path_factory.mktemp("wsdm") / WSDM
+    kernels.build_kernels(folder, USER, target=kernels.Target(WSDM))
+    return folder
+
+
+def test_wsdm_kernels_find_the_parquet_inputs_and_write_id_winner(wsdm_built, offline,
+                                                                  kaggle_mount, tmp_path):
+    """xgb-train and xgb-infer built for the WSDM Cup, its data as Kaggle mounts it today:
+    the parquet folder is found, the run takes the task from it, the submission is id,winner
+    with every test id (integers there) verbatim and in order."""
+    _, wheel_dir, _ = offline
+    test_ids = pd.read_parquet(WSDM_SAMPLE / "test.parquet")["id"].astype(str).tolist()
+    trained = run_kernel("xgb-train", wsdm_built, tmp_path / "train",
+                         today(WSDM, WSDM_SAMPLE, wheel_dir), FAST_XGB)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert f"data_dir = '/kaggle/input/competitions/{WSDM}'" in printed(trained)
+    for done in (trained, run_kernel("xgb-infer", wsdm_built, tmp_path / "infer", today(
+            WSDM, WSDM_SAMPLE, wheel_dir, **{kernels.model_dataset("xgb"): trained.working
+                                            / "model"}))):
+        assert done.returncode == 0, done.stderr[-3000:]
+        sub = submission.read(done.working / "submission.csv", test_ids)
+        assert list(sub.columns) == ["id", "winner"] and set(sub["winner"]) <= {"model_a",
+                                                                                "model_b"}
+

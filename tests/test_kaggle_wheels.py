@@ -1,5 +1,6 @@
 """The wheels dataset: only what the Kaggle image lacks, floors for what it has, every wheel
-installable on the target CPython/manylinux tags (checked from file names and METADATA only)."""
+installable on the target CPython/manylinux tags (checked from file names and METADATA only);
+the image packages that break our stack (torchao below peft's minimum), removed by the cell."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,11 +11,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from fake_dists import plant
 from packaging.requirements import Requirement
 from packaging.tags import Tag
 
 from lmsys_pref.cli import main as cli
-from lmsys_pref.kaggle import wheel_check, wheels
+from lmsys_pref.kaggle import image, wheel_check, wheels
 from lmsys_pref.kaggle.image import KAGGLE_IMAGE
 
 USER = "alice-k"
@@ -172,3 +174,41 @@ def test_python_versions_option():
     assert wheels.PYTHON_VERSIONS == (KAGGLE_IMAGE.python,) == ("3.12",)
     with pytest.raises(ValueError, match="major.minor"):
         wheels.parse_python_versions(["3"])
+
+
+@pytest.mark.parametrize("installed, stale", [("0.10.0", True), ("0.16.0", False),
+                                              ("0.17.0.dev20260901+cu128", False)])
+def test_image_breakers_are_found_by_version(tmp_path, monkeypatch, installed, stale):
+    """The image's torchao 0.10 breaks peft; 0.16.0 and later do not; absent is fine."""
+    breakers = image.breakers_for(wheels.WHEEL_SETS["lm"])
+    assert image.stale_packages(breakers) == []  # not installed here
+    monkeypatch.syspath_prepend(str(plant(tmp_path, "torchao", installed)))
+    found = image.stale_packages(breakers)
+    assert found == ([("torchao", installed, "0.16.0", breakers["torchao"][1])] if stale else [])
+    assert image.breakers_for(wheels.WHEEL_SETS["base"]) == {}  # XGBoost never imports peft
+
+
+def test_the_torchao_floor_is_the_one_peft_checks():
+    """IMAGE_BREAKERS' torchao minimum is read from the installed peft's own check."""
+    import inspect
+    import re
+
+    from peft import import_utils
+
+    source = inspect.getsource(import_utils.is_torchao_available)
+    found = re.search(r'TORCHAO_MINIMUM_VERSION = packaging\.version\.parse\("([\d.]+)"\)', source)
+    assert found, source
+    torchao = {b.name: b for b in image.IMAGE_BREAKERS}["torchao"]
+    assert torchao.least == found[1] and "peft/import_utils.py" in torchao.why
+
+
+def test_the_install_cell_removes_breakers_of_its_wheel_set_only():
+    from lmsys_pref.kaggle import install_cell, kernels
+
+    target = kernels.Target()
+    cells = {n: install_cell.install_cell(k, target, USER, kernels.model_slug(n, target))
+             for n, k in kernels.KERNELS.items()}
+    for name, cell in cells.items():
+        removes = "'torchao': ['0.16.0'," in cell
+        assert removes is (kernels.KERNELS[name].wheel_set != "base"), name
+        assert cell.index('"uninstall", "-y"') < cell.index('"pip", "install"')

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from lmsys_pref import data, runs
 from lmsys_pref.configs import ConfigError
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
-from lmsys_pref.data import labels, metrics, teachers
+from lmsys_pref.data import labels, metrics, provenance, teachers
 
 COLS = list(data.LABEL_COLS)
 
@@ -152,6 +153,8 @@ def test_an_oof_teacher_saw_the_held_out_rows_and_is_flagged(tmp_path):
     tset = teachers.TeacherSet.load(teacher_cfg(tmp_path, str(plain)).data)
     tset.check([([], ["1000"])])
     assert tset.report()["files"][0]["leaked_rows"] is None  # provenance unknown
+    (leak,) = tset.leak_entries()  # a copied file with no run beside it: not honest either
+    assert leak["provenance"] == "unknown" and leak["file"] == str(plain)
 
 
 def test_per_fold_teachers_must_match_the_folds(tmp_path):
@@ -181,3 +184,79 @@ def test_load_training_checks_soft_labels_extra_rows_and_teachers(tmp_path):
     assert len(got.train) == 12 and got.extra is None and not labels.hard_mask(got.train).all()
     with pytest.raises(data.DataError, match="not one-hot"):
         labels.load_training(cfg.replace(soft_labels=False).data)
+
+
+# --- provenance: cv_honest and cv_leaks of the label files (issue 29) ---------------------
+
+HALVES = [(np.arange(6, 12), np.arange(6)), (np.arange(6), np.arange(6, 12))]
+
+
+def test_soft_train_rows_leak_unless_a_record_says_what_made_them(tmp_path):
+    df = planted_rows(12)
+    write_dir(tmp_path, soften(df, 0.5, seed=3))
+    cfg = LMConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run"), soft_labels=True)
+    rows = labels.load_training(cfg.data)
+    assert all((~labels.hard_mask(rows.train))[tr].any() for tr, _ in HALVES)
+    rows.prepare(HALVES)
+    report = rows.report()
+    (leak,) = report["cv_leaks"]
+    assert report["cv_honest"] is False and leak["leaked_rows"] is None
+    assert leak["input"] == "soft labels of train.csv" and leak["provenance"] == "unknown"
+    assert leak["file"] == str(tmp_path / "train.csv") and "soft-labelled row(s)" in leak["why"]
+    ids = df["id"].tolist()
+    for never, leaked in ((ids[:6], 6), (ids, 0)):  # the record of the models that made them
+        (tmp_path / "train.json").write_text(json.dumps({"never_saw": never, "split": "train"}))
+        rows = labels.load_training(cfg.data)
+        rows.prepare(HALVES)
+        assert [x["leaked_rows"] for x in rows.report()["cv_leaks"]] == ([leaked] if leaked
+                                                                          else [])
+
+
+def test_extra_files_leak_by_their_record_unknown_when_soft_without_one(tmp_path):
+    df = planted_rows(12)
+    write_dir(tmp_path, df)
+    extra = planted_rows(4, seed=5, start_id=5000)
+    extra.to_csv(tmp_path / "human.csv", index=False)  # one-hot, no record: human labels
+    soften(planted_rows(4, seed=6, start_id=6000), 1.0).to_csv(tmp_path / "soft.csv",
+                                                                index=False)
+    (tmp_path / "pl").mkdir()
+    soften(planted_rows(4, seed=7, start_id=7000), 1.0).to_csv(
+        tmp_path / "pl" / teachers.PSEUDO_LABELS, index=False)
+    (tmp_path / "pl" / teachers.PSEUDO_META).write_text(json.dumps({"never_saw": []}))
+    cfg = LMConfig(data_dir=str(tmp_path), out_dir=str(tmp_path / "run"), soft_labels=True,
+                   extra_train=[str(tmp_path / n) for n in ("human.csv", "soft.csv",
+                                                             "pl/pseudo_labels.csv")])
+    rows = labels.load_training(cfg.data)
+    rows.prepare(HALVES)
+    leaks = {Path(x["file"]).name: x for x in rows.report()["cv_leaks"]}
+    assert sorted(leaks) == ["pseudo_labels.csv", "soft.csv"]  # human labels leak nothing
+    assert leaks["soft.csv"]["leaked_rows"] is None and leaks["soft.csv"]["provenance"] == \
+        "unknown"
+    assert leaks["pseudo_labels.csv"]["leaked_rows"] == 12  # a final model: saw both halves
+
+
+def test_a_record_naming_a_leaky_run_passes_its_leak_on(tmp_path):
+    record = {"never_saw": ["1", "2"], "models": [
+        {"model_dir": "runs/t/model/fold_0", "trained_on": {"run_cv_honest": False}}]}
+    (tmp_path / "p.json").write_text(json.dumps(record))
+    src = provenance.of_labels(tmp_path / "p.csv", one_hot=False)
+    assert src.kind == "upstream" and src.leaked(["3"]) is None and "runs/t" in src.why(None)
+    record["models"][0]["trained_on"]["run_cv_honest"] = True
+    (tmp_path / "p.json").write_text(json.dumps(record))
+    src = provenance.of_labels(tmp_path / "p.csv", one_hot=False)
+    assert src.kind == "never_saw" and src.leaked(["1", "3", "4"]) == 2
+
+
+def test_all_soft_rows_are_scored_by_their_most_probable_class():
+    rows = pd.DataFrame({c: v for c, v in zip(COLS, [[0.6, 0.1], [0.3, 0.2], [0.1, 0.7]])})
+    hard, extra = labels.scored(rows, np.full((2, 3), 1 / 3))
+    assert hard.tolist() == [True, True] and extra["hard_labels"] == "argmax"
+
+
+def test_xgb_teacher_weights_range():
+    assert XGBConfig(teachers="a b").mixture_weights() == pytest.approx([1 / 3] * 3)
+    assert XGBConfig(teachers="a", teacher_weights=[3, 1]).mixture_weights() == [0.75, 0.25]
+    assert XGBConfig(teachers="a", teacher_weights=[3, 1]).data.distill_weights == (0.75, 0.25)
+    with pytest.raises(ConfigError, match=r"'teacher_weights'.* must be 2 numbers >= 0 \(the "
+                                          r"label, then one per teacher\)"):
+        XGBConfig(teachers="a", teacher_weights=[1, 1, 1])

@@ -105,7 +105,7 @@ def test_into_base_writes_a_full_model(kfold_run, tmp_path, rows):
 
     adapter = merge.merge_folds(kfold_run, tmp_path / "exact", mode="exact")
     assert cli.main(["merge-folds", str(kfold_run), str(tmp_path / "full"), "--mode", "exact",
-                     "--into-base"]) == 0
+                     "--into-base", "--dtype", "fp32"]) == 0  # exact: the default is bf16
     full = tmp_path / "full"
     assert (full / "model.safetensors").exists() and not (full / ADAPTER).exists()
     assert runs.read_model_meta(full)["merged"]["into_base"]

@@ -96,6 +96,26 @@ def test_truncation_side_keeps_start_or_end(gemma_tok):
     assert "question" in right and "question" in left
 
 
+def test_middle_truncation_keeps_both_ends_and_shares_by_length(gemma_tok):
+    """'middle' keeps each long part's start and end, drops its middle, and gives the parts
+    budgets in proportion to their lengths (a 4x longer answer gets about 4x the tokens)."""
+    long_a = " ".join(f"a{i}" for i in range(400))
+    long_b = " ".join(f"b{i}" for i in range(100))
+    df = frame([["question"]], [[long_a]], [[long_b]])
+    cfg = LMConfig(max_length=160, truncation_side="middle")
+    ids = prompt.encode(df, gemma_tok, cfg.prompt)[0]
+    text = gemma_tok.decode(ids)
+    assert len(ids) <= 160 and "question" in text
+    assert "a0 a1" in text and "a398 a399" in text and "a200 " not in text
+    assert "b0 b1" in text and "b98 b99" in text and "b50 " not in text
+    a_part = text.split("<response_a>:")[1].split("<response_b>:")[0]
+    b_part = text.split("<response_b>:")[1]
+    ratio = len(gemma_tok(a_part)["input_ids"]) / len(gemma_tok(b_part)["input_ids"])
+    assert 1.8 < ratio < 5.5, ratio  # spread equally it would be about 1
+    assert prompt.allocate([400, 100, 10], 102, proportional=True) == [65, 27, 10]
+    assert prompt.allocate([40, 10, 10], 100, proportional=True) == [40, 10, 10]  # it fits
+
+
 def test_turns_layout_keeps_last_turns_on_the_left(gemma_tok):
     df = frame([["first q", "second q"]], [["first a", "second a"]], [["first b", "second b"]])
     text = gemma_tok.decode(prompt.encode(df, gemma_tok, LMConfig(layout="turns").prompt)[0])
@@ -138,6 +158,6 @@ def test_bad_settings_raise(gemma_tok):
     with pytest.raises(ValueError, match="layout"):
         prompt.encode(df, gemma_tok, LMConfig(layout="chatml").prompt)
     with pytest.raises(ValueError, match="truncation_side"):
-        prompt.encode(df, gemma_tok, LMConfig(truncation_side="middle").prompt)
+        prompt.encode(df, gemma_tok, LMConfig(truncation_side="center").prompt)
     with pytest.raises(ValueError, match="too small"):
         prompt.encode(df, gemma_tok, LMConfig(max_length=8).prompt)

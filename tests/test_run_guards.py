@@ -106,11 +106,13 @@ def test_a_rerun_moves_every_output_of_the_older_run_aside(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     stale = ["calibration.png", "confusion.png", "loss_by_length.png", "loss_by_turns.png",
-             "loss.png", "log_history.json", "config.yaml", "report.md", "report.json"]
+             "loss.png", "log_history.json", "config.yaml", "report.md", "report.json",
+             "metrics.json", "transformer.ipynb"]  # a complete run (metrics.json) of a notebook
     for name in stale:
         (out / name).write_text("old")
     xgb.fit(XGBConfig(data_dir=str(CORPUS / "_base"), out_dir=str(out), **TINY))
-    assert not [n for n in stale if (out / n).exists()]  # none beside the new outputs
+    assert [n for n in stale if (out / n).exists()] == ["metrics.json"]  # the new run's only
+    assert runs.read_metrics(out)["n_train"] == 12
     assert sorted(p.name for p in (out / runs.PREVIOUS).iterdir()) == sorted(stale)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lmsys_pref import data, runs
+from lmsys_pref.configs import ConfigError
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.data import metrics, splits
@@ -210,3 +211,29 @@ def test_every_preset_checkpoints_mid_run():
         per_step = p.get("batch_size", 4) * p.get("grad_accum", 4)
         steps = int(train_rows // per_step * p.get("epochs", 1))
         assert p["save_steps"] < steps, (name, p["save_steps"], steps)
+
+
+def test_keep_best_ends_on_the_best_checkpoint_chosen_on_training_rows(tmp_path, quirks_dir,
+                                                                      monkeypatch):
+    """keep_best: the Trainer's own evaluation on rows held out of the fit (never the holdout
+    that metrics.json scores) picks the checkpoint the run ends on."""
+    from lmsys_pref.train import best
+
+    seen = []
+    split = best.split_stop_rows
+    monkeypatch.setattr(best, "split_stop_rows", lambda df, cfg: seen.append(split(df, cfg))
+                        or seen[-1])
+    cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
+                               lenient=True, max_steps=6, eval_steps=2, keep_best=True,
+                               learning_rate=0.05)
+    m = fit.fit(cfg)
+    hist = runs.load_json(tmp_path / outputs.HISTORY)
+    evals = {h["step"]: h["eval_loss"] for h in hist if "eval_loss" in h}
+    assert sorted(evals) == [2, 4, 6]
+    assert m["best_step"] == min(evals, key=evals.get)
+    (fit_rows, stop_rows), = seen
+    val = set(runs.read_probs(tmp_path / "val.csv")["id"])
+    assert not val & set(stop_rows["id"]) and not set(fit_rows["id"]) & set(stop_rows["id"])
+    with pytest.raises(ConfigError, match="'keep_best' needs 'eval_steps'"):
+        cfg.replace(eval_steps=0)
+

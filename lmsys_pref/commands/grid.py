@@ -27,18 +27,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
 from ..configs import ConfigError, load_preset
+from ..configs.tasks import TASKS
 from ..runs import load_json, read_metrics, resume, save_json
 from . import notebooks
 
 log = logging.getLogger("lmsys_pref.grid")
 
-COLUMNS = ["name", "baseline", "preset", "eval", "log_loss", "accuracy", "seconds", "status",
-           "error"]
+COLUMNS = ["name", "baseline", "preset", "task", "eval", "log_loss", "accuracy", "seconds",
+           "status", "error"]
 RUN_KEYS = {"name", "baseline", "preset", "parameters", "fallback"}
 RECORD = "grid.json"  # per-run record: the settings it ran with, its status and wall time
 DONE_FILES = ("metrics.json", "submission.csv")
@@ -177,6 +179,7 @@ def _row(run: dict, status: str, seconds: float, error: str = "",
     spec = notebooks.BASELINES.get(run["baseline"])
     return {"name": run["name"], "baseline": run["baseline"],
             "preset": run["preset"] or (spec.preset if spec else None) or "",
+            "task": metrics.get("task") or "",
             "eval": metrics.get("eval") or "",
             "log_loss": _number(metrics.get("log_loss")),
             "accuracy": _number(metrics.get("accuracy")),
@@ -195,6 +198,9 @@ def run_one(run: dict, data_dir: str | Path | None, run_dir: Path, progress: boo
         Its summary row; `status` is "ok", "skipped" (finished before with the same settings),
         or "failed" with the error's first line in `error`.
     """
+    params = dict(run["parameters"])
+    data_dir = params.pop("data_dir", None) or data_dir  # an entry's own wins
+    run = {**run, "parameters": params}
     settings = _settings(run, data_dir)
     why = None if force else stale_reason(run_dir, settings)
     if not force and why is None:
@@ -224,10 +230,18 @@ def run_one(run: dict, data_dir: str | Path | None, run_dir: Path, progress: boo
 
 
 def leaderboard(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows as a frame sorted by log loss (best first); runs without a score go last."""
+    """Rows as a frame, grouped by task, each task's runs best first by its own metric (log
+    loss ascending for the 2024 format, accuracy descending for the WSDM Cup's); runs without
+    a score go last."""
     df = pd.DataFrame(rows, columns=COLUMNS)
-    return df.sort_values(["log_loss", "name"], na_position="last", kind="stable"
-                          ).reset_index(drop=True)
+    df["task"] = df["task"].fillna("")
+    accuracy_tasks = {name for name, t in TASKS.items() if t.higher_is_better}
+    key = np.where(df["task"].isin(accuracy_tasks), -df["accuracy"].astype(float),
+                   df["log_loss"].astype(float))
+    unscored = df["task"].eq("")  # a failed run: no metrics.json, last
+    return (df.assign(_last=unscored, _key=key)
+            .sort_values(["_last", "task", "_key", "name"], na_position="last", kind="stable")
+            .drop(columns=["_last", "_key"]).reset_index(drop=True))
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -260,7 +274,8 @@ def run_grid(grid: str | Path | list[dict], data_dir: str | Path | None, out_dir
 
     Args:
         grid: a YAML file or an already loaded list of runs (see `load_grid`).
-        data_dir: the competition folder passed to every notebook as `data_dir`.
+        data_dir: the competition folder passed to every notebook as `data_dir` (an entry's own
+            `parameters: {data_dir: ...}` wins: a grid may mix tasks).
         out_dir: the grid folder; gets one folder per run plus summary.csv and summary.md.
         progress: progress bars over the runs and over the cells of each notebook.
         force: run again even the runs that finished before.

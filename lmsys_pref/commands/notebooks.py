@@ -86,8 +86,10 @@ def run_notebook(baseline: str, out_dir: str | Path, data_dir: str | Path | None
     Relative `out_dir` and `data_dir` mean the caller's working directory, for the notebook and
     the outputs alike (the kernel gets absolute paths and runs in that directory too). OUT_DIR
     is held for the whole run (`runs.holding`: a second run into it stops at once) and may not
-    be DATA_DIR. With `progress`, the kernel's stdout and stderr (Trainer progress bars, losses,
-    eval lines, the run's log) stream to this terminal while the notebook runs.
+    be DATA_DIR; what an earlier run left there, its executed notebook included, is moved aside
+    before the kernel starts (`runs.prepare_out_dir`). With `progress`, the kernel's stdout and
+    stderr (Trainer progress bars, losses, eval lines, the run's log) stream to this terminal
+    while the notebook runs.
 
     Raises:
         ConfigError: unknown baseline or parameter, or OUT_DIR is DATA_DIR (before anything
@@ -103,6 +105,7 @@ def run_notebook(baseline: str, out_dir: str | Path, data_dir: str | Path | None
     runs.check_out_dir(out_dir, {"data_dir": data_dir})
     src = NOTEBOOK_DIR / BASELINES[baseline].notebook
     with runs.holding(out_dir):
+        runs.prepare_out_dir(out_dir)  # an older run's notebook of the same name moves with it
         return execute(src, out_dir / src.name, params, stream=progress)
 
 
@@ -127,7 +130,7 @@ def execute(src: str | Path, dst: str | Path, params: dict[str, Any],
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _kernel_warnings(TERMINAL_ONLY_WARNINGS), _private_transport() as transport:
+        with _kernel_env(TERMINAL_ONLY_WARNINGS, dst), _private_transport() as transport:
             pm.execute_notebook(str(src), str(dst), parameters=params, progress_bar=False,
                                 kernel_name="python3", cwd=os.getcwd(), config=transport,
                                 stdout_file=sys.stdout if stream else None,
@@ -158,12 +161,17 @@ def _private_transport():
 
 
 @contextlib.contextmanager
-def _kernel_warnings(filters: str):
-    """Add `PYTHONWARNINGS` filters and `HEADLESS_ENV` for the kernels started inside the block
-    (they copy our environment when they start); ours is restored after."""
-    old = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", HEADLESS_ENV)}
+def _kernel_env(filters: str, executing: Path):
+    """Add `PYTHONWARNINGS` filters, `HEADLESS_ENV` and the executed notebook's path
+    (`runs.EXECUTING_ENV`: the run's `prepare_out_dir` leaves it in place) for the kernels
+    started inside the block (they copy our environment when they start); ours is restored
+    after."""
+    from ..runs import EXECUTING_ENV
+
+    old = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", HEADLESS_ENV, EXECUTING_ENV)}
     os.environ["PYTHONWARNINGS"] = ",".join(f for f in (old["PYTHONWARNINGS"], filters) if f)
     os.environ[HEADLESS_ENV] = "1"
+    os.environ[EXECUTING_ENV] = str(executing.resolve())
     try:
         yield
     finally:

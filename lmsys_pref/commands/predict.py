@@ -19,6 +19,7 @@ import pandas as pd
 from .. import data, runs
 from ..configs import params_help, parse_params
 from ..configs.predict import PredictConfig
+from ..data.task import AUTO, Task, resolve, to_task
 from ..infer import cascade  # torch-free, as the budget and the loaders
 from ..infer.budget import Budget  # torch-free: the time budget of LM and encoder scoring
 from ..infer.loaders import (  # noqa: F401 (the door's names)
@@ -31,13 +32,22 @@ from ..infer.loaders import (  # noqa: F401 (the door's names)
 from ..runs import postrules, resume, submission
 
 log = logging.getLogger("lmsys_pref.predict")
-PREDICT_OUTPUTS = ("submission.csv", "predict.json")
+PREDICT_OUTPUTS = ("submission.csv", "test_probs.csv", "predict.json")
 CACHE_RECORD = "inputs.json"  # in cache_dir: what the cached scores were made from
 
 
-def load_test(cfg: PredictConfig) -> pd.DataFrame:
-    """The test split of `cfg.data_dir` (test.csv or test.parquet), validated."""
-    return data.load_split(data.find_file(cfg.data_dir, "test"), labelled=False)
+def run_task(cfg: PredictConfig) -> Task:
+    """The task this run writes for: `-p task`, else the one its data folder shows (a sample
+    submission or a train file), else the saved model's own."""
+    saved = runs.read_model_meta(cfg.model_dir)["config"].get("task", AUTO)
+    return resolve(cfg.task, cfg.data_dir, default=resolve(saved, None))
+
+
+def load_test(cfg: PredictConfig, task: Task | None = None) -> pd.DataFrame:
+    """The test split of `cfg.data_dir` (test.csv or test.parquet), validated in the task's
+    format (None: `run_task`'s)."""
+    return data.load_split(data.find_file(cfg.data_dir, "test"), labelled=False,
+                           task=task or run_task(cfg))
 
 
 def load_model(cfg: PredictConfig, budget: Budget | None = None, **extra):
@@ -66,14 +76,18 @@ def load_rules(cfg: PredictConfig) -> dict:
 
 
 def write_outputs(cfg: PredictConfig, test: pd.DataFrame, probs: np.ndarray, stats: dict,
-                  extra: dict) -> dict:
-    """submission.csv (atomically, via a temp file) and predict.json; returns the summary."""
+                  extra: dict, task: Task | None = None) -> dict:
+    """submission.csv in the task's format (atomically) and predict.json; returns the summary.
+    A three-class model's probabilities are mapped to a two-class task (`task.to_task`)."""
     if cfg.post_rules:
         rules = load_rules(cfg)
         probs = postrules.apply(test, probs, rules)
         extra["post_rules_rows"] = postrules.count(test, rules)
-    out = Path(cfg.out_dir)
-    submission.write(test["id"].to_numpy(), probs, out / "submission.csv")  # atomic
+    task = task or run_task(cfg)
+    out, probs = Path(cfg.out_dir), to_task(probs, task)
+    if task.submission == "labels":  # the probabilities too, for blends, cascades and plots
+        runs.write_test_probs(out, test["id"].to_numpy(), probs)
+    submission.write(test["id"].to_numpy(), probs, out / "submission.csv", task)  # atomic
     keys = ("rows", "tokens", "seconds", "tokens_per_s", "padding_efficiency")
     summary = {k: stats.get(k) for k in keys} | {"rows": len(test)} | extra
     summary |= {k: v for k, v in stats.items() if k not in summary}
@@ -111,12 +125,13 @@ def predict(cfg: PredictConfig) -> dict:
     t0 = time.perf_counter()  # the limit counts from here; the cascade's stages keep a share
     budget = Budget(cfg.time_limit_h, reserve_h=cascade.reserve_h(cfg.time_limit_h, cfg.stages))
     runs.prepare_out_dir(cfg.out_dir, PREDICT_OUTPUTS)  # no stale submission left looking current
-    test = load_test(cfg)
+    task = run_task(cfg)
+    test = load_test(cfg, task)
     check_cache(cfg, data.find_file(cfg.data_dir, "test"))
     predictor, kind = load_model(cfg, budget)
     probs = predictor.predict_proba(test, tta=tta_for(kind, cfg.tta))
     stats = dict(getattr(predictor, "stats", {}) or {})
-    extra = {"kind": kind, "model_dir": str(cfg.model_dir), "tta": cfg.tta}
+    extra = {"kind": kind, "model_dir": str(cfg.model_dir), "tta": cfg.tta, "task": task.name}
     if tta_for(kind, cfg.tta) != cfg.tta:
         extra["tta_scored"] = tta_for(kind, cfg.tta)  # XGBoost: adaptive is full swap
     if cfg.stages:  # the later models of a cascade, each on the rows least sure so far
@@ -125,7 +140,7 @@ def predict(cfg: PredictConfig) -> dict:
     extra["total_seconds"] = time.perf_counter() - t0
     if kind in TRANSFORMER_KINDS:
         extra["time_budget"] = budget.summary()
-    summary = write_outputs(cfg, test, probs, stats, extra)
+    summary = write_outputs(cfg, test, probs, stats, extra, task)
     log.info("predict: %d rows -> %s", len(test), Path(cfg.out_dir) / "submission.csv")
     return summary
 

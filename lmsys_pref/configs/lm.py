@@ -18,6 +18,7 @@ from . import (
     Share,
 )
 from .parts import DataSpec, DistillSpec, ModelSpec, PromptSpec, ScoringSpec
+from .tasks import TASK_NAMES
 
 DTYPE = Literal["auto", "fp32", "bf16", "fp16"]
 # torch spellings accepted for `dtype`, canonicalised to the short names
@@ -34,17 +35,20 @@ def split_paths(values: list[str]) -> list[str]:
 
 def check_levers(cfg) -> None:
     """The valid ranges of the label fields (`soft_labels`, `extra_train`, `teachers`, ...)."""
-    name = type(cfg).__name__
     cfg.extra_train = split_paths(cfg.extra_train)
-    if not hasattr(cfg, "teachers"):  # XGBoost: extra rows and soft labels only
-        return
     cfg.teachers = split_paths(cfg.teachers)
-    n_terms = 1 + 2 * len(cfg.teachers)
-    weights = cfg.distill_weights
+    if hasattr(cfg, "distill_weights"):  # XGBoost: `teacher_weights` (configs.xgb)
+        check_term_weights(cfg, "distill_weights", 1 + 2 * len(cfg.teachers),
+                           "(CE, then KL and cosine per teacher)")
+
+
+def check_term_weights(cfg, name: str, n_terms: int, terms: str) -> None:
+    """`cfg.<name>`: [] or `n_terms` numbers >= 0 (`terms` says which) with a positive sum."""
+    weights = getattr(cfg, name)
     if weights and (len(weights) != n_terms or min(weights) < 0 or sum(weights) <= 0):
-        raise ConfigError(f"{name}: parameter 'distill_weights': {weights!r} must be {n_terms} "
-                          f"numbers >= 0 (CE, then KL and cosine per teacher) with a positive "
-                          f"sum, or [] for equal weights")
+        raise ConfigError(f"{type(cfg).__name__}: parameter '{name}': {weights!r} must be "
+                          f"{n_terms} numbers >= 0 {terms} with a positive sum, or [] for equal "
+                          "weights")
 
 
 @dataclasses.dataclass
@@ -53,7 +57,7 @@ class LMConfig(BaseConfig):
 
     kind = "lm"
     ALIASES = {"dtype": DTYPE_ALIASES, "quantization": {"": "none"}}
-    INPUT_FILES = ("extra_train", "teachers")  # fingerprinted by content (lmsys_pref.runs.resume)
+    INPUT_FILES = ("extra_train", "teachers", "init_from")  # fingerprinted by content (resume)
     NOT_TRAINING = ("out_dir", "max_test_rows", "devices", "tta", "token_budget",
                     "torch_threads", "resume", "logging_steps", "save_steps", "eval_steps",
                     "eval_rows", "untuned_baseline",
@@ -62,6 +66,11 @@ class LMConfig(BaseConfig):
     # --- data -------------------------------------------------------------------------------
     data_dir: str = "data/sample"
     """Folder with train.csv (labelled) and, optionally, test.csv (csv or parquet)."""
+    task: TASK_NAMES = "auto"
+    """The competition format (lmsys_pref.configs.tasks): 'lmsys-2024' and
+    'llm-classification-finetuning' (3 classes, log loss), 'wsdm-2025' (2 classes, accuracy,
+    plain-string turns, a `winner` column, text ids); 'auto' detects it from data_dir (the
+    sample submission's header, else train's columns). The run records the task it used."""
     out_dir: str = "runs/lm"
     """Run folder: submission.csv, metrics.json, val.csv (or oof.csv), model/, checkpoints/."""
     seed: Seed = 42
@@ -115,6 +124,11 @@ class LMConfig(BaseConfig):
     """Scoring head: 1 = one linear layer, 3 = the poster's three scoring layers."""
     objective: Literal["ce", "mse"] = "ce"
     """'ce' = cross-entropy over the 3 classes; 'mse' = regression on the one-hot targets."""
+    init_from: str = ""
+    """A trained run (or its model/, a merged or fold folder) this run starts from: its LoRA
+    adapter (or, with lora_r 0, its weights) and its scoring head, the head's rows of this
+    task's classes (a three-class run starts a two-class 'wsdm-2025' run with its a and b rows,
+    as the WSDM Cup's 2nd place did). Same base model and adapter shape; '' = a fresh start."""
 
     # --- LoRA -------------------------------------------------------------------------------
     lora_r: Count = 16
@@ -140,8 +154,10 @@ class LMConfig(BaseConfig):
     spread_max_length: bool = True
     """Share max_length between prompt and answers (each a third, unused budget to the others);
     False = fill in reading order, each answer still keeps a quarter."""
-    truncation_side: Literal["right", "left"] = "right"
-    """'right' keeps the start of each part, 'left' keeps the end (the last turns)."""
+    truncation_side: Literal["right", "left", "middle"] = "right"
+    """'right' keeps the start of each part, 'left' keeps the end (the last turns), 'middle'
+    keeps the start and the end of each long part (half of its budget each) and shares the
+    budget between the parts in proportion to their lengths (the WSDM Cup's 2nd place)."""
     score_max_length: Count = 0
     """Tokens per row when the test set is scored (in the run and at `predict`); 0 =
     `max_length`. The winners trained at 2048 and scored at 3072."""
@@ -188,6 +204,13 @@ class LMConfig(BaseConfig):
     eval_steps: Count = 0
     """Log the log loss of a fixed sample of `eval_rows` holdout rows every N optimizer steps
     (0 = never); the whole holdout is always scored once, after training."""
+    keep_best: bool = False
+    """End on the best checkpoint: the Trainer evaluates a stratified, prompt-grouped 15% of the
+    training rows (held out of the fit, never the holdout or a fold's held-out rows) every
+    `eval_steps` and keeps the checkpoint with the lowest loss there (load_best_model_at_end).
+    Needs `eval_steps` > 0; replaces the `eval_rows` logging."""
+    early_stopping_patience: Count = 0
+    """With `keep_best`: stop after this many evaluations without improvement (0 = never)."""
     eval_rows: PositiveCount = 2000
     """Holdout rows scored every `eval_steps` (a seeded sample, through the length-sorted
     engine)."""
@@ -212,14 +235,18 @@ class LMConfig(BaseConfig):
     """Labelled files (competition layout) added to the training rows only: never to the
     validation rows, a fold's held-out rows, oof.csv or the metrics. Rows whose prompt and
     answers (either order) are also in train/test are dropped, counted and listed by id in
-    metrics.json (`extra_train`). -p extra_train "a.csv b.csv"."""
+    metrics.json (`extra_train`), except the rows of a `pseudo-label` output of this run's own
+    test.csv; a file left with no row stops the run. '{fold}' in a path names per-fold files
+    (fold k reads the file of k, e.g. `pseudo-label --per-fold` output; one whose models trained
+    on that fold's held-out rows is refused). -p extra_train "a.csv b.csv"."""
     teachers: list[str] = dataclasses.field(default_factory=list)
     """Teacher probabilities distilled into the model (one KL + cosine pair each): a run's
     oof.csv or val.csv, a run folder, a `pseudo-label` output or any CSV with `id` and the
     three winner columns; every training row (extra rows too) needs every teacher's row.
     '{fold}' in a path names per-fold files (fold k reads the file of k; a teacher that trained
     on that fold's held-out rows is refused), '{out_dir}' is this run's out_dir. A teacher that
-    saw the held-out rows (another run's OOF) is flagged in metrics.json (`teachers`)."""
+    saw the held-out rows (another run's OOF) or of unknown provenance is flagged in
+    metrics.json (`teachers`, `cv_honest: false`, `cv_leaks`)."""
     distill_temperature: Rate = 1.0
     """Temperature T (> 0) of the teacher terms: T^2 x KL(teacher_T || student_T) and
     1 - cos(student_T, teacher_T), on distributions softened by T."""
@@ -249,6 +276,18 @@ class LMConfig(BaseConfig):
                               "not go together: PiSSA needs an unquantized base (quantization "
                               "none), or use lora_init default")
         check_levers(self)
+        if self.keep_best and self.eval_steps <= 0:
+            raise ConfigError(f"{type(self).__name__}: parameter 'keep_best' needs 'eval_steps' "
+                              "> 0 (how often the best checkpoint is looked for)")
+        if self.early_stopping_patience and not self.keep_best:
+            raise ConfigError(f"{type(self).__name__}: parameter 'early_stopping_patience' "
+                              "works with 'keep_best' true")
+        if self.init_from and self.lora_init.startswith("pissa"):
+            # PiSSA moves the base's principal part into the adapter: a saved plain-LoRA adapter
+            # would be added to a changed base
+            raise ConfigError(f"{type(self).__name__}: parameters 'init_from' and 'lora_init' "
+                              f"{self.lora_init!r} do not go together: start from a run with "
+                              "lora_init default")
         if self.layout != "gemma" and self.turn_joiner != "\n":
             raise ConfigError(f"{type(self).__name__}: parameter 'turn_joiner' applies to the "
                               f"'gemma' layout only, not {self.layout!r}")

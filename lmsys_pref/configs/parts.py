@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from .tasks import n_classes
+
 P = TypeVar("P", bound="Part")
 
 
@@ -39,6 +41,7 @@ class ModelSpec(Part):
     """What a scoring model is: base weights, precision, head, adapter (`model.models`)."""
 
     kind: str
+    task: str
     model_id: str
     gguf_file: str
     tokenizer_id: str
@@ -56,6 +59,13 @@ class ModelSpec(Part):
     lora_targets: tuple
     lora_init: str
     lora_layers_from: int
+
+    @property
+    def n_labels(self) -> int:
+        """Outputs of the scoring head: the task's classes. A task still 'auto' (a model built
+        straight from a config, or saved before tasks were recorded) is the 2024 task's
+        three; a run resolves its task from its data folder before building (`train.fit`)."""
+        return n_classes(self.task)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +116,7 @@ class DataSpec(Part):
 
     data_dir: str
     out_dir: str
+    task: str
     lenient: bool
     max_train_rows: int
     max_test_rows: int

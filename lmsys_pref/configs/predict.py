@@ -7,6 +7,7 @@ from typing import Literal
 
 from . import BaseConfig, ConfigError, Fraction, NonNegative, PositiveCount
 from .lm import DTYPE, DTYPE_ALIASES, TTA
+from .tasks import TASK_NAMES
 
 # The fields a saved model's own config also has; `None` here keeps the saved value.
 MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget", "model_id", "dtype",
@@ -75,6 +76,10 @@ class PredictConfig(BaseConfig):
     """Folder with test.csv (or test.parquet); train.csv there can feed `post_rules`."""
     out_dir: str = "runs/predict"
     """Where submission.csv and predict.json go."""
+    task: TASK_NAMES = "auto"
+    """The competition format the submission is written in (lmsys_pref.configs.tasks): 'auto'
+    = the one data_dir shows (its sample submission or train file), else the model's own. A
+    three-class model scoring a two-class task ('wsdm-2025') drops the tie and renormalises."""
     devices: str | None = None
     """'auto' (all visible GPUs, else CPU), or a list such as 'cuda:0,cuda:1' or 'cpu,cpu'
     (one model replica and one thread per entry); None keeps the saved model's setting."""

@@ -5,8 +5,9 @@ import dataclasses
 from typing import Literal
 
 from . import BaseConfig, Count, Fraction, NonNegative, PositiveCount, Rate, Seed
-from .lm import check_levers
+from .lm import check_levers, check_term_weights
 from .parts import DataSpec
+from .tasks import TASK_NAMES
 
 
 @dataclasses.dataclass
@@ -15,12 +16,16 @@ class XGBConfig(BaseConfig):
 
     kind = "xgb"
     NOT_TRAINING = ("out_dir", "tta", "n_jobs")
-    INPUT_FILES = ("extra_train",)  # fingerprinted by content (lmsys_pref.runs.resume)
+    INPUT_FILES = ("extra_train", "teachers")  # fingerprinted by content (lmsys_pref.runs.resume)
 
     data_dir: str = "data/sample"
     """Folder with train.csv (labelled) and test.csv (csv or parquet)."""
     out_dir: str = "runs/xgb"
     """Run folder: submission.csv, metrics.json, oof.csv, model/."""
+    task: TASK_NAMES = "auto"
+    """The competition format (lmsys_pref.configs.tasks): 'lmsys-2024' and
+    'llm-classification-finetuning' (3 classes, log loss), 'wsdm-2025' (2 classes, accuracy);
+    'auto' detects it from data_dir. The run records the task it used."""
     n_folds: Count = 5
     """Stratified folds for out-of-fold predictions; 0 or 1 skips CV (final fit only)."""
     group_by: Literal["prompt", "none"] = "prompt"
@@ -43,8 +48,19 @@ class XGBConfig(BaseConfig):
     extra_train: list[str] = dataclasses.field(default_factory=list)
     """Labelled files (competition layout) added to the training rows only: never to a fold's
     held-out or early-stopping rows, oof.csv or the metrics. Rows whose prompt and answers
-    (either order) are also in train/test are dropped and listed by id in metrics.json.
-    -p extra_train "a.csv b.csv"."""
+    (either order) are also in train/test are dropped and listed by id in metrics.json, except
+    the rows of a `pseudo-label` output of this run's own test.csv; a file left with no row
+    stops the run. '{fold}' in a path names per-fold files (fold k reads the file of k; the
+    final booster the folds' mean label by id). -p extra_train "a.csv b.csv"."""
+    teachers: list[str] = dataclasses.field(default_factory=list)
+    """Teacher probabilities mixed into the training targets (the same files and leak checks as
+    the LM's `teachers`: a run's oof.csv, a run folder, a `pseudo-label` output, any CSV of `id`
+    + the three winner columns; '{fold}' names per-fold files, fold k reads the file of k and
+    the final booster the folds' mean). Each row trains on w_0 * label + sum_i w_i * teacher_i
+    (`teacher_weights`) as weighted copies, one per class."""
+    teacher_weights: list[float] = dataclasses.field(default_factory=list)
+    """Weights (>= 0) of the target mixture [label, teacher_1, teacher_2, ...], 1 + 1 per
+    teacher, scaled to sum 1; [] = equal, 1 / (1 + n) each."""
     n_estimators: PositiveCount = 600
     """Boosting rounds (upper bound when early stopping is on)."""
     learning_rate: Rate = 0.03
@@ -67,9 +83,18 @@ class XGBConfig(BaseConfig):
 
     def check(self) -> None:
         check_levers(self)
+        check_term_weights(self, "teacher_weights", 1 + len(self.teachers),
+                           "(the label, then one per teacher)")
 
     @property
     def data(self) -> DataSpec:
-        """The fields `data.labels.load_training` loads the run's rows with (no teachers)."""
-        return DataSpec.of(self, max_test_rows=0, teachers=(), distill_temperature=1.0,
-                           distill_weights=())
+        """The fields `data.labels.load_training` loads the run's rows with; the teachers'
+        weights are the target mixture's (`mixture_weights`), at temperature 1."""
+        return DataSpec.of(self, max_test_rows=0, distill_temperature=1.0,
+                           distill_weights=tuple(self.mixture_weights()))
+
+    def mixture_weights(self) -> list[float]:
+        """The target mixture [label, teacher_1, ...]: `teacher_weights` scaled to sum 1, or
+        1 / (1 + n) each; a row trains on sum_i w_i p_i (`xgb.levers`)."""
+        w = [float(x) for x in self.teacher_weights] or [1.0] * (1 + len(self.teachers))
+        return [x / sum(w) for x in w]

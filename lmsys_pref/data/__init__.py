@@ -21,6 +21,7 @@ from .frames import (
     load_competition,
     load_split,
     onehot,
+    prob_columns,
     swap,
     tile,
 )
@@ -29,5 +30,5 @@ from .turns import clean_text, decode_turns, even_turns
 __all__ = ["CLASS_NAMES", "LABEL_COLS", "SWAP_PAIRS", "TEST_COLS", "TEXT_COLS", "TRAIN_COLS",
            "TTA_MODES", "DataError", "augment_with_swap", "check_ids", "check_n_folds",
            "check_tta", "clean_text", "combine_swapped", "decode_turns", "even_turns",
-           "find_file", "join_turns", "load_competition", "load_split", "onehot", "read_table",
-           "swap", "tile"]
+           "find_file", "join_turns", "load_competition", "load_split", "onehot",
+           "prob_columns", "read_table", "swap", "tile"]

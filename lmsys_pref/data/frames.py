@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..configs.tasks import LMSYS_2024, WINNER, Task
 from ..files.tables import LABEL_COLS, TEXT_COLS, DataError, check_ids, read_table
 from .turns import clean_text, decode_column, decode_turns, even_turns, is_missing
 
@@ -51,39 +52,63 @@ def _check_columns(df: pd.DataFrame, needed: Sequence[str], name: str) -> None:
                         f"{hint}")
 
 
-def _check_labels(df: pd.DataFrame, name: str) -> np.ndarray:
-    raw = df[list(LABEL_COLS)]
+def _check_labels(df: pd.DataFrame, name: str, columns: Sequence[str] = LABEL_COLS
+                  ) -> np.ndarray:
+    """Class indices of one-hot label columns; an empty, non-numeric or non-one-hot row is a
+    `DataError` naming the row id and the column."""
+    raw = df[list(columns)]
     values = raw.apply(pd.to_numeric, errors="coerce")
     empty = values.isna().to_numpy()
     if empty.any():
-        r, c = divmod(int(empty.argmax()), len(LABEL_COLS))
+        r, c = divmod(int(empty.argmax()), len(columns))
         cell = raw.iloc[r, c]
         shown = "empty" if is_missing(cell) else repr(cell)
-        raise DataError(f"{name}: row id {df['id'].iloc[r]}: column '{LABEL_COLS[c]}' is {shown}, "
+        raise DataError(f"{name}: row id {df['id'].iloc[r]}: column '{columns[c]}' is {shown}, "
                         f"expected 0 or 1 ({int(empty.any(1).sum())} row(s) with an empty or "
                         "non-numeric label)")
     onehot = values.to_numpy()
     bad = ~((onehot == 0) | (onehot == 1)).all(1) | (onehot.sum(1) != 1)
     if bad.any():
         row = df.loc[bad].iloc[0]
-        raise DataError(f"{name}: row id {row['id']}: columns {list(LABEL_COLS)} are not one-hot "
-                        f"({[float(row[c]) for c in LABEL_COLS]}); {int(bad.sum())} such row(s)")
+        raise DataError(f"{name}: row id {row['id']}: columns {list(columns)} are not one-hot "
+                        f"({[float(row[c]) for c in columns]}); {int(bad.sum())} such row(s)")
     return onehot.argmax(1)
 
 
-def load_split(path: str | Path, *, labelled: bool | None = None,
-               lenient: bool = False, label_check=None) -> pd.DataFrame:
+def _winner_labels(df: pd.DataFrame, name: str, task: Task) -> np.ndarray:
+    """Class indices of a `winner` column (model_a / model_b), written back as one-hot
+    probability columns, the library's one shape for labels."""
+    index = df[WINNER].map({v: k for k, v in enumerate(task.winner_values)})
+    bad = index.isna().to_numpy()
+    if bad.any():
+        r = int(bad.argmax())
+        cell = df[WINNER].iloc[r]
+        raise DataError(f"{name}: row id {df['id'].iloc[r]}: column '{WINNER}' is "
+                        f"{'empty' if is_missing(cell) else repr(cell)}, expected one of "
+                        f"{list(task.winner_values)} ({int(bad.sum())} such row(s))")
+    labels = index.to_numpy(dtype=int)
+    for k, col in enumerate(task.prob_columns):
+        df[col] = (labels == k).astype(np.float64)
+    return labels
+
+
+def load_split(path: str | Path, *, labelled: bool | None = None, lenient: bool = False,
+               label_check=None, task: Task = LMSYS_2024) -> pd.DataFrame:
     """Load and validate one split (train or test) from CSV or parquet.
 
     Args:
         path: the file.
-        labelled: require the winner columns (True), ignore them (False) or use them when
-            present (None).
+        labelled: require the labels (True), ignore them (False) or use them when present
+            (None).
         lenient: repair undecodable cells instead of raising; repaired rows are logged by id.
-        label_check: `(df, name) -> labels` checking the winner columns (default: one-hot).
+        label_check: `(df, name, columns) -> labels` checking probability label columns
+            (default: one-hot; `labels.check_soft` for soft labels).
+        task: the competition's format (`data.task`): turns as JSON lists or plain strings,
+            labels as one-hot columns or a `winner` column, integer or text ids.
 
     Returns:
-        The frame with decoded text columns and, when labelled, an int `label` column.
+        The frame with decoded text columns and, when labelled, an int `label` column and the
+        task's probability columns (`task.prob_columns`).
 
     Raises:
         DataError: naming the file, the row id and the column of the first problem.
@@ -91,21 +116,23 @@ def load_split(path: str | Path, *, labelled: bool | None = None,
     name = str(path)
     df = read_table(path, lenient=lenient)
     _check_columns(df, TEST_COLS, name)
-    has_labels = all(c in df.columns for c in LABEL_COLS)
+    winner = task.winner_values and WINNER in df.columns
+    has_labels = winner or all(c in df.columns for c in task.prob_columns)
     if labelled and not has_labels:
-        _check_columns(df, LABEL_COLS, name)
+        _check_columns(df, [WINNER] if task.winner_values else task.prob_columns, name)
     if df.empty:
         raise DataError(f"{name}: no data rows (only a header); a split needs at least one row")
     df = df.reset_index(drop=True)
-    df["id"] = check_ids(df, name)
+    df["id"] = check_ids(df, name, integer=task.integer_ids)
     for col in TEXT_COLS:
-        df[col] = decode_column(df, col, name, lenient)
+        df[col] = decode_column(df, col, name, lenient, plain=task.turns == "plain")
     even_turns(df, name)
     for col in ("model_a", "model_b"):
         if col in df.columns:
             df[col] = df[col].fillna("").astype(str)
     if has_labels and labelled is not False:
-        df["label"] = (label_check or _check_labels)(df, name)  # labels.check_soft
+        df["label"] = _winner_labels(df, name, task) if winner else \
+            (label_check or _check_labels)(df, name, task.prob_columns)  # labels.check_soft
     return df
 
 
@@ -119,7 +146,8 @@ def check_n_folds(train: pd.DataFrame, n_folds: int, name: str, group_by: str = 
     """
     if n_folds <= 1:
         return
-    counts = np.bincount(np.asarray(train["label"], dtype=int), minlength=3)
+    n_classes = len(prob_columns(train)) or len(LABEL_COLS)  # the task's: 2 without ties
+    counts = np.bincount(np.asarray(train["label"], dtype=int), minlength=n_classes)
     k = int(counts.argmin())
     if counts[k] < n_folds:
         raise DataError(f"{name}: n_folds {n_folds} needs at least {n_folds} rows of every class;"
@@ -133,16 +161,22 @@ def check_n_folds(train: pd.DataFrame, n_folds: int, name: str, group_by: str = 
 
 
 def load_competition(data_dir: str | Path, *, lenient: bool = False, max_train_rows: int = 0,
-                     max_test_rows: int = 0) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Load `train.(csv|parquet)` and, when present, `test.(csv|parquet)` from a folder.
+                     max_test_rows: int = 0, task: Task | None = None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Load `train.(csv|parquet)` and, when present, `test.(csv|parquet)` from a folder, in
+    `task`'s format (None: the one the folder shows, `task.detect`).
 
     `max_train_rows` / `max_test_rows` keep only the first N rows of each (0 = all), for quick
     runs; the whole file is still validated.
     """
+    from .task import detect  # task reads headers with files.tables, as this module does
+
     data_dir = Path(data_dir)
-    train = load_split(find_file(data_dir, "train"), labelled=True, lenient=lenient)
+    task = task or detect(data_dir)
+    train = load_split(find_file(data_dir, "train"), labelled=True, lenient=lenient, task=task)
     test_path = find_file(data_dir, "test", required=False)
-    test = load_split(test_path, labelled=False, lenient=lenient) if test_path else None
+    test = load_split(test_path, labelled=False, lenient=lenient, task=task) if test_path \
+        else None
     if max_train_rows:
         train = train.iloc[:max_train_rows].reset_index(drop=True)
     if test is not None and max_test_rows:
@@ -165,17 +199,20 @@ def swap(obj):
     """Exchange the roles of A and B.
 
     Works on a data frame (responses, models, winner columns and `label` 0<->1) and on an
-    (n, 3) probability array (columns a<->b). The same function serves training augmentation,
-    test-time augmentation and the position-bias probe; `swap(swap(x))` equals `x`.
+    (n, k) probability array of two or three classes (columns a<->b; a tie stays a tie). The
+    same function serves training augmentation, test-time augmentation and the position-bias
+    probe; `swap(swap(x))` equals `x`.
     """
     if isinstance(obj, np.ndarray):
-        return obj[..., [1, 0, 2]]
+        return obj[..., [1, 0, *range(2, obj.shape[-1])]]
     out = obj.copy()
     for a, b in SWAP_PAIRS:
         if a in out.columns and b in out.columns:
             out[a], out[b] = obj[b].copy(), obj[a].copy()
     if "label" in out.columns:
         out["label"] = obj["label"].map({0: 1, 1: 0, 2: 2}).astype(obj["label"].dtype)
+    if WINNER in out.columns:  # a two-class task's raw label (model_a / model_b)
+        out[WINNER] = obj[WINNER].replace({"model_a": "model_b", "model_b": "model_a"})
     return out
 
 
@@ -208,9 +245,14 @@ def augment_with_swap(df: pd.DataFrame) -> pd.DataFrame:
                      ignore_index=True)
 
 
-def onehot(labels: Iterable[int]) -> np.ndarray:
-    """Class indices (0/1/2) to an (n, 3) one-hot float array."""
-    return np.eye(3)[np.asarray(list(labels), dtype=int)]
+def prob_columns(df: pd.DataFrame) -> tuple[str, ...]:
+    """The probability (label) columns a frame carries: a, b and, for a three-class task, tie."""
+    return tuple(c for c in LABEL_COLS if c in df.columns)
+
+
+def onehot(labels: Iterable[int], n_classes: int = 3) -> np.ndarray:
+    """Class indices (0/1/2) to an (n, n_classes) one-hot float array."""
+    return np.eye(n_classes)[np.asarray(list(labels), dtype=int)]
 
 
 def tile(df: pd.DataFrame, n_rows: int) -> pd.DataFrame:

@@ -1,4 +1,5 @@
-"""Scores for 3-class preference predictions, computed the way Kaggle scores them."""
+"""Scores of preference predictions (three classes a/b/tie, or two a/b), computed the way Kaggle
+scores them: log loss after Kaggle's normalising and clipping, accuracy of the top class."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,10 @@ def normalise(probs: np.ndarray, eps: float = EPS) -> np.ndarray:
 
 
 def log_loss(labels, probs) -> float:
-    """Multi-class log loss (the competition metric); `labels` are class indices 0/1/2."""
-    return float(_sk_log_loss(np.asarray(labels), normalise(probs), labels=[0, 1, 2]))
+    """Multi-class log loss (the 2024 competition's metric); `labels` are class indices of the
+    (n, k) `probs`' columns."""
+    p = normalise(probs)
+    return float(_sk_log_loss(np.asarray(labels), p, labels=list(range(p.shape[1]))))
 
 
 def soft_log_loss(targets, probs) -> float:
@@ -54,15 +57,28 @@ def calibration(labels, probs, n_bins: int = 10) -> dict:
     return {"ece": float(ece), "bins": rows}
 
 
+def by_group(labels, probs, groups) -> dict[str, dict]:
+    """Rows, log loss and accuracy of each group (e.g. each `language`), largest group first."""
+    labels, probs, groups = np.asarray(labels), np.asarray(probs), np.asarray(groups, dtype=str)
+    names, counts = np.unique(groups, return_counts=True)
+    out = {}
+    for name in names[np.argsort(-counts, kind="stable")]:
+        m = groups == name
+        out[str(name)] = {"rows": int(m.sum()), "log_loss": log_loss(labels[m], probs[m]),
+                          "accuracy": accuracy(labels[m], probs[m])}
+    return out
+
+
 def evaluate(labels, probs) -> dict:
     """All metrics of one prediction set: log loss, accuracy, per-class P/R/F1, calibration."""
     labels = np.asarray(labels)
     pred = np.asarray(probs).argmax(1)
+    classes = list(range(np.asarray(probs).shape[1]))
     prec, rec, f1, support = precision_recall_fscore_support(
-        labels, pred, labels=[0, 1, 2], zero_division=0)
-    per_class = {name: {"precision": float(prec[i]), "recall": float(rec[i]),
-                        "f1": float(f1[i]), "support": int(support[i])}
-                 for i, name in enumerate(CLASS_NAMES)}
+        labels, pred, labels=classes, zero_division=0)
+    per_class = {CLASS_NAMES[i]: {"precision": float(prec[i]), "recall": float(rec[i]),
+                                  "f1": float(f1[i]), "support": int(support[i])}
+                 for i in classes}
     return {"log_loss": log_loss(labels, probs), "accuracy": accuracy(labels, probs),
             "per_class": per_class, "ece": calibration(labels, probs)["ece"],
-            "confusion": confusion_matrix(labels, pred, labels=[0, 1, 2]).tolist()}
+            "confusion": confusion_matrix(labels, pred, labels=classes).tolist()}

@@ -1,8 +1,10 @@
 """Splits of the labelled rows: the holdout and the k folds every baseline and the blend use.
 
-Stratified by label; with `group_by: prompt` (the default) rows that share a prompt stay on one
-side of every split (sklearn's `StratifiedGroupKFold`), so a model is never scored on a prompt
-it trained on. When every prompt is unique the grouped splits equal the ungrouped ones.
+Stratified by label, and by language where the data has a `language` column (the WSDM Cup's
+rows: every fold holds each language in its share, as its winners' per-language CV did;
+`strata`); with `group_by: prompt` (the default) rows that share a prompt stay on one side of
+every split (sklearn's `StratifiedGroupKFold`), so a model is never scored on a prompt it
+trained on. When every prompt is unique the grouped splits equal the ungrouped ones.
 """
 from __future__ import annotations
 
@@ -16,6 +18,21 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 from .frames import DataError
 
 GROUP_BY = ("prompt", "none")
+MIN_PER_STRATUM = 10  # a language with fewer rows of some class joins the shared "rare" stratum
+
+
+def strata(df: pd.DataFrame) -> np.ndarray:
+    """What a split stratifies on, one int per row: the label, or with a `language` column the
+    (label, language) pair. Languages with fewer than `MIN_PER_STRATUM` rows of some class share
+    one stratum, so a rare language never leaves a stratum too small to split."""
+    labels = np.asarray(df["label"], dtype=int)
+    if "language" not in df.columns:
+        return labels
+    lang = df["language"].fillna("").astype(str).to_numpy()
+    table = pd.crosstab(lang, labels)
+    common = set(table.index[(table >= MIN_PER_STRATUM).all(axis=1)])
+    lang = np.where(np.isin(lang, list(common)), lang, "")
+    return pd.factorize(pd.Series(labels).astype(str) + "|" + lang)[0].astype(np.int64)
 
 
 def fold_groups(df: pd.DataFrame, group_by: str = "prompt") -> np.ndarray | None:

@@ -81,8 +81,27 @@ def is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def decode_column(df: pd.DataFrame, col: str, name: str, lenient: bool) -> pd.Series:
-    """One text column decoded into turn lists; with `lenient`, bad cells repaired (logged)."""
+def plain_turns(value, *, where: str = "", lenient: bool = False) -> list[str]:
+    """A plain-string cell (the WSDM Cup's layout) as one turn; empty or null: no turns.
+
+    Raises:
+        DataError: a cell that is not text (a number, a list), naming `where`, unless lenient.
+    """
+    if is_missing(value):
+        return []
+    if isinstance(value, str):
+        return [clean_text(value)] if value else []
+    if lenient:
+        return [clean_text(str(value))]
+    raise DataError(f"{where}: a {type(value).__name__} ({str(value)[:60]}), expected text "
+                    "(this task's turns are plain strings)")
+
+
+def decode_column(df: pd.DataFrame, col: str, name: str, lenient: bool, plain: bool = False
+                  ) -> pd.Series:
+    """One text column decoded into turn lists (JSON lists, or with `plain` one string per
+    cell); with `lenient`, bad cells repaired (logged)."""
+    decode = plain_turns if plain else decode_turns
     repaired, out = [], []
     missing = df.loc[df[col].map(is_missing), "id"].tolist()
     if missing:
@@ -90,12 +109,12 @@ def decode_column(df: pd.DataFrame, col: str, name: str, lenient: bool) -> pd.Se
                     len(missing), col, missing[:20])
     for rid, value in zip(df["id"].tolist(), df[col].tolist()):
         try:
-            out.append(decode_turns(value, where=f"{name}: row id {rid}, column '{col}'"))
+            out.append(decode(value, where=f"{name}: row id {rid}, column '{col}'"))
         except DataError:
             if not lenient:
                 raise
             repaired.append(rid)
-            out.append(decode_turns(value, lenient=True))
+            out.append(decode(value, lenient=True))
     if repaired:
         log.warning("%s: repaired %d row(s) in column %r: ids %s", name, len(repaired), col,
                     repaired[:20])

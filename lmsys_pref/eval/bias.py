@@ -2,7 +2,7 @@
 
 Every probe is a seeded transform of a labelled frame (as `data.load_split` returns), so two
 models probed with the same seed see exactly the same inputs. A model is anything with
-`predict_proba(df, tta=None|"none"|"swap") -> (n, 3)`, as `infer.loaders.load_predictor`
+`predict_proba(df, tta=None|"none"|"swap") -> (n, k)`, as `infer.loaders.load_predictor`
 returns.
 `probe` returns the `bias.json` mapping; `write` renders `bias.md` and the bar charts.
 """
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .. import data, runs
 from ..configs import params_help, parse_params
 from ..configs.bias import BiasConfig
+from ..data.task import AUTO, resolve
 from ..infer import loaders
 from . import judge_sets
 
@@ -102,9 +103,9 @@ def chars(turns: pd.Series) -> np.ndarray:
 
 
 def preference(probs: np.ndarray, side: np.ndarray) -> np.ndarray:
-    """Expected score of `side` per row: P(win) + P(tie) / 2."""
+    """Expected score of `side` per row: P(win) + P(tie) / 2 (no tie term for two classes)."""
     rows = np.arange(len(probs))
-    return probs[rows, side] + probs[:, 2] / 2
+    return probs[rows, side] + (probs[:, 2] / 2 if probs.shape[1] > 2 else 0.0)
 
 
 def position_stats(p: np.ndarray, q: np.ndarray, labels: np.ndarray) -> dict:
@@ -139,7 +140,7 @@ def length_slope(log_ratio: np.ndarray, score: np.ndarray) -> float:
 def human_length_effect(df: pd.DataFrame, base: np.ndarray) -> dict:
     """How human (and, on the same rows, model) preference moves with relative length."""
     lr = np.log1p(chars(df["response_a"])) - np.log1p(chars(df["response_b"]))
-    human = data.onehot(df["label"])
+    human = data.onehot(df["label"], max(base.shape[1], 3))  # a tie column, empty without ties
     longer = (lr < 0).astype(int)  # 0 = A is longer (or equal), 1 = B
     buckets = pd.cut(np.abs(lr), [0, 0.1, 0.3, 0.7, np.inf], include_lowest=True)
     table = (pd.DataFrame({"bucket": buckets, "longer_wins": human[np.arange(len(df)), longer],
@@ -273,7 +274,10 @@ def run(cfg: BiasConfig) -> dict:
 
     predictor = loaders.load_predictor(cfg.model_dir, out_of_fold=cfg.rows == "held_out")
     path = data.find_file(cfg.data_dir, "train")
-    df, rows = select_rows(data.load_split(path, labelled=True, lenient=cfg.lenient), cfg, path)
+    saved = runs.read_model_meta(cfg.model_dir)["config"].get("task", AUTO)
+    task = resolve(AUTO, cfg.data_dir, default=resolve(saved, None))  # else the model's task
+    df, rows = select_rows(data.load_split(path, labelled=True, lenient=cfg.lenient, task=task),
+                           cfg, path)
     log.info("bias: %s rows (%d) from %s", rows["rows_used"], len(df), rows["source"])
     result = {"model_dir": str(cfg.model_dir), "data_dir": str(cfg.data_dir), "rows": rows,
               **probe(predictor, df, cfg), "config": cfg.to_dict()}

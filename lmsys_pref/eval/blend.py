@@ -28,7 +28,16 @@ from scipy.special import log_softmax
 
 from .. import runs
 from ..data import metrics, splits
-from .blend_inputs import MIN_SHARED_ROWS, Run, align, cv_groups, load_run
+from .blend_inputs import (
+    MIN_SHARED_ROWS,
+    Run,
+    align,
+    check_honest,
+    cv_groups,
+    load_run,
+    runs_honesty,
+)
+from .report import honesty_lines
 
 log = logging.getLogger("lmsys_pref")
 CV_FOLDS = 5  # folds of the cross-fitted estimate
@@ -41,7 +50,7 @@ class Scaling:
     temperature: float = 1.0
     """Divides the log-probabilities; > 1 softens over-confident predictions."""
     bias: tuple = (0.0, 0.0, 0.0)
-    """Added per class (a, b, tie) after scaling; the tie entry is fixed at 0."""
+    """Added per class (a, b[, tie]) after scaling; the last entry is fixed at 0."""
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Scaled probabilities, rows summing to 1."""
@@ -62,10 +71,11 @@ def fit_scaling(labels: Sequence[int], probs: np.ndarray, per_class_bias: bool =
         bias = np.r_[theta[1:], 0.0] if per_class_bias else 0.0
         return _nll(labels, log_softmax(z * np.exp(-theta[0]) + bias, axis=1))
 
-    theta0 = np.zeros(3 if per_class_bias else 1)
+    k = z.shape[1]  # classes: 3, or 2 without ties
+    theta0 = np.zeros(k if per_class_bias else 1)
     bounds = [(-3.0, 3.0)] + [(-5.0, 5.0)] * (len(theta0) - 1)  # T in [0.05, 20]
     res = minimize(loss, theta0, method="L-BFGS-B", bounds=bounds)
-    bias = tuple(float(b) for b in np.r_[res.x[1:], 0.0]) if per_class_bias else (0.0,) * 3
+    bias = tuple(float(b) for b in np.r_[res.x[1:], 0.0]) if per_class_bias else (0.0,) * k
     return Scaling(float(np.exp(res.x[0])), bias)
 
 
@@ -93,7 +103,7 @@ def _pool_loss(labels: np.ndarray, probs: Sequence[np.ndarray], method: str):
             mix = np.maximum(own @ w, metrics.EPS)
             return float(-np.log(mix).mean()), -(own / mix[:, None]).mean(0)
         return loss
-    logs = np.stack([np.log(metrics.normalise(p)) for p in probs], 0)  # (runs, n, 3)
+    logs = np.stack([np.log(metrics.normalise(p)) for p in probs], 0)  # (runs, n, classes)
 
     def loss(w):
         logq = log_softmax(np.tensordot(w, logs, 1), axis=1)
@@ -120,9 +130,11 @@ def cross_fit(labels: np.ndarray, fit_predict: Callable[[np.ndarray, np.ndarray]
               ) -> np.ndarray:
     """Out-of-fold outputs of `fit_predict(train_rows, held_rows)` (the honest estimate);
     `groups` (`splits.fold_groups`) keep rows that share a prompt in one fold."""
-    out = np.zeros((len(labels), 3))
+    out = None
     for tr, va in splits.kfold(labels, n_splits, seed, groups=groups):
-        out[va] = fit_predict(tr, va)
+        held = fit_predict(tr, va)
+        out = np.zeros((len(labels), held.shape[1])) if out is None else out
+        out[va] = held
     return out
 
 
@@ -130,7 +142,7 @@ def write_run(out_dir: Path, ref: Run, oof: np.ndarray, test: np.ndarray | None,
               metrics_: dict, details: dict, name: str) -> Path:
     """submission.csv (when test predictions exist), oof.csv, metrics.json and `name`.json."""
     runs.write_outputs(out_dir, test_ids=ref.test_ids, test_probs=test, metrics=metrics_,
-                       oof=runs.probs_frame(ref.ids, oof, ref.labels))
+                       oof=runs.probs_frame(ref.ids, oof, ref.labels), task=ref.task)
     runs.save_json(out_dir / name, details)
     return out_dir
 
@@ -140,7 +152,8 @@ def _metrics(ref: Run, honest: np.ndarray, t0: float, **optional) -> dict:
     n = len(ref.ids)
     return runs.run_metrics(ref.labels, honest, eval="oof", n_train=n, seconds=time.time() - t0,
                             n_test=0 if ref.test_ids is None else len(ref.test_ids), n_eval=n,
-                            n_folds=CV_FOLDS, **optional)
+                            n_folds=CV_FOLDS, task=ref.task.name, metric=ref.task.metric,
+                            **optional)
 
 
 @runs.holds_out_dir  # never one of the input runs; one run per OUT_DIR
@@ -164,7 +177,7 @@ def calibrate(run_dir: str | Path, out_dir: str | Path, per_class_bias: bool = T
            "oof_log_loss_before": metrics.log_loss(r.labels, r.oof),
            "oof_log_loss_after": metrics.log_loss(r.labels, scale.apply(r.oof)),
            "cv_log_loss_after": metrics.log_loss(r.labels, honest), "cv_groups": grouped}
-    m = _metrics(r, honest, t0)
+    m = _metrics(r, honest, t0, **runs_honesty([run_dir]))
     write_run(Path(out_dir), r, honest, None if r.test is None else scale.apply(r.test), m, res,
               "calibration.json")
     return {**m, **res}
@@ -180,7 +193,7 @@ def _fit_blend(labels, probs, method: str, scale: bool, per_class_bias: bool):
 def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "log",
           scale: bool = True, per_class_bias: bool = True, *,
           min_shared_rows: int = MIN_SHARED_ROWS, group_by: str = "prompt",
-          data_dir: str | Path | None = None) -> dict:
+          data_dir: str | Path | None = None, allow_leaky: bool = False) -> dict:
     """Blend runs with simplex weights fitted on the OOF rows they all scored, then scale.
 
     Args:
@@ -194,13 +207,19 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
         scale: fit temperature (+ per-class bias when `per_class_bias`) on the pooled OOF.
         min_shared_rows: refuse a blend fitted on fewer shared rows than this.
         group_by, data_dir: prompt groups of the cross-fitting folds (see `cv_groups`).
+        allow_leaky: blend a run whose metrics.json says `cv_honest: false` (its OOF came
+            from inputs that saw its held-out rows, so it flatters the run and the weights
+            favour it); refused by default.
 
     Returns:
         metrics.json (`runs.METRIC_KEYS`: `log_loss` is the cross-fitted blend's, `n_shared_rows`,
-        `blend_weights`) merged with weights.json (per-run log losses and row counts, weights,
-        temperature, bias, in-sample `blend_oof_log_loss`, `blend_cv_log_loss`, `cv_groups`).
+        `blend_weights`; `cv_honest`/`cv_leaks` of the runs when every run records them) merged
+        with weights.json (per-run log losses and row counts, weights, temperature, bias,
+        in-sample `blend_oof_log_loss`, `blend_cv_log_loss`, `cv_groups`, `runs_cv_honest`).
 
     Raises:
+        LeakyRunError: a run is not cv-honest and `allow_leaky` is off (naming it and its
+            leaks), before any work.
         SharedRowsError: fewer than `min_shared_rows` shared rows (naming each run's count).
         DataError: the runs' labels or test ids differ (naming the run and the row id).
         ConfigError: `out_dir` is or contains one of `run_dirs` (its model would be moved).
@@ -208,6 +227,7 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
     if not run_dirs:
         raise ValueError("blend: give at least one run folder")
     t0 = time.time()
+    honest = check_honest(list(run_dirs), allow_leaky)
     inputs = [load_run(d) for d in run_dirs]
     loaded = align(inputs, min_shared_rows)
     groups, grouped = cv_groups(loaded, group_by, data_dir)
@@ -219,7 +239,7 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
         wf, sf = _fit_blend(labels[tr], [p[tr] for p in oofs], method, scale, per_class_bias)
         return sf.apply(pool([p[va] for p in oofs], wf, method))
 
-    honest = cross_fit(labels, held_out, groups=groups)
+    crossed = cross_fit(labels, held_out, groups=groups)
     singles = {str(r.path): metrics.log_loss(labels, r.oof) for r in loaded}
     res = {"runs": singles, "run_rows": {str(r.path): {"file": str(r.source), "n_rows": len(r.ids)}
                                          for r in inputs},
@@ -227,10 +247,12 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
            "weights": dict(zip(singles, w.tolist())), **dataclasses.asdict(s),
            "best_single_log_loss": min(singles.values()),
            "blend_oof_log_loss": metrics.log_loss(labels, s.apply(pool(oofs, w, method))),
-           "blend_cv_log_loss": metrics.log_loss(labels, honest), "cv_groups": grouped}
+           "blend_cv_log_loss": metrics.log_loss(labels, crossed), "cv_groups": grouped,
+           "runs_cv_honest": honest}
     test = None if ref.test is None else s.apply(pool([r.test for r in loaded], w, method))
-    m = _metrics(ref, honest, t0, n_shared_rows=len(labels), blend_weights=res["weights"])
-    out = write_run(Path(out_dir), ref, honest, test, m, res, "weights.json")
+    m = _metrics(ref, crossed, t0, n_shared_rows=len(labels), blend_weights=res["weights"],
+                 **runs_honesty(run_dirs))
+    out = write_run(Path(out_dir), ref, crossed, test, m, res, "weights.json")
     log.info("blend of %d runs on %d shared rows -> %s: cross-fitted log loss %.4f (in-sample "
              "%.4f), best single %.4f", len(loaded), len(labels), out, res["blend_cv_log_loss"],
              res["blend_oof_log_loss"], res["best_single_log_loss"])
@@ -239,7 +261,8 @@ def blend(run_dirs: Sequence[str | Path], out_dir: str | Path, method: str = "lo
 
 def cli_main(argv: list[str]) -> int:
     """`python -m lmsys_pref blend --runs R1 R2 ... --out-dir O [--method log|linear] [--no-scale]
-    [--no-bias] [--min-shared-rows N] [--group-by prompt|none] [--data-dir D]`."""
+    [--no-bias] [--min-shared-rows N] [--group-by prompt|none] [--data-dir D] [--allow-leaky]`.
+    """
     ap = argparse.ArgumentParser(prog="lmsys_pref blend")
     ap.add_argument("--runs", nargs="+", required=True)
     ap.add_argument("--out-dir", required=True)
@@ -252,10 +275,16 @@ def cli_main(argv: list[str]) -> int:
                     help="keep rows sharing a prompt in one cross-fitting fold")
     ap.add_argument("--data-dir", help="train.csv with the runs' prompts (default: the runs' "
                     "saved data_dir)")
+    ap.add_argument("--allow-leaky", action="store_true",
+                    help="blend runs whose metrics.json says cv_honest false (refused by default:"
+                         " their OOF flatters them)")
     args = ap.parse_args(argv)
     res = blend(args.runs, args.out_dir, args.method, not args.no_scale, not args.no_bias,
                 min_shared_rows=args.min_shared_rows, group_by=args.group_by,
-                data_dir=args.data_dir)
+                data_dir=args.data_dir, allow_leaky=args.allow_leaky)
+    for run in args.runs:
+        print(f"{run}: " + "\n  ".join(honesty_lines(run) or ["cv_honest not recorded"])
+              .replace("**", ""))
     print(f"{res['n_shared_rows']} rows scored by every run; folds grouped by {res['cv_groups']}"
           f"\nweights {res['weights']}\nlog loss on the shared rows: best single "
           f"{res['best_single_log_loss']:.4f}, blend {res['blend_oof_log_loss']:.4f} in-sample, "

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import data
-from ..data import LABEL_COLS, splits
+from .. import data, runs
+from ..configs.tasks import LMSYS_2024, Task
+from ..data import splits
+from ..files.jsonio import load_json
 from ..runs import submission
-from .report import find_data_dir, load_predictions
+from .report import find_data_dir, load_predictions, run_task
 
 MIN_SHARED_ROWS = 200
 """Fewest labelled rows every blended run must have scored: weights, temperature and bias fitted
@@ -26,6 +28,51 @@ on fewer are noise (`min_shared_rows` / `--min-shared-rows` lowers it, e.g. for 
 
 class SharedRowsError(data.DataError):
     """The runs to blend share too few scored rows; the message names each run's row count."""
+
+
+class LeakyRunError(data.DataError):
+    """A run to blend is not cv-honest (metrics.json `cv_honest` false) and leaks were not
+    allowed; the message names the run and its leaks."""
+
+
+def honesty(run_dir: str | Path) -> tuple[bool | None, list[dict]]:
+    """A run's metrics.json `cv_honest` and `cv_leaks` (None, []: not recorded, older runs)."""
+    path = Path(run_dir) / "metrics.json"
+    m = load_json(path) if path.is_file() else {}
+    return m.get("cv_honest"), list(m.get("cv_leaks") or [])
+
+
+def leak_text(leaks: list[dict]) -> str:
+    """The leaks of `cv_leaks` in a few words each: input, file and rows."""
+    return "; ".join(f"{x.get('input')} {x.get('file')}: " + (
+        "provenance unknown" if x.get("leaked_rows") is None else
+        f"{x['leaked_rows']} held-out row(s) seen") for x in leaks)
+
+
+def runs_honesty(run_dirs: list) -> dict:
+    """`cv_honest` and `cv_leaks` of the output of a step on `run_dirs` (a blend, a
+    calibration): honest when every input is, each input's leaks named with its run; {} when
+    some input does not record it."""
+    found = [(str(d), *honesty(d)) for d in run_dirs]
+    if any(h is None for _, h, _ in found):
+        return {}
+    return {"cv_honest": all(h for _, h, _ in found),
+            "cv_leaks": [{**leak, "run": run} for run, _, leaks in found for leak in leaks]}
+
+
+def check_honest(run_dirs: list, allow_leaky: bool = False) -> dict[str, bool | None]:
+    """Each run's `cv_honest`; a leaky one is refused unless `allow_leaky`.
+
+    Raises:
+        LeakyRunError: naming the first leaky run and its leaks, before any work.
+    """
+    found = {str(d): honesty(d) for d in run_dirs}
+    for run, (honest, leaks) in found.items():
+        if honest is False and not allow_leaky:
+            raise LeakyRunError(f"blend: {run} is not cv-honest ({leak_text(leaks)}): its OOF "
+                                "flatters it, so the blend would over-weight it; pass "
+                                "--allow-leaky (allow_leaky=True) to blend it anyway")
+    return {run: honest for run, (honest, _) in found.items()}
 
 
 @dataclasses.dataclass
@@ -40,6 +87,8 @@ class Run:
     test: np.ndarray | None
     source: Path | None = None
     """The file the OOF rows came from (oof.csv or val.csv, as metrics.json's `eval` names)."""
+    task: Task = LMSYS_2024
+    """The task the run was made for (metrics.json's `task`; runs before tasks: lmsys-2024)."""
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -53,14 +102,16 @@ def load_run(run_dir: str | Path) -> Run:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     preds, src = load_predictions(run_dir)
-    ids = data.check_ids(preds, str(src))  # text, integer-valued, no duplicates: as train.csv
-    probs = submission.check_probs(
-        ids, preds[list(LABEL_COLS)].apply(pd.to_numeric, errors="coerce"), str(src))
-    sub_path = run_dir / "submission.csv"
-    sub = submission.read(sub_path) if sub_path.exists() else None
+    task = run_task(run_dir)
+    ids = data.check_ids(preds, str(src), integer=task.integer_ids)  # as train.csv's
+    probs = submission.check_probs(ids, preds[list(task.prob_columns)], str(src),
+                                   task.prob_columns)
+    sub = runs.read_test_probs(run_dir)  # test_probs.csv where the submission holds labels
     return Run(run_dir, ids.to_numpy(), preds["label"].to_numpy(dtype=int), probs,
                None if sub is None else sub["id"].to_numpy(),
-               None if sub is None else sub[list(LABEL_COLS)].to_numpy(np.float64), src)
+               None if sub is None else sub[list(task.prob_columns)].to_numpy(np.float64), src,
+               task)
+
 
 
 def align(loaded: list[Run], min_rows: int = MIN_SHARED_ROWS) -> list[Run]:
@@ -71,6 +122,10 @@ def align(loaded: list[Run], min_rows: int = MIN_SHARED_ROWS) -> list[Run]:
         DataError: a shared row's label, or the test ids, differ (naming the run and row id).
     """
     ref = loaded[0]
+    other = next((r for r in loaded if r.task.n_classes != ref.task.n_classes), None)
+    if other is not None:
+        raise data.DataError(f"{other.path}: a {other.task.name} run ({other.task.n_classes} "
+                             f"classes) cannot blend with {ref.path}, a {ref.task.name} run")
     shared = np.isin(ref.ids, reduce(np.intersect1d, [r.ids for r in loaded]))
     if shared.sum() < min_rows:
         counts = ", ".join(f"{r.source or r.path} ({len(r.ids)} rows)" for r in loaded)
@@ -108,7 +163,7 @@ def cv_groups(loaded: list[Run], group_by: str = "prompt", data_dir: str | Path 
     path = folder and data.find_file(folder, "train", required=False)
     if path is None:
         return None, "none (no train.csv with the runs' prompts: pass data_dir)"
-    train = data.load_split(path, labelled=False, lenient=True)
+    train = data.load_split(path, labelled=False, lenient=True, task=loaded[0].task)
     groups = pd.Series(splits.fold_groups(train, group_by), index=train["id"])
     ids = loaded[0].ids
     if not np.isin(ids, groups.index).all():

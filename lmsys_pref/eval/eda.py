@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 
 from ..data import CLASS_NAMES, find_file, load_split
+from ..data.task import detect
 
 
 def load_battles(data_dir: str | Path, lenient: bool = False) -> pd.DataFrame:
     """train.(csv|parquet) of `data_dir` with `label` plus answer lengths in characters
     (`len_a`, `len_b`, all turns) and `n_turns`."""
-    df = load_split(find_file(data_dir, "train"), labelled=True, lenient=lenient)
+    df = load_split(find_file(data_dir, "train"), labelled=True, lenient=lenient,
+                    task=detect(data_dir))
     for side in ("a", "b"):
         df[f"len_{side}"] = df[f"response_{side}"].map(lambda turns: sum(map(len, turns)))
     df["n_turns"] = df["prompt"].map(len)
@@ -58,8 +60,30 @@ def top_win_rates(df: pd.DataFrame, n: int = 20) -> pd.DataFrame:
 
 def outcome_shares(df: pd.DataFrame) -> pd.Series:
     """Share of battles won by A, won by B and tied."""
-    counts = df["label"].value_counts().reindex(range(3), fill_value=0)
+    counts = df["label"].value_counts().reindex(range(3), fill_value=0)  # no ties: tie 0.0
     return pd.Series(counts.to_numpy() / max(len(df), 1), index=list(CLASS_NAMES), name="share")
+
+
+def by_language(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Per `language` (the WSDM Cup's column): battles, share of the data, A wins, B wins,
+    ties and the median answer length; None when the data has no language column."""
+    if "language" not in df.columns:
+        return None
+    g = df.assign(a=df["label"] == 0, b=df["label"] == 1, tie=df["label"] == 2,
+                  length=(df["len_a"] + df["len_b"]) / 2).groupby("language")
+    out = pd.DataFrame({"battles": g.size(), "share": g.size() / len(df),
+                        "a_wins": g["a"].mean(), "b_wins": g["b"].mean(), "tie": g["tie"].mean(),
+                        "median_length": g["length"].median()})
+    return out.sort_values("battles", ascending=False)
+
+
+def plot_by_language(table: pd.DataFrame, top: int = 15):
+    """Stacked outcome shares of the `top` languages by battles."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    table.head(top)[["a_wins", "b_wins", "tie"]].plot.bar(stacked=True, ax=ax, width=0.8)
+    ax.set(ylabel="share of battles", title="Outcomes by language")
+    fig.tight_layout()
+    return fig
 
 
 def length_win_rates(df: pd.DataFrame, n_bins: int = 10) -> pd.DataFrame:

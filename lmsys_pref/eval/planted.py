@@ -26,7 +26,8 @@ import pandas as pd
 
 from .. import data, runs
 from ..configs import load_preset
-from ..data import metrics
+from ..configs.tasks import LMSYS_2024, TASKS, Task
+from ..data import metrics, writer
 from ..files import atomic
 from ..runs import submission as submission_file
 
@@ -80,16 +81,16 @@ def _marked(cell: str, marker: str, on: bool, at: str = "start") -> str:
 
 
 def plant(rows: pd.DataFrame, marker: str = MARKER, seed: int = 0,
-          at: str = "start") -> pd.DataFrame:
+          at: str = "start", ties: bool = True) -> pd.DataFrame:
     """`rows` (competition layout, raw cells) with the answers' markers and labels planted.
 
     Classes are drawn evenly from the four kinds in `PLANTS` (so ties are about half: both and
-    neither), seeded. Ids, prompts and every other column are kept as they are. `at`: one of
-    `PLACES`.
+    neither), or without `ties` from a and b only (a two-class task), seeded. Ids, prompts and
+    every other column are kept as they are. `at`: one of `PLACES`.
     """
     if at not in PLACES:
         raise ValueError(f"planted: at {at!r}; expected one of {PLACES}")
-    kinds = np.random.default_rng(seed).integers(0, len(PLANTS), len(rows))
+    kinds = np.random.default_rng(seed).integers(0, len(PLANTS) if ties else 2, len(rows))
     out = rows.copy()
     for col, side in (("response_a", 0), ("response_b", 1)):
         out[col] = [_marked(cell, marker, PLANTS[k][side], at) for cell, k in zip(rows[col], kinds)]
@@ -101,8 +102,10 @@ def plant(rows: pd.DataFrame, marker: str = MARKER, seed: int = 0,
 
 
 def make(src_dir: str | Path, out_dir: str | Path, n_train: int = 512, n_test: int = 160,
-         marker: str = MARKER, seed: int = 0, at: str = "start") -> Path:
-    """Write a planted task built from `src_dir/train.csv` into `out_dir`.
+         marker: str = MARKER, seed: int = 0, at: str = "start",
+         task: Task = LMSYS_2024) -> Path:
+    """Write a planted task built from `src_dir/train.csv` into `out_dir`, in `task`'s format
+    (a two-class task's rows plant no ties).
 
     Args:
         src_dir: a competition folder (its train.csv supplies the texts).
@@ -112,13 +115,14 @@ def make(src_dir: str | Path, out_dir: str | Path, n_train: int = 512, n_test: i
         seed: which rows go where and which answers are marked.
         at: `start` (the marker opens an answer) or `end` (it closes one): where the preset's
             `truncation_side` keeps text (right keeps the start, left the end).
+        task: the data folder's format (`configs.tasks`).
     """
     src = data.read_table(data.find_file(src_dir, "train"))
     if n_train < 1 or n_test < 1 or n_train + n_test > len(src):
         raise ValueError(f"planted: n_train {n_train} + n_test {n_test} must be >= 1 each and "
                          f"fit the {len(src)} rows of {src_dir}/train.csv")
     picked = src.iloc[np.random.default_rng(seed).permutation(len(src))[:n_train + n_test]]
-    rows = plant(picked.reset_index(drop=True), marker, seed, at)
+    rows = plant(picked.reset_index(drop=True), marker, seed, at, ties=task.n_classes > 2)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     test = rows.iloc[n_train:]
@@ -127,7 +131,21 @@ def make(src_dir: str | Path, out_dir: str | Path, n_train: int = 512, n_test: i
     atomic.write_text(out / ANSWERS, test[["id", *data.LABEL_COLS]].to_csv(index=False))
     sample = test[["id"]].assign(**{c: 1 / 3 for c in data.LABEL_COLS})
     atomic.write_text(out / "sample_submission.csv", sample.to_csv(index=False))
+    if task is not LMSYS_2024 and task.n_classes == 2:
+        _as_task(out, task)
     return out
+
+
+def _as_task(out: Path, task: Task) -> None:
+    """The planted folder (written in the 2024 format) rewritten in `task`'s: its files, and
+    answers.csv with the task's classes."""
+    train = data.load_split(out / "train.csv", labelled=True, lenient=True)
+    test = data.load_split(out / "test.csv", labelled=False, lenient=True)
+    answers = runs.read_probs(out / ANSWERS)
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        (out / name).unlink()
+    writer.write_folder(train, test, out, task)
+    atomic.write_text(out / ANSWERS, answers[["id", *task.prob_columns]].to_csv(index=False))
 
 
 def score(answers: str | Path, submission: str | Path) -> dict:
@@ -138,9 +156,13 @@ def score(answers: str | Path, submission: str | Path) -> dict:
             valid probabilities (`submission_file.read`, naming the file).
     """
     truth = runs.read_probs(answers)
+    labels = truth[list(data.prob_columns(truth))].to_numpy().argmax(1)
     sub = submission_file.read(submission, truth["id"])
-    probs = sub[list(data.LABEL_COLS)].to_numpy(float)
-    labels = truth[list(data.LABEL_COLS)].to_numpy().argmax(1)
+    if "winner" in sub.columns:  # a task scored on labels: accuracy only
+        guess = sub["winner"].map({"model_a": 0, "model_b": 1}).to_numpy()
+        return {"rows": len(truth), "accuracy": float((guess == labels).mean()),
+                "log_loss": None}
+    probs = sub[list(data.prob_columns(sub))].to_numpy(float)
     return {"rows": len(truth), "accuracy": metrics.accuracy(labels, probs),
             "log_loss": metrics.log_loss(labels, probs)}
 
@@ -156,6 +178,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=512)
     ap.add_argument("--n-test", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--task", choices=sorted(TASKS), default=LMSYS_2024.name,
+                    help="make: the folder's format (wsdm-2025: parquet, winner, no ties)")
     ap.add_argument("--at", choices=PLACES, default="start",
                     help="make: the marker opens (start) or closes (end) an answer; end for "
                          "presets with truncation_side left (smollm2-135m, llama3-8b)")
@@ -164,13 +188,13 @@ def cli_main(argv: list[str] | None = None) -> int:
         if not args.out_dir:
             ap.error("make needs --out-dir")
         out = make(args.data_dir, args.out_dir, args.n_train, args.n_test, seed=args.seed,
-                   at=args.at)
+                   at=args.at, task=TASKS[args.task])
         print(f"planted task: {args.n_train} train + {args.n_test} test rows, marker at the "
               f"{args.at} -> {out}")
         return 0
     if not args.submission:
         ap.error("score needs --submission")
     res = score(Path(args.data_dir) / ANSWERS, args.submission)
-    print(f"planted: {res['rows']} rows, accuracy {res['accuracy']:.3f}, "
-          f"log loss {res['log_loss']:.4f}")
+    loss = "" if res["log_loss"] is None else f", log loss {res['log_loss']:.4f}"
+    print(f"planted: {res['rows']} rows, accuracy {res['accuracy']:.3f}{loss}")
     return 0

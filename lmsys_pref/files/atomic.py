@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -27,6 +28,7 @@ except ImportError:  # Windows: no advisory locks; runs are not guarded there
     fcntl = None
 
 TMP_MARK = ".tmp"  # temporaries are hidden files ending in .tmp; `is_temporary` finds leftovers
+_REPLACED = re.compile(r"\.(.+)\.[0-9a-f]{8}\.old" + re.escape(TMP_MARK))  # `atomic_dir`'s old one
 
 
 def _named(err: BaseException, path: Path) -> None:
@@ -42,6 +44,24 @@ def _sibling(path: Path, tag: str = "") -> Path:
 def is_temporary(path: Path) -> bool:
     """Whether `path` is a temporary left by this module (e.g. by a killed run)."""
     return path.name.startswith(".") and TMP_MARK in path.name
+
+
+def clear_temporaries(folder: str | Path) -> None:
+    """Delete the temporaries a killed run left in `folder`.
+
+    One is not deleted: `atomic_dir` renames the folder it replaces to `.NAME.<hex>.old.tmp`
+    before the new one takes its name, so a kill between the two renames leaves the older,
+    whole folder there and no NAME; it is renamed back to NAME.
+    """
+    folder = Path(folder)
+    for path in sorted(filter(is_temporary, folder.iterdir())):
+        old = _REPLACED.fullmatch(path.name)
+        if old and not (folder / old.group(1)).exists():
+            os.replace(path, folder / old.group(1))
+        elif path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def make_parent(path: Path) -> None:
@@ -80,6 +100,24 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def swap_in(new: Path, target: Path, old: Path) -> None:
+    """Rename `new` to `target`: an existing `target` is renamed to `old` first and deleted
+    after; when the rename fails, `target` is put back as it was."""
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old.exists():
+            os.replace(old, target)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            old.unlink()
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; fill it, and on success it becomes `path`.
@@ -97,16 +135,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         tmp.mkdir()
         yield tmp
-        old = _sibling(path, ".old")
-        if path.exists():
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old.exists():
-                os.replace(old, path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, path, _sibling(path, ".old"))
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         _named(err, path)

@@ -62,19 +62,23 @@ def is_integer_text(text) -> bool:
     return number == number.to_integral_value()
 
 
-def check_ids(df: pd.DataFrame, name: str) -> pd.Series:
-    """The id column as text, exactly as read; an id that is empty or not an integer-valued
-    number, or an id repeated (compared as text), is a `DataError` naming `name`."""
+def check_ids(df: pd.DataFrame, name: str, integer: bool = True) -> pd.Series:
+    """The id column as text, exactly as read; an id that is empty (or, with `integer`, not an
+    integer-valued number: the 2024 competition's ids are), or an id repeated (compared as
+    text), is a `DataError` naming `name`. Without `integer` any non-empty text is an id (the
+    WSDM Cup's hash-like train ids)."""
     raw = df["id"]
     ids = pd.Series(as_id_text(raw.tolist()), index=raw.index, dtype=object)
-    good = ids.map(lambda t: isinstance(t, str) and re.fullmatch(_DIGITS, t) is not None)
-    if not good.all():
+    good = ids.map(lambda t: isinstance(t, str) and (re.fullmatch(_DIGITS, t) is not None
+                                                      or (not integer and t.strip() != "")))
+    if not good.all() and integer:
         good[~good] = ids[~good].map(is_integer_text)
     if not good.all():
         pos = int((~good).to_numpy().argmax())
         shown = "empty (or NA)" if ids.iloc[pos] in (None, "") else repr(raw.iloc[pos])
-        raise DataError(f"{name}: data row {pos + 1}: column 'id' is {shown}, expected an "
-                        f"integer id ({int((~good).sum())} such row(s))")
+        raise DataError(f"{name}: data row {pos + 1}: column 'id' is {shown}, expected "
+                        f"{'an integer id' if integer else 'an id'} ({int((~good).sum())} such "
+                        "row(s))")
     dup = ids[ids.duplicated()]
     if len(dup):
         raise DataError(f"{name}: duplicate id(s) {dup.head(5).tolist()} in column 'id'")

@@ -191,11 +191,16 @@ def _worker(run: _Run, model, device, threads: int | None = None) -> None:
     """One device's loop: take the next batch from the shared queue until it is empty.
 
     `threads`: intra-op threads of this worker (CPU workers split the cores between them;
-    more threads than cores makes OpenMP spin and can run 10x slower).
+    more threads than cores makes OpenMP spin and can run 10x slower). A CUDA worker makes its
+    device the thread's current one before its first batch.
     """
     budget = [run.budget]  # this worker's budget; shrinks after an out-of-memory error
     if threads:
         torch.set_num_threads(threads)  # predict_ids restores the setting afterwards
+    if torch.device(device).type == "cuda":
+        # the current device is per thread and starts at cuda:0: bitsandbytes launches its
+        # kernels (and allocates their buffers) there, so a replica on cuda:1 would fail
+        torch.cuda.set_device(device)
     try:
         while not run.stop.is_set():
             try:

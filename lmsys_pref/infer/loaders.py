@@ -17,6 +17,7 @@ LOADERS = {
     "encoder": "lmsys_pref.infer.predictor:load_predictor",
 }
 OUT_OF_FOLD = "lmsys_pref.infer.predictor:OutOfFold"  # a k-fold LM run's rows, fold by fold
+OUT_OF_FOLD_BY_KIND = {"xgb": "lmsys_pref.xgb.folds:XGBOutOfFold"}  # other kinds: OUT_OF_FOLD
 TRANSFORMER_KINDS = ("lm", "encoder")  # scored by the engine: devices, budget, adaptive TTA
 
 
@@ -45,14 +46,14 @@ def load_predictor(model_dir: str | Path, out_of_fold: bool = False, **overrides
 
     Args:
         model_dir: a run folder or its `model/`.
-        out_of_fold: for a k-fold transformer run (`has_fold_models`), score each training row
-            with the fold model that never trained on it, as the bias probes need.
+        out_of_fold: for a k-fold run (`has_fold_models`: transformer or XGBoost), score each
+            training row with the fold model that never trained on it, as the bias probes need.
         **overrides: scoring settings the loader accepts (devices, dtype, max_length, ...).
     """
     model_dir = runs.resolve_model_dir(model_dir)
-    if out_of_fold and has_fold_models(model_dir):
-        return _imported(OUT_OF_FOLD)(model_dir, **overrides)
     kind = runs.read_model_meta(model_dir)["kind"]
+    if out_of_fold and has_fold_models(model_dir):
+        return _imported(OUT_OF_FOLD_BY_KIND.get(kind, OUT_OF_FOLD))(model_dir, **overrides)
     if kind not in LOADERS:
         raise ValueError(f"{model_dir}: unknown model kind {kind!r}; known {sorted(LOADERS)}")
     return _imported(LOADERS[kind])(model_dir, **overrides)

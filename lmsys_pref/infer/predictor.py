@@ -214,10 +214,13 @@ class LMPredictor:
 
     def cache_key(self) -> str:
         """The model's identity for cached scores: its folder, files' times and settings that
-        change scores without changing the token ids."""
+        change scores without changing the token ids (the attention kernel the loaded model
+        runs, not the setting: `auto` differs per device)."""
         stamp = max((p.stat().st_mtime_ns for p in self.model_dir.iterdir() if p.is_file()),
                     default=0)
-        return f"{self.model_dir.resolve()}|{stamp}|{self.cfg.quantization}|{self.cfg.dtype}"
+        attention = models.describe(self.replicas[0])["attn_implementation"]
+        return (f"{self.model_dir.resolve()}|{stamp}|{self.cfg.quantization}|{self.cfg.dtype}"
+                f"|{attention}")
 
     def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
         """(n, 3) probabilities of `df`'s rows in order; `tta` None = the saved setting."""

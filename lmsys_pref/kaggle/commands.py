@@ -10,17 +10,23 @@
     python -m lmsys_pref kernels status       [--kernel gemma-infer]
     python -m lmsys_pref kernels output       --kernel gemma-infer --out-dir kaggle_kernels/output
 
-Every upload/status/output command runs the `kaggle` CLI (`pip install -e ".[kaggle]"`) and stops
-first, with one line saying what is missing, when the CLI, the credentials or the username are.
+Every upload/status/output command runs the `kaggle` CLI (`pip install -e ".[kaggle]"`, found on
+PATH or beside this Python, so `make` needs no activated venv) and stops first, with one line
+saying what is missing, when the CLI, the credentials or the username are. A kernel attaching a
+Kaggle Model needs CLI >= 1.8.4: 1.8.0-1.8.3 reject its five-part `model_sources` handle.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+from packaging.version import Version
 
 from .. import runs
 from ..runs import submission
@@ -30,6 +36,8 @@ from .layout import BASE_HANDLES, BASE_NAMES, COMPETITIONS, DEFAULT_COMPETITION,
 
 MODEL_BASELINES = {"xgb": "xgb", "encoder": "roberta"}  # run kind -> kernel family; lm: by name
 MODEL_NAMES = ("xgb", "roberta", "gemma", "llama")  # the kernel families
+SCRIPTS = Path(sys.executable).parent  # the venv's bin/: `make` runs without it on PATH
+CLI_FLOOR = "1.8.4"  # kaggle 1.8.0-1.8.3 reject model_sources not written `owner/model-slug`
 
 
 def credentials_found() -> bool:
@@ -43,7 +51,7 @@ def credentials_found() -> bool:
 
 def kaggle_cli() -> str | None:
     """Path of the kaggle CLI when it and the credentials are there; else prints why, None."""
-    exe = shutil.which("kaggle")
+    exe = shutil.which("kaggle") or shutil.which("kaggle", path=str(SCRIPTS))
     if exe is None:
         print('error: the kaggle CLI is not installed: `.venv/bin/pip install -e ".[kaggle]"`')
     elif not credentials_found():
@@ -69,6 +77,18 @@ def _user(username: str | None) -> str | None:
     return username
 
 
+def cli_too_old(exe: str) -> str:
+    """A one-line error when the kaggle CLI `exe` is older than CLI_FLOOR ('' when it is not, or
+    does not say its version)."""
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    found = re.search(r"\d+(?:\.\d+)+", done.stdout + done.stderr)
+    if found is None or Version(found[0]) >= Version(CLI_FLOOR):
+        return ""
+    return (f"error: the kaggle CLI at {exe} is {found[0]}, which rejects a Kaggle Model handle "
+            f"in model_sources (fixed in {CLI_FLOOR}): "
+            f'`.venv/bin/pip install -U "kaggle>={CLI_FLOOR}"`')
+
+
 def push(folder: str | Path, username: str | None = None) -> int:
     """`kaggle kernels push -p <folder>`; returns its exit status (2 when it cannot start).
 
@@ -89,6 +109,10 @@ def push(folder: str | Path, username: str | None = None) -> int:
     if username and username not in (owner, PLACEHOLDER_USER):
         print(f"error: {folder} was built for {owner}, not {username}; rebuild with "
               f"`make kernels KAGGLE_USERNAME={username}`")
+        return 2
+    old = cli_too_old(exe) if meta["model_sources"] else ""
+    if old:
+        print(old)
         return 2
     return subprocess.run([exe, "kernels", "push", "-p", str(folder)]).returncode
 

@@ -14,6 +14,9 @@ Read from (December 2025, the first Python 3.12 image):
   Python 3.12.12 on Ubuntu 22.04 (glibc 2.35) and the versions below.
 Later images (2026) have the same or newer versions of these packages (Colab 2026-05-14: numpy
 2.0.2, pandas 2.2.2, transformers 5.0.0, peft 0.19.1, xgboost 3.2.0), so they are floors too.
+
+Some image packages break our stack merely by being there (`IMAGE_BREAKERS`): the install cell
+removes them offline (`pip uninstall -y`) before lmsys_pref is installed, one printed line each.
 """
 from __future__ import annotations
 
@@ -99,6 +102,58 @@ _PACKAGES = {
     "threadpoolctl": "3.6.0", "pillow": "11.3.0", "click": "8.3.0", "tenacity": "8.5.0",
     "entrypoints": "0.4", "aiohttp": "3.13.1", "kaggle": "1.7.4.5",
 }
+
+@dataclasses.dataclass(frozen=True)
+class Breaker:
+    """An image package that breaks our stack when installed below `least`."""
+
+    name: str
+    least: str
+    """The oldest version our stack accepts; older ones are removed (no wheel replaces them)."""
+    why: str
+    """One line: what rejects it (cited from that package's source)."""
+    extras: tuple[str, ...] = ("lm",)
+    """The lmsys_pref extras whose stack it breaks: only wheel sets installing them remove it."""
+
+
+IMAGE_BREAKERS = (
+    # A 2026-09 report: the image's torchao 0.10 made peft fail; public kernels uninstall it.
+    # peft >= 0.21 (setup.cfg's `lm` floor) checks torchao whenever it is importable:
+    # peft/import_utils.py, is_torchao_available(), TORCHAO_MINIMUM_VERSION = 0.16.0; peft 0.21
+    # raises ImportError below it when a LoRA layer is built (0.22 warns and disables torchao).
+    Breaker("torchao", "0.16.0", "peft (>= 0.21) rejects torchao below 0.16.0 "
+            "(peft/import_utils.py, is_torchao_available)"),
+)
+
+
+def breakers_for(extras: tuple[str, ...]) -> dict[str, list[str]]:
+    """name -> [least version, why] of the breakers of a wheel set installing `extras`."""
+    return {b.name: [b.least, b.why] for b in IMAGE_BREAKERS if set(b.extras) & set(extras)}
+
+
+def stale_packages(breakers):
+    """(name, version, least, why) of each package of `breakers` (name -> [least, why]) that is
+    installed below its least version. Standard library only: the install cell runs a copy
+    (`inspect.getsource`) before lmsys_pref, or packaging, can be relied on."""
+    from importlib import metadata
+
+    def release(version):  # '0.10.0' -> (0, 10, 0); '0.16.0.dev1+cu121' -> (0, 16, 0)
+        numbers = []
+        for part in version.split(".")[:3]:
+            digits = part[:len(part) - len(part.lstrip("0123456789"))]
+            numbers.append(int(digits or 0))
+        return tuple(numbers)
+
+    stale = []
+    for name, (least, why) in breakers.items():
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if release(version) < release(least):
+            stale.append((name, version, least, why))
+    return stale
+
 
 KAGGLE_IMAGE = KaggleImage(
     name="Kaggle docker-python 4ae73d1 (2025-12-12, Python 3.12) on Colab "

@@ -2,19 +2,24 @@
 
 It runs before lmsys_pref is installed, so it is self-contained: the discovery functions of
 `layout.py` are copied into it (the same functions the tests call directly), followed by this
-kernel's input specs (`input_specs`) and the offline `pip install` from the wheels dataset.
-Nothing is installed when an input is missing: the cell stops with one message naming what to
-attach and what `/kaggle/input` holds.
+kernel's input specs (`input_specs`), the removal of image packages that break its stack
+(`image.IMAGE_BREAKERS`, offline `pip uninstall -y`, one printed line each) and the offline
+`pip install` from the wheels dataset. Nothing is installed or removed when an input is missing:
+the cell stops with one message naming what to attach and what `/kaggle/input` holds.
 """
 from __future__ import annotations
 
+import inspect
 import pprint
 import string
 from typing import Any
 
-from .layout import FILES, NOT_A_BASE, T4_QUANTIZATION, inlined_source
+from ..configs.tasks import for_slug
+from .image import breakers_for, stale_packages
+from .layout import FILES, NOT_A_BASE, T4_FULL_PARAMS, T4_QUANTIZATION, inlined_source
 from .wheel_check import requirements_file
 from .wheels import DATASET as WHEELS
+from .wheels import WHEEL_SETS
 
 TAG = "kaggle-install"
 
@@ -24,7 +29,7 @@ TEMPLATE = string.Template('''\
 # models/<owner>/<model>/<framework>/<variation>/<version>) or the old flat one; nothing is
 # installed when one is missing. The functions are lmsys_pref.kaggle.layout's, copied here
 # because lmsys_pref is not installed yet.
-import importlib as _importlib, json, os, subprocess as _subprocess, sys as _sys
+import importlib as _importlib, json, math, os, subprocess as _subprocess, sys as _sys
 from pathlib import Path
 
 $layout
@@ -45,6 +50,20 @@ if _running not in _built_for:
     raise RuntimeError(f"this kernel runs Python {_running} but the wheels in {_wheels} are for "
                        f"Python {', '.join(_built_for)}: rebuild them with `make kaggle-wheels "
                        f"PYTHON_VERSION={_running}` and upload them with `make push-wheels`")
+
+# Image packages that break this kernel's stack at the image's version are removed, offline
+# (lmsys_pref.kaggle.image.IMAGE_BREAKERS; nothing replaces them, our stack does not need them).
+$stale_packages
+
+
+_breakers = $breakers
+for _name, _version, _least, _why in stale_packages(_breakers):
+    _rm = _subprocess.run([_sys.executable, "-m", "pip", "uninstall", "-y", "-q", _name],
+                          capture_output=True, text=True)
+    if _rm.returncode:
+        raise RuntimeError(f"pip could not remove the image's {_name}:\\n{_rm.stderr}")
+    print(f"removed the image's {_name} {_version} (pip uninstall -y, offline): {_why}")
+
 _pip = _subprocess.run([_sys.executable, "-m", "pip", "install", "-q", "--no-index",
                         "--find-links", str(_wheels), "-r", str(_wheels / "$requirements")],
                        capture_output=True, text=True)
@@ -78,8 +97,16 @@ def input_specs(spec: Any, target: Any, username: str, model_slug: str = "") -> 
         handle = target.bases()[base]
         wants["model_id"] = {"follow": "model_dir", "bases": target.bases(), "handle": handle,
                              "quantize": T4_QUANTIZATION if spec.gpu else {},
+                             "quantize_above": T4_FULL_PARAMS if spec.gpu else 0,
                              "exclude": list(NOT_A_BASE), "hints": [], "attach": handle}
-    return {k: {"files": list(FILES[k]), **v} for k, v in wants.items()}
+    files = {**FILES, "data_dir": data_files(target.competition)}
+    return {k: {"files": list(files[k]), **v} for k, v in wants.items()}
+
+
+def data_files(competition: str) -> tuple[str, ...]:
+    """The files that mark a competition's data folder: its test file (csv, or the WSDM Cup's
+    parquet) and the sample submission."""
+    return (f"test.{for_slug(competition).data_format}", "sample_submission.csv")
 
 
 def install_cell(spec: Any, target: Any, username: str, model_slug: str = "") -> str:
@@ -88,4 +115,7 @@ def install_cell(spec: Any, target: Any, username: str, model_slug: str = "") ->
                            sort_dicts=False)
     return TEMPLATE.substitute(
         layout=inlined_source(), wants=wants.replace("\n", "\n" + " " * 19),
-        dataset=f"{username}/{WHEELS}", requirements=requirements_file(spec.wheel_set))
+        dataset=f"{username}/{WHEELS}", requirements=requirements_file(spec.wheel_set),
+        stale_packages=inspect.getsource(stale_packages).strip(),
+        breakers=pprint.pformat(breakers_for(WHEEL_SETS[spec.wheel_set]), width=86)
+        .replace("\n", "\n" + " " * 12))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..commands import nbstrip, notebooks
+from ..configs.tasks import for_slug
 from ..runs import save_json
 from .install_cell import TAG, input_specs, install_cell
 from .layout import (  # noqa: F401 (model_dataset, check_competition: kernels' names too)
@@ -100,7 +101,9 @@ class Target:
 
 
 _T4 = {"devices": GPUS, "dtype": "fp16"}
-_T4_SCORING = {**_T4, "tta": "swap", "time_limit_h": 9}  # stop early, saying what would fit
+# stop early, saying what would fit; the limit is the competition's (9 h, or 12 h for the WSDM
+# Cup: `time_limit_h` from its task), the budget's own margin (it stops above 95 %) on top
+_T4_SCORING = {**_T4, "tta": "swap", "time_limit_h": 9}
 
 KERNELS: dict[str, Kernel] = {
     "xgb-train": Kernel("xgboost.ipynb", "XGBoost: trained and scored in the kernel (CPU)",
@@ -218,8 +221,10 @@ def kernel_parameters(name: str, notebook_params: set[str], target: Target = Tar
                              f"(this build: {target.bases()[base]})")
     if base and spec.gpu and "quantization" in notebook_params:
         notes["quantization"] = ("None: the saved setting, or 8bit for a base a T4 holds only "
-                                 "quantized (9B, 8B)")
+                                 "quantized (9B, 8B) and for a merged full model of >= 7B")
     params = {"out_dir": WORKING, **spec.params, **{k: None for k in notes if k != "wheels_dir"}}
+    if "time_limit_h" in params:
+        params["time_limit_h"] = for_slug(target.competition).kernel_hours
     unknown = sorted(set(params) - notebook_params)
     if unknown:
         raise ValueError(f"kernel {name}: notebooks/{spec.notebook} has no parameter(s) "

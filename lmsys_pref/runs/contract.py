@@ -25,11 +25,13 @@ from ..data import metrics as scores
 from ..files.atomic import atomic_path
 from ..files.jsonio import load_json, save_json
 from ..files.tables import LABEL_COLS, DataError, as_id_text, read_csv
+from ..configs.tasks import LMSYS_2024, Task
 from . import submission
 
 log = logging.getLogger("lmsys_pref")
 MODEL_META = "lmsys_pref.json"
-HELD_OUT = "held_out.json"  # a k-fold transformer run's model/: fold -> the ids it never saw
+HELD_OUT = "held_out.json"  # a k-fold run's model/: fold -> the ids it never saw
+TEST_PROBS = "test_probs.csv"  # the test probabilities where the submission holds labels
 
 # metrics.json: one vocabulary for every baseline (xgb, train.fit) and every reader (grid,
 # notebook_view, report, benchmarks). `run_metrics` builds it; `check_metrics` enforces it.
@@ -51,9 +53,17 @@ OPTIONAL_METRIC_KEYS = {
     "fold_rounds": "boosting rounds each fold stopped at (XGBoost)",
     "steps": "optimizer steps, all folds together",
     "untuned_log_loss": "log loss of the same rows before fine-tuning (base model + fresh head)",
+    "best_step": "the checkpoint a `keep_best` run ended on (the last fold's, k-fold)",
     "train_loss_first": "first logged training loss",
     "train_loss_last": "last logged training loss",
     "model_id": "the checkpoint that was fine-tuned",
+    "init_from": "the trained run this one started from (`init_from`): its folder, the tensors "
+                 "loaded and the head rows kept",
+    "task": "the competition format the run used (lmsys_pref.configs.tasks: lmsys-2024, "
+            "llm-classification-finetuning, wsdm-2025)",
+    "metric": "the task's own score: 'log_loss' (lower is better) or 'accuracy' (higher)",
+    "by_language": "log_loss, accuracy and rows of the scored rows per `language` (when the "
+                   "data has that column)",
     "weights_dtype": "dtype the transformer's weights ran in (bf16, fp16, fp32; `dtype: auto`)",
     "attn_implementation": "attention kernel the transformer ran with (`attn_implementation`)",
     "n_shared_rows": "rows every blended run scored: the blend's weights are fitted on them",
@@ -65,6 +75,16 @@ OPTIONAL_METRIC_KEYS = {
                    "used, and the dropped ones (repeating a train/test conversation) by id",
     "teachers": "distillation (`teachers`): temperature, loss weights, and per teacher its "
                 "files, provenance and `leaked_rows` (held-out rows its models trained on)",
+    "cv_honest": "whether the scored rows' figures are honest: true when no input the run "
+                 "trained on (teachers, extra_train files, soft labels of train.csv) came from "
+                 "models that trained on the held-out rows of a split and every such input's "
+                 "provenance is known; false otherwise (`cv_leaks` says which)",
+    "cv_leaks": "each input that makes cv_honest false: `input` (teachers, extra_train, soft "
+                "labels of train.csv), `file`, `leaked_rows` (held-out rows its models trained "
+                "on, all splits; null: provenance unknown), `provenance` and `why`; [] when "
+                "honest (`data.provenance`)",
+    "hard_labels": "'argmax' when no scored row is one-hot: the headline scored every row "
+                   "against its soft label's most probable class (absent: the one-hot rows)",
 }
 EVAL_FILES = {"oof": "oof.csv", "val": "val.csv"}  # metrics["eval"] -> the scored rows' file
 
@@ -120,8 +140,10 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 def probs_frame(ids: Sequence, probs: np.ndarray, labels: Sequence[int] | None = None
                 ) -> pd.DataFrame:
-    """id (as text, `tables.as_id_text`) (+ label) + the three probability columns."""
-    df = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(LABEL_COLS))
+    """id (as text, `tables.as_id_text`) (+ label) + one probability column per class
+    (winner_model_a, winner_model_b and, with three classes, winner_tie)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    df = pd.DataFrame(probs, columns=list(LABEL_COLS[: probs.shape[1]]))
     if labels is not None:
         df.insert(0, "label", np.asarray(labels, dtype=int))
     df.insert(0, "id", as_id_text(ids))
@@ -145,16 +167,39 @@ def read_probs(path: str | Path) -> pd.DataFrame:
 
 def write_outputs(out_dir: str | Path, *, test_ids: Sequence[int] | None,
                   test_probs: np.ndarray | None, metrics: dict, oof: pd.DataFrame | None = None,
-                  oof_name: str = "oof.csv") -> Path:
-    """Write submission.csv, metrics.json and oof.csv (or val.csv) into a run folder."""
+                  oof_name: str = "oof.csv", task: Task = LMSYS_2024) -> Path:
+    """Write submission.csv (the task's format), metrics.json and oof.csv (or val.csv) into a
+    run folder; when the task's submission holds labels, the test probabilities also go to
+    test_probs.csv (blends, cascades and reports read probabilities: `read_test_probs`)."""
     out = Path(out_dir)
     if oof is not None:
         with atomic_path(out / oof_name) as tmp:
             oof.to_csv(tmp, index=False)
     save_json(out / "metrics.json", metrics)
     if test_ids is not None:  # last: a submission.csv means the whole run completed
-        submission.write(test_ids, test_probs, out / "submission.csv")
+        if task.submission == "labels":
+            write_test_probs(out, test_ids, test_probs)
+        submission.write(test_ids, test_probs, out / "submission.csv", task)
     return out
+
+
+def write_test_probs(out_dir: str | Path, test_ids: Sequence, probs: np.ndarray) -> Path:
+    """test_probs.csv: the test probabilities of a run whose submission holds labels."""
+    path = Path(out_dir) / TEST_PROBS
+    with atomic_path(path) as tmp:
+        probs_frame(test_ids, probs).to_csv(tmp, index=False)
+    return path
+
+
+def read_test_probs(run_dir: str | Path) -> pd.DataFrame | None:
+    """A run folder's test probabilities (id + one column per class): test_probs.csv where the
+    task's submission holds labels, else submission.csv; None when the run scored no test."""
+    for name in (TEST_PROBS, "submission.csv"):
+        path = Path(run_dir) / name
+        if path.is_file():
+            sub = submission.read(path) if name == "submission.csv" else read_probs(path)
+            return sub if LABEL_COLS[0] in sub.columns else None
+    return None
 
 
 @runtime_checkable
@@ -171,7 +216,8 @@ class Predictor(Protocol):
     """What the last call did (rows, seconds, tokens/s, ...): predict.json's figures."""
 
     def predict_proba(self, df: pd.DataFrame, tta: str | None = None) -> np.ndarray:
-        """(n, 3) class probabilities of `df`'s rows, in order; `tta` None = the saved setting."""
+        """(n, k) class probabilities of `df`'s rows, in order; `tta` None = the saved
+        setting."""
 
 
 def write_model_meta(model_dir: str | Path, kind: str, config: dict, **extra: Any) -> Path:

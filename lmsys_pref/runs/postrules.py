@@ -54,7 +54,9 @@ def fit(train_df: pd.DataFrame, prior: float = 1.0, min_rows: int = 5) -> dict:
         raise ValueError("postrules.fit: the frame has no 'label' column (labelled rows needed)")
     masks = match(train_df)
     labels = train_df["label"].to_numpy()
-    counts = {k: np.bincount(labels[m], minlength=3).astype(float) for k, m in masks.items()}
+    n_classes = len(data.prob_columns(train_df)) or 3  # 2 for a task without ties
+    counts = {k: np.bincount(labels[m], minlength=n_classes).astype(float)
+              for k, m in masks.items()}
     counts["identical"] = (counts["identical"] + data.swap(counts["identical"])) / 2
     one_side = counts["a_empty"] + data.swap(counts["b_empty"])  # as if A were the empty one
     counts["a_empty"], counts["b_empty"] = one_side, data.swap(one_side)

@@ -14,6 +14,7 @@ import time
 
 from .. import runs
 from ..data import check_n_folds, find_file, labels, splits
+from ..data.task import resolve
 from ..files import atomic
 from ..model import models
 from ..runs import postrules, resume
@@ -36,6 +37,7 @@ def fit(cfg) -> dict:
         ...; `untuned_log_loss` when asked, `weights_dtype`, `attn_implementation`).
     """
     t0 = time.time()
+    cfg = cfg.replace(task=resolve(cfg.task, cfg.data_dir).name)  # recorded with the run
     loop.setup(cfg)
     out = runs.prepare_out_dir(cfg.out_dir)  # writable; a previous run's outputs moved aside
     if cfg.n_folds <= 1:  # k-fold runs check each fold's folder
@@ -47,17 +49,18 @@ def fit(cfg) -> dict:
     rules = postrules.fit(train_df)  # saved with the model: `predict -p post_rules true`
     if cfg.n_folds > 1:
         return kfold.fit_kfold(cfg, rows, t0, rules)
-    tr, va = splits.holdout(train_df["label"].to_numpy(), cfg.val_frac, cfg.seed,
+    tr, va = splits.holdout(splits.strata(train_df), cfg.val_frac, cfg.seed,
                             groups=splits.fold_groups(train_df, cfg.group_by))
     rows.prepare([(tr, va)])  # every teacher covers the training rows: before any model loads
     model, tokenizer = models.build(cfg.model, loop.training_device(cfg))
+    started = loop.warm_start(model, cfg)  # -p init_from: a trained run's adapter and head
     pissa = loop.pissa_init(model, cfg, out)
     res = loop.train_one(cfg, model, tokenizer, rows.training_rows(tr), train_df.iloc[va], out)
     with atomic.atomic_dir(out / "model") as model_dir:  # whole or not at all
         models.save(model, tokenizer, cfg, model_dir, pissa)
         postrules.save(rules, model_dir)
     val = train_df.iloc[va]
-    scored = scored_rows(res, val, "val", n_train=len(train_df), **rows.report())
+    scored = scored_rows(res, val, "val", n_train=len(train_df), **started, **rows.report())
     loaded = models.describe(model)  # before score_test, which may release the model
     test_probs = score_test(cfg, model, tokenizer, test_df, out / "model")
     return write_run(cfg, test_df, test_probs, scored, res.history, t0, loaded,

@@ -43,10 +43,10 @@ def fit_kfold(cfg, rows: labels.TrainingData, t0: float | None = None,
     t0 = time.time() if t0 is None else t0
     out, train_df, test_df = Path(cfg.out_dir), rows.train, rows.test
     y = train_df["label"].to_numpy()
-    folds = splits.kfold(y, cfg.n_folds, cfg.seed,
+    folds = splits.kfold(splits.strata(train_df), cfg.n_folds, cfg.seed,
                          groups=splits.fold_groups(train_df, cfg.group_by))
     rows.prepare(folds)  # every teacher covers every fold's training rows, before training
-    oof = np.full((len(train_df), 3), np.nan)
+    oof = np.full((len(train_df), cfg.model.n_labels), np.nan)
     untuned = np.full_like(oof, np.nan) if cfg.untuned_baseline else None
     fold_losses, fold_tests, history, steps, loaded = [], [], [], 0, {}
     with atomic.atomic_dir(out / "model") as model_dir:  # whole (every fold) or not at all
@@ -81,6 +81,7 @@ def _fit_fold(cfg, train_rows: pd.DataFrame, val_rows: pd.DataFrame, test_df, wo
               fold_dir: Path) -> tuple[loop.TrainResult, np.ndarray | None, dict]:
     """One fold: train, save to `fold_dir`, score the test set (swap TTA inside the fold)."""
     model, tokenizer = models.build(cfg.model, loop.training_device(cfg))
+    loop.warm_start(model, cfg)  # -p init_from: a trained run's adapter and head, every fold
     pissa = loop.pissa_init(model, cfg, work_dir)
     res = loop.train_one(cfg, model, tokenizer, train_rows, val_rows, work_dir)
     models.save(model, tokenizer, cfg, fold_dir, pissa)

@@ -22,9 +22,9 @@ from transformers.utils.notebook import NotebookProgressCallback
 from .. import data
 from ..data import metrics
 from ..infer import devices, predictor
-from ..model import models, precision, prompt
+from ..model import models, precision, prompt, warmstart
 from ..runs import resume
-from . import distill
+from . import best, distill
 
 log = logging.getLogger("lmsys_pref.train.loop")
 
@@ -91,12 +91,15 @@ def _checkpointing(on: bool) -> dict:
 
 def training_args(cfg, out_dir: str | Path, device: str) -> OneDeviceArguments:
     """`TrainingArguments` on `device`: AdamW, warm-up + decay, accumulation, checkpointing,
-    mixed precision following `cfg.dtype` (bf16 or fp16 autocast on a GPU)."""
+    mixed precision following `cfg.dtype` (bf16 or fp16 autocast on a GPU); with `keep_best`,
+    evaluation and best-checkpoint selection (`best.training_arguments`)."""
     dtype = models.resolve_dtype(cfg.dtype, device)
     on_gpu = torch.device(device).type == "cuda"
     quantized = cfg.quantization not in ("", "none")  # prepare_model_for_kbit_training did it
+    selection = {"eval_strategy": "no", "save_steps": cfg.save_steps, "save_total_limit": 1,
+                 **(best.training_arguments(cfg) if cfg.keep_best else {})}
     return OneDeviceArguments(
-        device_name=device,
+        device_name=device, **selection,
         output_dir=str(Path(out_dir) / "checkpoints"), seed=cfg.seed, data_seed=cfg.seed,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs,
@@ -105,10 +108,9 @@ def training_args(cfg, out_dir: str | Path, device: str) -> OneDeviceArguments:
         **_checkpointing(cfg.grad_checkpointing and not quantized),
         bf16=on_gpu and dtype == torch.bfloat16, fp16=on_gpu and dtype == torch.float16,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        eval_strategy="no", logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=1, report_to="none",
-        use_cpu=not on_gpu, label_names=["labels"], remove_unused_columns=False,
-        disable_tqdm=False, dataloader_num_workers=0)
+        logging_steps=cfg.logging_steps, logging_first_step=True, save_strategy="steps",
+        report_to="none", use_cpu=not on_gpu, label_names=["labels"],
+        remove_unused_columns=False, disable_tqdm=False, dataloader_num_workers=0)
 
 
 def predict(model, tokenizer, df: pd.DataFrame, cfg, tta: str | None = None) -> np.ndarray:
@@ -207,14 +209,19 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
     out_dir = Path(out_dir)
     last = resume.check_resume(out_dir, cfg)  # None, or the last complete checkpoint
     untuned = predict(model, tokenizer, val_df, cfg) if cfg.untuned_baseline else None
-    targets_spec = cfg.distill
+    targets_spec, stop = cfg.distill, None
+    if cfg.keep_best:  # rows held out of the fit choose the checkpoint, never val_df
+        train_df, stop = best.split_stop_rows(train_df, cfg)
     rows, targets, fields = distill.training_rows(train_df, targets_spec)  # swaps, teachers
     train_ds = distill.dataset(RowDataset(prompt.encode(rows, tokenizer, cfg.prompt), targets,
                                           cfg.objective, **fields), targets_spec)
     trainer = distill.trainer(  # the model's own loss, or distill.loss (compute_loss)
         targets_spec, model=model, args=training_args(cfg, out_dir, training_device(cfg)),
         train_dataset=train_ds, data_collator=distill.collator(tokenizer, targets_spec),
-        callbacks=[HoldoutEval(model, tokenizer, eval_sample(val_df, cfg), cfg)])
+        eval_dataset=None if stop is None else best.eval_dataset(stop, tokenizer, cfg,
+                                                                 RowDataset),
+        callbacks=best.callbacks(cfg) if cfg.keep_best else [
+            HoldoutEval(model, tokenizer, eval_sample(val_df, cfg), cfg)])
     # a PeftModel's forward takes **kwargs, so the Trainer assumes the model divides the loss by
     # the accumulation count itself; sequence classifiers do not: loss and gradients would be
     # summed over the accumulated batches instead of averaged
@@ -226,6 +233,9 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
         log.info("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
     history, steps = list(trainer.state.log_history), trainer.state.global_step
+    if cfg.keep_best and trainer.state.best_global_step:
+        history.append({"step": steps, "best_step": trainer.state.best_global_step,
+                        "best_eval_loss": trainer.state.best_metric})
     _release(trainer)
     val_probs = predict(model, tokenizer, val_df, cfg)
     history.append({"step": steps, "epoch": history[-1].get("epoch") if history else None,
@@ -234,6 +244,17 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
     log.info("step %d: val log loss %.4f (%d rows)", steps, history[-1]["eval_log_loss"],
              len(val_df))
     return TrainResult(val_probs, untuned, history, steps)
+
+
+def warm_start(model, cfg) -> dict:
+    """With `init_from`: the trained run's adapter (or weights) and head in `model`
+    (`model.warmstart`); metrics.json's `init_from` ({} without)."""
+    if not cfg.init_from:
+        return {}
+    loaded = warmstart.start_from(model, cfg.model, cfg.init_from)
+    log.info("init_from %s: %d tensors, head rows %d", loaded["init_from"], loaded["tensors"],
+             loaded["head_rows"])
+    return {"init_from": loaded}
 
 
 def pissa_init(model, cfg, out_dir: Path) -> Path | None:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import runs
+from ..configs.tasks import get
 from ..data import labels, metrics
 from ..infer import predictor
 from ..infer.devices import release
@@ -29,7 +30,7 @@ class Scored:
     labels: np.ndarray | None
     """Class indices of the one-hot rows the headline scores (None: no row was scored)."""
     probs: np.ndarray | None
-    """Their (n, 3) probabilities."""
+    """Their (n, k) probabilities."""
     eval: str
     """'val' (a holdout) or 'oof' (k folds)."""
     optional: dict
@@ -46,7 +47,11 @@ def scored_rows(res: loop.TrainResult, rows: pd.DataFrame, eval: str, **extra) -
     y = rows["label"].to_numpy()[hard] if hard.any() else None
     optional = {"n_eval": int(hard.sum()), **soft, **extra, "steps": res.steps,
                 "train_loss_first": res.train_loss_first,
-                "train_loss_last": res.train_loss_last}
+                "train_loss_last": res.train_loss_last,
+                **{k: v for h in res.history for k, v in h.items() if k == "best_step"}}
+    if "language" in rows.columns and y is not None:
+        optional["by_language"] = metrics.by_group(y, res.val_probs[hard],
+                                                   rows["language"].to_numpy()[hard])
     if res.untuned_probs is not None and y is not None:
         optional["untuned_log_loss"] = metrics.log_loss(y, res.untuned_probs[hard])
     return Scored(y, res.val_probs[hard] if hard.any() else None, eval, optional)
@@ -80,35 +85,45 @@ def write_run(cfg, test_df, test_probs, scored: Scored, history: list, t0: float
     `loaded` is `models.describe` of the trained model: the attention kernel and weights dtype
     that were actually used.
     """
-    out = Path(cfg.out_dir)
+    out, task = Path(cfg.out_dir), get(cfg.task)
     m = runs.run_metrics(scored.labels, scored.probs, eval=scored.eval, **scored.optional,
                          n_test=0 if test_df is None else len(test_df),
-                         seconds=time.time() - t0, model_id=cfg.model_id, **loaded)
+                         seconds=time.time() - t0, model_id=cfg.model_id, task=task.name,
+                         metric=task.metric, **loaded)
     runs.save_json(out / HISTORY, history)
     runs.write_outputs(out, test_ids=None if test_df is None else test_df["id"].to_numpy(),
                        test_probs=test_probs, metrics=m, oof=oof,
-                       oof_name=runs.EVAL_FILES[m["eval"]])
+                       oof_name=runs.EVAL_FILES[m["eval"]], task=task)
     plot_history(out)
     log.info("%s: %s", out, json.dumps({k: v for k, v in m.items() if "loss" in k}))
     return m
 
 
 def plot_history(run_dir: str | Path):
-    """Training loss and validation log loss per step from log_history.json -> loss.png."""
+    """Training loss and validation log loss per step from log_history.json -> loss.png.
+
+    Returns:
+        The figure, closed once saved: pyplot keeps no reference to it (a test session or a
+        grid of runs would pile up open figures); it can still be saved again or shown. The
+        notebooks show loss.png from the file (`eval.notebook_view.show_report`).
+    """
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     hist = runs.load_json(Path(run_dir) / HISTORY)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, style in (("loss", "-"), ("eval_log_loss", "o--")):
+    names = {"loss": "train loss", "eval_log_loss": "val log loss",
+             "eval_loss": "stop-row loss (keep_best)"}
+    for key, style in (("loss", "-"), ("eval_log_loss", "o--"), ("eval_loss", "s:")):
         pts = [(h["step"], h[key]) for h in hist if key in h and h[key] is not None]
         if pts:
-            ax.plot(*zip(*pts), style, label="train loss" if key == "loss" else "val log loss")
+            ax.plot(*zip(*pts), style, label=names[key])
     ax.axhline(np.log(3), color="grey", lw=0.8, ls=":", label="uniform (1.0986)")
     ax.set(xlabel="optimizer step", ylabel="loss", title=Path(run_dir).name)
     ax.legend()
     fig.tight_layout()
     fig.savefig(Path(run_dir) / "loss.png", dpi=100)
+    plt.close(fig)
     return fig
 
 

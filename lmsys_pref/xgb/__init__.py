@@ -1,5 +1,7 @@
-"""The XGBoost baseline: hand-made features of a prompt and its answers (`features`) and the
-booster with k-fold OOF, swap augmentation and swap TTA (`booster`). Torch-free.
+"""The XGBoost baseline: hand-made features of a prompt and its answers (`features`), the
+booster with k-fold OOF, swap augmentation and swap TTA (`booster`), and what each booster
+trains on with per-fold files and teachers (`levers`), a k-fold run's fold boosters as one
+predictor (`folds`). Torch-free.
 
 This face gives the names other layers use (`xgb.fit`, `xgb.load_predictor`, ...).
 """
@@ -9,6 +11,7 @@ from .booster import (
     XGBPredictor,
     cross_validate,
     fit,
+    fit_folds,
     load_booster,
     load_predictor,
     plot_importance,
@@ -16,7 +19,8 @@ from .booster import (
     train_booster,
     weighted_matrix,
 )
+from .folds import XGBOutOfFold
 
-__all__ = ["BOOSTER", "Features", "XGBPredictor", "cross_validate", "fit", "load_booster",
-           "load_predictor", "plot_importance", "predict_booster", "train_booster",
-           "weighted_matrix"]
+__all__ = ["BOOSTER", "Features", "XGBOutOfFold", "XGBPredictor", "cross_validate", "fit",
+           "fit_folds", "load_booster", "load_predictor", "plot_importance", "predict_booster",
+           "train_booster", "weighted_matrix"]
