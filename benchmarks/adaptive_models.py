@@ -58,7 +58,7 @@ def planted_models(task: Path, quick: bool = False) -> dict[str, Path]:
     for preset, cls in (("minilm", EncoderConfig), ("gemma3-270m", LMConfig))[:1 + (not quick)]:
         _, settings = planted.SMALL_RUNS[preset]
         cfg = cls.from_preset(preset, data_dir=str(task), out_dir=str(WORK / preset),
-                              **settings, **CPU)
+                              **settings, **CPU, resume=False)  # never another run's checkpoints
         fit_or_reuse(cfg)
         out[preset] = Path(cfg.out_dir)
     return out

@@ -191,3 +191,9 @@ def test_the_later_stages_time_is_kept_from_the_first_models_adaptive_pass():
     kept = budget.Budget(9, reserve_h=cascade.reserve_h(9, stages))
     free = budget.Budget(9)
     assert free.extra_seconds() - kept.extra_seconds() == pytest.approx(3 * 3600, abs=1)
+
+
+def test_a_stage_with_no_time_left_is_skipped_before_its_model_loads(tmp_path):
+    cfg = PredictConfig(model_dir="unused", cascade=[f"{tmp_path / 'absent'}:0.5"])
+    probs, note, extra = cascade.score_stage(cfg, cfg.stages[0], None, 0.0, 2)
+    assert probs is None and "no time left" in note and extra == {}

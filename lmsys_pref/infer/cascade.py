@@ -30,6 +30,7 @@ import pandas as pd
 from .. import runs
 from ..configs.predict import CASCADE_WEIGHT, CascadeStage, PredictConfig
 from ..data import metrics
+from ..files.tables import LABEL_COLS
 from . import budget as timing  # its `clock`, which tests fake
 from .budget import SAFETY, Budget, TimeBudgetExceeded, duration
 from .loaders import TRANSFORMER_KINDS, load_predictor, tta_for
@@ -98,6 +99,8 @@ def score_stage(cfg: PredictConfig, stage: CascadeStage, rows: pd.DataFrame, sha
     """The stage model's probabilities of the first rows of `rows` (least certain first) that
     fit `share_s` seconds: (probs, or None when no row fits; why it was cut, or None; the
     stage's budget figures)."""
+    if share_s <= 0:  # the limit is spent: not even the model's load fits
+        return None, "no time left in the limit for this stage", {}
     kind = runs.read_model_meta(stage.model_dir)["kind"]
     settings = {k: v for k, v in cfg.model_overrides().items() if k in STAGE_SETTINGS}
     budget = None
@@ -154,8 +157,9 @@ def weight_for(stage: CascadeStage, oof: pd.DataFrame | None
             f"default {CASCADE_WEIGHT:g}: no out-of-fold rows shared with the runs before"
         return weight, source, None
     ours, q = _aligned(oof, shared), _aligned(theirs, shared)
-    p, labels = ours.drop(columns=["id", "label"]).to_numpy(float), ours["label"].to_numpy(int)
-    q = q.drop(columns=["id", "label"]).to_numpy(float)
+    cols = [c for c in LABEL_COLS if c in ours.columns]  # two or three classes
+    p, labels = ours[cols].to_numpy(float), ours["label"].to_numpy(int)
+    q = q[cols].to_numpy(float)
     rows = least_certain(p, stage.fraction)
     if stage.weight is not None:
         weight, source = stage.weight, "given"
@@ -169,7 +173,7 @@ def weight_for(stage: CascadeStage, oof: pd.DataFrame | None
         weight = float(WEIGHT_GRID[int(np.argmin(losses))])
         source = f"fitted on {len(rows)} of {len(shared)} shared out-of-fold rows"
     p[rows] = (p[rows] + weight * q[rows]) / (1 + weight)
-    ours.loc[:, [c for c in ours.columns if c not in ("id", "label")]] = p
+    ours.loc[:, cols] = p
     return weight, source, ours
 
 
