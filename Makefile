@@ -11,6 +11,8 @@ SHARED   ?= ../shared/data/lmsys-chatbot-arena
 DATA_DIR ?= $(SAMPLE)
 PRESET   ?=
 PARAMS   ?=
+# predict: later models on the least certain rows, "MODEL_DIR:FRACTION[:WEIGHT] ..." (-p cascade)
+CASCADE  ?=
 GRID     ?= grids/demo.yaml
 KERNEL   ?=
 # The Kaggle competition the kernels enter: llm-classification-finetuning (open today) or lmsys-chatbot-arena (2024, closed).
@@ -72,8 +74,8 @@ train-llama: $(INSTALLED) ## Llama LoRA: DATA_DIR OUT_DIR [PRESET=llama3-8b|smol
 train-roberta: $(INSTALLED) ## encoder (RoBERTa: MSE; minilm: CE; k-fold): DATA_DIR OUT_DIR [PRESET=roberta-base|minilm|tiny-roberta] [PARAMS]
 	$(RUN) train roberta --data-dir $(call q,$(DATA_DIR)) --out-dir $(call q,$(or $(OUT_DIR),runs/roberta)) $(PRESET_ARG) $(PARAMS)
 
-predict: $(INSTALLED) ## score DATA_DIR/test.csv with MODEL_DIR (any baseline) -> OUT_DIR/submission.csv
-	$(RUN) predict --model-dir $(call q,$(MODEL_DIR)) --data-dir $(call q,$(DATA_DIR)) --out-dir $(call q,$(or $(OUT_DIR),runs/predict)) $(PARAMS)
+predict: $(INSTALLED) ## score DATA_DIR/test.csv with MODEL_DIR (any baseline) -> OUT_DIR/submission.csv [CASCADE="b:0.35 c:0.15:1.5"]
+	$(RUN) predict --model-dir $(call q,$(MODEL_DIR)) --data-dir $(call q,$(DATA_DIR)) --out-dir $(call q,$(or $(OUT_DIR),runs/predict)) $(if $(CASCADE),-p cascade $(call q,$(CASCADE))) $(PARAMS)
 
 predict-dist: $(INSTALLED) ## predict over NPROC processes (torchrun; gloo on CPU, NCCL on GPUs)
 	$(RUN) dist --nproc $(NPROC) predict --model-dir $(call q,$(MODEL_DIR)) --data-dir $(call q,$(DATA_DIR)) --out-dir $(call q,$(or $(OUT_DIR),runs/predict)) $(PARAMS)

@@ -56,7 +56,7 @@ def test_lm_values_are_converted(field, text, expected):
     (LMConfig, "random_init", "[1, 2]", ["'random_init'", "dict"]),
     (LMConfig, "model_id", True, ["'model_id'", "str"]),
     (PredictConfig, "max_length", "long", ["'max_length'", "int >= 1 or null"]),
-    (PredictConfig, "tta", "both", ["'tta'", "swap_device or null"]),
+    (PredictConfig, "tta", "both", ["'tta'", "adaptive or null"]),
     (BiasConfig, "tta_modes", "none,flip", ["tta_modes", "'flip'"]),
 ])
 def test_bad_values_name_parameter_value_and_type(cls, field, value, fragments):

@@ -8,6 +8,7 @@ import pytest
 
 from lmsys_pref import cli, data, runs
 from lmsys_pref.commands import predict
+from lmsys_pref.infer import uncertainty
 from lmsys_pref.runs import postrules, submission
 
 STATS_KEYS = ("rows", "tokens", "seconds", "tokens_per_s", "padding_efficiency")
@@ -82,6 +83,33 @@ def test_predict_cli_on_an_lm_matches_across_devices_and_budgets(lm_run, quirks_
     assert two["devices"] == ["cpu", "cpu"] and two["tta"] == "swap_device"
     short = run_cli(lm_run, quirks_dir, tmp_path / "short", ("max_length", 32), ("tta", "none"))
     assert short["tokens"] <= 32 * len(test) < one["tokens"] / 2
+
+
+def test_predict_adaptive_tta_swaps_exactly_the_rows_it_reports(lm_run, quirks_dir, tmp_path):
+    test = data.load_split(quirks_dir / "test.csv")
+    subs = {}
+    for tta in ("none", "swap", "adaptive"):
+        summary = run_cli(lm_run, quirks_dir, tmp_path / tta, ("tta", tta), ("tta_fraction", 0.4),
+                          ("devices", "cpu,cpu"))
+        subs[tta] = read_sub(tmp_path / tta, test)  # exactly the test ids, in order, valid
+    second = summary["adaptive"]
+    assert second["second_pass_rows"] == len(second["second_pass_ids"]) == 5  # ceil(0.4 x 12)
+    assert second["stopped_by"] == "fraction" and summary["scored_rows"] == len(test) + 5
+    swapped = test["id"].isin(second["second_pass_ids"]).to_numpy()
+    assert swapped.sum() == 5
+    np.testing.assert_allclose(subs["adaptive"][swapped], subs["swap"][swapped], atol=1e-5)
+    np.testing.assert_allclose(subs["adaptive"][~swapped], subs["none"][~swapped], atol=1e-5)
+    assert np.abs(subs["swap"] - subs["none"])[swapped].max() > 1e-4  # the check can fail
+    margins = uncertainty.margins(subs["none"])
+    assert margins[swapped].max() <= margins[~swapped].min()  # the least certain rows
+
+
+def test_xgboost_scores_adaptive_as_full_swap(xgb_run, sample_dir, tmp_path):
+    test = data.load_split(sample_dir / "test.csv")
+    summary = run_cli(xgb_run, sample_dir, tmp_path / "a", ("tta", "adaptive"))
+    run_cli(xgb_run, sample_dir, tmp_path / "s", ("tta", "swap"))
+    np.testing.assert_allclose(read_sub(tmp_path / "a", test), read_sub(tmp_path / "s", test))
+    assert summary["tta"] == "adaptive" and summary["tta_scored"] == "swap"
 
 
 def test_a_failing_worker_writes_no_submission(lm_run, quirks_dir, tmp_path, monkeypatch):

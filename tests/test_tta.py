@@ -1,4 +1,5 @@
-"""Swap TTA: the combination, its exact A/B symmetry, and the pass-per-device layout."""
+"""Swap TTA: the combination, its exact A/B symmetry, the pass-per-device layout, and adaptive
+TTA (the swap pass on the least certain rows only)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from lmsys_pref import data
-from lmsys_pref.infer import engine, predictor, tta
+from lmsys_pref.infer import adaptive, engine, predictor, tta, uncertainty
 
 PAD = 0
 
@@ -108,3 +109,73 @@ def test_predict_frame_is_swap_symmetric_on_real_rows(tiny_llama_30k, quirks_dir
     none, _ = predictor.predict_frame(tiny_llama_30k, tok, df, cfg.prompt, cfg.scoring,
                                       tta="none", progress=False)
     np.testing.assert_allclose(none, direct, atol=1e-6)
+
+
+@pytest.mark.parametrize("devices", ["cpu", "cpu,cpu"])
+def test_adaptive_swaps_exactly_the_least_certain_rows(tiny_llama_30k, pairs, devices):
+    ids, swapped = pairs
+    kw = dict(devices=devices, pad_id=PAD, token_budget=200, progress=False)
+    p, stats = tta.score(tiny_llama_30k, ids, swapped, mode="adaptive", fraction=0.25, **kw)
+    none, _ = tta.score(tiny_llama_30k, ids, mode="none", **kw)
+    full, _ = tta.score(tiny_llama_30k, ids, swapped, mode="swap", **kw)
+    second = stats.adaptive
+    rows = second.rows
+    assert len(rows) == second.target_rows == 6 and second.stopped_by == "fraction"
+    margins = uncertainty.margins(none)
+    assert margins[rows].max() <= np.delete(margins, rows).min()  # the least certain ones
+    np.testing.assert_allclose(p[rows], full[rows], atol=1e-5)  # swap TTA there ...
+    others = np.setdiff1d(np.arange(len(ids)), rows)
+    np.testing.assert_allclose(p[others], none[others], atol=1e-5)  # ... first score elsewhere
+    assert np.abs(full[rows] - none[rows]).max() > 1e-4  # the swap pass moved them: can fail
+    assert stats.rows == len(ids) + 6
+    assert second.tokens == sum(len(swapped[i]) for i in rows)
+    assert stats.to_dict()["adaptive"]["second_pass_ids"] == rows.tolist()
+
+
+def test_the_swap_pass_is_cut_to_the_tokens_the_budget_grants():
+    first = np.array([[0.5, 0.4, 0.1], [0.34, 0.33, 0.33], [0.9, 0.05, 0.05],
+                      [0.45, 0.1, 0.45], [0.6, 0.39, 0.01]])  # margins .1 .01 .85 0 .21
+    lengths = np.array([10, 20, 5, 30, 40])
+    whole = adaptive.pick(first, lengths, 0.8, np.inf)
+    assert whole.rows.tolist() == [3, 1, 0, 4] and whole.stopped_by == "fraction"
+    cut = adaptive.pick(first, lengths, 0.8, 60)  # 30 + 20 + 10 fit, the next 40 does not
+    assert cut.rows.tolist() == [3, 1, 0] and cut.stopped_by == "time"
+    assert (cut.tokens, cut.target_rows) == (60, 4)
+    assert adaptive.pick(first, lengths, 1.0, np.inf).stopped_by == "all rows"
+    assert len(adaptive.pick(first, lengths, 0.5, 29).rows) == 0  # the least certain: 30
+
+
+def test_uncertainty_is_the_margin_of_the_top_two_classes_for_two_or_three():
+    two = np.array([[0.5, 0.5], [0.9, 0.1], [0.3, 0.7]])
+    np.testing.assert_allclose(uncertainty.margins(two), [0.0, 0.8, 0.4])
+    assert uncertainty.least_certain(two, 0.5).tolist() == [0, 2]
+    three = np.array([[0.2, 0.2, 0.6], [0.4, 0.1, 0.5], [0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(uncertainty.margins(three), [0.4, 0.1, 1.0])
+    assert uncertainty.least_certain(three, 1 / 3).tolist() == [1]
+    assert [uncertainty.share_of(n, f) for n, f in [(3, 0.25), (160, 0.25), (10, 1.0)]] == \
+        [1, 40, 10]
+
+
+class TwoClass(nn.Module):
+    """Two logits (A, B) from the first token: the WSDM Cup's two classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask):
+        x = (input_ids[:, 0].float() - 250) / 100
+        return torch.stack([x, -x / 2], 1)
+
+
+def test_adaptive_serves_two_classes_through_data_swap(pairs):
+    ids, swapped = pairs
+    kw = dict(devices="cpu", pad_id=PAD, progress=False)
+    p, stats = tta.score(TwoClass(), ids, swapped, mode="adaptive", fraction=0.5, **kw)
+    first, _ = tta.score(TwoClass(), ids, mode="none", **kw)
+    second, _ = tta.score(TwoClass(), swapped, mode="none", **kw)
+    rows = stats.adaptive.rows
+    assert p.shape == (len(ids), 2) and len(rows) == len(ids) // 2
+    np.testing.assert_allclose(p.sum(1), 1)
+    np.testing.assert_allclose(p[rows], (first[rows] + second[rows][:, ::-1]) / 2, atol=1e-6)
+    assert np.abs(p[rows] - first[rows]).max() > 1e-3

@@ -121,6 +121,9 @@ def predict(cfg) -> dict | None:
     from . import predict as predict_mod
 
     t0 = time.perf_counter()
+    if cfg.stages:  # each stage would need the ranks' blends of the stages before it
+        raise ValueError("predict-dist: -p cascade runs in one process; use make predict "
+                         "(every stage scores on all of `devices`)")
     rank, world, device = init()
     if world == 1:
         return predict_mod.predict(cfg)

@@ -2,7 +2,9 @@
 
 Writes OUT_DIR/submission.csv (the test ids in order; only once every row is scored, so a
 failed run leaves no partial file) and OUT_DIR/predict.json (rows, tokens, seconds,
-tokens_per_s, padding_efficiency, ...).
+tokens_per_s, padding_efficiency, ...; `time_budget`: the projection; `adaptive`: the rows of
+an adaptive swap pass and why it stopped; `cascade`: each stage's rows, weight and seconds).
+A cascade (`-p cascade`, `make predict CASCADE=...`) runs in `infer.cascade`.
 """
 from __future__ import annotations
 
@@ -18,8 +20,15 @@ from .. import data, runs
 from ..configs import params_help, parse_params
 from ..configs.predict import PredictConfig
 from ..data.task import AUTO, Task, resolve, to_task
+from ..infer import cascade  # torch-free, as the budget and the loaders
 from ..infer.budget import Budget  # torch-free: the time budget of LM and encoder scoring
-from ..infer.loaders import LOADERS, has_fold_models, load_predictor  # noqa: F401 (the door's names)
+from ..infer.loaders import (  # noqa: F401 (the door's names)
+    LOADERS,
+    TRANSFORMER_KINDS,
+    has_fold_models,
+    load_predictor,
+    tta_for,
+)
 from ..runs import postrules, resume, submission
 
 log = logging.getLogger("lmsys_pref.predict")
@@ -46,15 +55,11 @@ def load_model(cfg: PredictConfig, budget: Budget | None = None, **extra):
     transformer's batches are watched by `budget` (None = a new one of `cfg.time_limit_h`)."""
     kind = runs.read_model_meta(cfg.model_dir)["kind"]
     overrides = {k: v for k, v in cfg.model_overrides().items() if k != "tta"}
-    if kind in ("lm", "encoder"):
+    if kind in TRANSFORMER_KINDS:
         overrides.update(progress=cfg.progress, cache_dir=cfg.cache_dir,
-                         budget=budget or Budget(cfg.time_limit_h))
+                         budget=budget or Budget(cfg.time_limit_h),
+                         tta_fraction=cfg.tta_fraction)
     return load_predictor(cfg.model_dir, **overrides, **extra), kind
-
-
-def tta_for(kind: str, tta: str | None) -> str | None:
-    """The TTA mode to ask a predictor of `kind` for ('swap_device' means 'swap' off-GPU)."""
-    return "swap" if tta == "swap_device" and kind not in ("lm", "encoder") else tta
 
 
 def load_rules(cfg: PredictConfig) -> dict:
@@ -117,7 +122,8 @@ def predict(cfg: PredictConfig) -> dict:
     Returns:
         The predict.json summary.
     """
-    t0, budget = time.perf_counter(), Budget(cfg.time_limit_h)  # the limit counts from here
+    t0 = time.perf_counter()  # the limit counts from here; the cascade's stages keep a share
+    budget = Budget(cfg.time_limit_h, reserve_h=cascade.reserve_h(cfg.time_limit_h, cfg.stages))
     runs.prepare_out_dir(cfg.out_dir, PREDICT_OUTPUTS)  # no stale submission left looking current
     task = run_task(cfg)
     test = load_test(cfg, task)
@@ -125,9 +131,14 @@ def predict(cfg: PredictConfig) -> dict:
     predictor, kind = load_model(cfg, budget)
     probs = predictor.predict_proba(test, tta=tta_for(kind, cfg.tta))
     stats = dict(getattr(predictor, "stats", {}) or {})
-    extra = {"kind": kind, "model_dir": str(cfg.model_dir), "tta": cfg.tta, "task": task.name,
-             "total_seconds": time.perf_counter() - t0}
-    if kind in ("lm", "encoder"):
+    extra = {"kind": kind, "model_dir": str(cfg.model_dir), "tta": cfg.tta, "task": task.name}
+    if tta_for(kind, cfg.tta) != cfg.tta:
+        extra["tta_scored"] = tta_for(kind, cfg.tta)  # XGBoost: adaptive is full swap
+    if cfg.stages:  # the later models of a cascade, each on the rows least sure so far
+        probs, extra["cascade"] = cascade.run(cfg, test, probs, budget,
+                                              time.perf_counter() - t0)
+    extra["total_seconds"] = time.perf_counter() - t0
+    if kind in TRANSFORMER_KINDS:
         extra["time_budget"] = budget.summary()
     summary = write_outputs(cfg, test, probs, stats, extra, task)
     log.info("predict: %d rows -> %s", len(test), Path(cfg.out_dir) / "submission.csv")

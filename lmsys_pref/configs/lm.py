@@ -24,7 +24,7 @@ DTYPE = Literal["auto", "fp32", "bf16", "fp16"]
 # torch spellings accepted for `dtype`, canonicalised to the short names
 DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
                  "torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
-TTA = Literal["none", "swap", "swap_device"]
+TTA = Literal["none", "swap", "swap_device", "adaptive"]
 LORA_INIT = re.compile(r"default|gaussian|pissa|pissa_niter_\d+")
 
 
@@ -258,8 +258,9 @@ class LMConfig(BaseConfig):
     devices: str = "auto"
     """Devices for scoring: 'auto', 'cpu', 'cpu,cpu', 'cuda:0,cuda:1'."""
     tta: TTA = "none"
-    """Test-time augmentation: 'none', 'swap' (average with the mapped-back swapped scores) or
-    'swap_device' (the swapped pass on its own device(s), as the 1st-place solution)."""
+    """Test-time augmentation: 'none', 'swap' (average with the mapped-back swapped scores),
+    'swap_device' (the swapped pass on its own device(s), as the 1st-place solution) or
+    'adaptive' (the swap pass only on the least certain rows: `predict -p tta_fraction`)."""
     token_budget: PositiveCount = 16384
     """Padded tokens per inference batch."""
 

@@ -2,15 +2,64 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
-from . import BaseConfig, NonNegative, PositiveCount
+from . import BaseConfig, ConfigError, Fraction, NonNegative, PositiveCount
 from .lm import DTYPE, DTYPE_ALIASES, TTA
 from .tasks import TASK_NAMES
 
 # The fields a saved model's own config also has; `None` here keeps the saved value.
 MODEL_OVERRIDES = ("devices", "tta", "max_length", "token_budget", "model_id", "dtype",
                    "quantization")
+# Adaptive TTA's share of rows scored twice: on the planted task MiniLM's least certain
+# quarter holds every row swap TTA corrects (all of its gain at 24 % of its tokens); Gemma 3
+# 270M, whose mistakes are more confident, gets half its gain there and needs 0.5 for 90 %
+# (BENCHMARKS.md, "Adaptive swap TTA and cascades").
+DEFAULT_TTA_FRACTION = 0.25
+CASCADE_WEIGHT = 1.0  # a stage's weight when none is given and no shared OOF rows fit one
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeStage:
+    """One later stage of a cascade (`PredictConfig.cascade`): `model_dir` scores the `fraction`
+    least certain rows of the blend so far, joining it with `weight` (None: fitted on the
+    out-of-fold rows the runs share, else `CASCADE_WEIGHT`)."""
+
+    model_dir: str
+    fraction: float
+    weight: float | None = None
+
+
+def parse_stage(text: str) -> CascadeStage:
+    """'MODEL_DIR:FRACTION[:WEIGHT]' as a `CascadeStage`, e.g. 'runs/qwen14b:0.35' or
+    'runs/qwen32b:0.15:1.5' (a folder name may hold ':'; the numbers are read from the end).
+
+    Raises:
+        ConfigError: naming the entry and what is wrong with it.
+    """
+    where = f"PredictConfig: parameter 'cascade': {text!r}"
+    parts = text.split(":")
+    if len(parts) < 2 or not parts[0]:
+        raise ConfigError(f"{where}: expected MODEL_DIR:FRACTION[:WEIGHT], e.g. runs/b:0.35")
+    if len(parts) >= 3 and _number(parts[-2]) is not None:
+        folder, fraction, weight = ":".join(parts[:-2]), parts[-2], parts[-1]
+    else:
+        folder, fraction, weight = ":".join(parts[:-1]), parts[-1], None
+    stage = CascadeStage(folder, _number(fraction), None if weight is None else _number(weight))
+    if stage.fraction is None or not 0 < stage.fraction <= 1:
+        raise ConfigError(f"{where}: fraction {fraction!r} is not a number in (0, 1]; expected "
+                          "MODEL_DIR:FRACTION[:WEIGHT], e.g. runs/b:0.35:1.5")
+    if weight is not None and (stage.weight is None or not 0 < stage.weight < math.inf):
+        raise ConfigError(f"{where}: weight {weight!r} is not a finite number > 0")
+    return stage
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 @dataclasses.dataclass
@@ -61,10 +110,34 @@ class PredictConfig(BaseConfig):
     progress: bool = True
     """Show a tqdm progress bar (rows, tokens/s, ETA)."""
     time_limit_h: NonNegative = 0.0
-    """Hours the run may take (Kaggle's GPU kernels: 9). The throughput of the first batches
-    projects the whole run (rows x TTA passes x folds), which is always logged; a projection
-    above 95% of this limit stops the run at once, saying how far over it would go and what
-    would fit (no TTA, a shorter max_length, merged folds, 4-bit). 0 = no limit."""
+    """Hours the run may take (Kaggle's GPU kernels: 9). The throughput of the warm batches
+    (each device's first batch is warm-up) projects the whole run (rows x TTA passes x folds),
+    which is always logged (a run too short to measure says so); a projection above 95% of
+    this limit stops the run at once, saying how far over it would go and what would fit (no
+    TTA, a shorter max_length, merged folds, 4-bit). The adaptive swap pass and a cascade's
+    later stages shrink to the time left instead. 0 = no limit."""
+    tta_fraction: Fraction = DEFAULT_TTA_FRACTION
+    """With `tta adaptive`: the largest share of the rows (in (0, 1]) scored a second time,
+    swapped: those whose two most probable classes are closest after the first pass; fewer
+    when the time budget runs short (predict.json says how many and why). XGBoost scores
+    every row swapped (it is cheap)."""
+    cascade: list[str] = dataclasses.field(default_factory=list)
+    """Later models of a cascade, each 'MODEL_DIR:FRACTION[:WEIGHT]' (FRACTION in (0, 1],
+    WEIGHT > 0): `model_dir` scores every row, then each stage's model the FRACTION least
+    certain rows of the blend so far, averaged in with WEIGHT against the blend's 1; without a
+    WEIGHT it is fitted on the out-of-fold rows both runs scored (oof.csv/val.csv), else 1.
+    Each stage gets its share of the time left; one that cannot fit is cut to the rows that
+    do. [] = no cascade; `-p cascade "runs/b:0.35 runs/c:0.15:1.5"`."""
+
+    def check(self) -> None:
+        self.cascade = [part for entry in self.cascade for part in str(entry).split()]
+        for entry in self.cascade:
+            parse_stage(entry)
+
+    @property
+    def stages(self) -> tuple[CascadeStage, ...]:
+        """The cascade's later stages, parsed (`parse_stage`)."""
+        return tuple(parse_stage(entry) for entry in self.cascade)
 
     def model_overrides(self) -> dict:
         """The saved-model settings this run changes (only those set)."""

@@ -216,7 +216,7 @@ def swap(obj):
     return out
 
 
-TTA_MODES = ("none", "swap", "swap_device")
+TTA_MODES = ("none", "swap", "swap_device", "adaptive")  # adaptive: infer.adaptive
 
 
 def check_tta(mode) -> str:

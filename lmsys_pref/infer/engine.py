@@ -11,7 +11,8 @@ positions, so a row's score does not depend on the batch it lands in (within fp 
 
 The stats of a call (`InferStats`) come back with `return_stats=True`: rows, tokens (real
 tokens scored), computed_tokens (padded tokens), padding_efficiency = tokens / computed_tokens,
-seconds, tokens_per_s, batches, oom_retries, cached_rows (rows taken from the cache), devices.
+seconds, tokens_per_s, batches, oom_retries, cached_rows (rows taken from the cache), devices
+(and `adaptive`, the second pass of adaptive TTA).
 Nothing is kept between calls: two runs in one process never see each other's figures.
 """
 from __future__ import annotations
@@ -61,6 +62,7 @@ class InferStats:
     oom_retries: int = 0
     cached_rows: int = 0
     devices: list = dataclasses.field(default_factory=list)
+    adaptive: object = None  # adaptive.SecondPass of an adaptive TTA run
 
     @property
     def padding_efficiency(self) -> float:
@@ -70,9 +72,17 @@ class InferStats:
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
 
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "padding_efficiency": self.padding_efficiency,
-                "tokens_per_s": self.tokens_per_s}
+    def to_dict(self, ids=None) -> dict:
+        """The figures as JSON-able values; an adaptive run's second pass names its rows by
+        `ids` (the scored frame's ids) when given, else by position."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["devices"] = list(self.devices)
+        if self.adaptive is None:
+            del out["adaptive"]
+        else:
+            out["adaptive"] = self.adaptive.to_dict(ids)
+        return out | {"padding_efficiency": self.padding_efficiency,
+                      "tokens_per_s": self.tokens_per_s}
 
     @classmethod
     def combine(cls, parts: Sequence["InferStats"], seconds: float) -> "InferStats":

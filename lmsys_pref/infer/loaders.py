@@ -18,6 +18,16 @@ LOADERS = {
 }
 OUT_OF_FOLD = "lmsys_pref.infer.predictor:OutOfFold"  # a k-fold LM run's rows, fold by fold
 OUT_OF_FOLD_BY_KIND = {"xgb": "lmsys_pref.xgb.folds:XGBOutOfFold"}  # other kinds: OUT_OF_FOLD
+TRANSFORMER_KINDS = ("lm", "encoder")  # scored by the engine: devices, budget, adaptive TTA
+
+
+def tta_for(kind: str, tta: str | None) -> str | None:
+    """The TTA mode to ask a predictor of `kind` for. Off the engine, 'swap_device' is 'swap'
+    (one device) and 'adaptive' is full 'swap': XGBoost scores both orders of every row in
+    seconds, so a second pass on only some rows would save nothing worth its noise."""
+    if tta in ("swap_device", "adaptive") and kind not in TRANSFORMER_KINDS:
+        return "swap"
+    return tta
 
 
 def _imported(spec: str):

@@ -15,9 +15,11 @@ from .. import data, runs
 from ..configs.encoder import EncoderConfig
 from ..configs.lm import LMConfig
 from ..configs.parts import PromptSpec, ScoringSpec
+from ..configs.predict import DEFAULT_TTA_FRACTION
 from ..files.tables import as_id_text
 from ..model import models, prompt
 from . import engine
+from .batching import compiles_per_shape
 from .devices import parse_devices
 from .tta import score as score_with_tta
 
@@ -41,8 +43,8 @@ def pad_id_of(model, tokenizer=None) -> int:
 
 def predict_frame(model, tokenizer, df, prompt_spec: PromptSpec, scoring: ScoringSpec,
                   tta: str | None = None, *, progress: bool = True,
-                  cache_dir: str | Path | None = None, cache_key: str = "", budget=None
-                  ) -> tuple[np.ndarray, engine.InferStats]:
+                  cache_dir: str | Path | None = None, cache_key: str = "", budget=None,
+                  tta_fraction: float | None = None) -> tuple[np.ndarray, engine.InferStats]:
     """Encode a frame with `prompt.encode`, score it (with TTA) and return its probabilities.
 
     Args:
@@ -51,27 +53,36 @@ def predict_frame(model, tokenizer, df, prompt_spec: PromptSpec, scoring: Scorin
         df: rows as `data.load_split` returns them.
         prompt_spec: how rows become token ids (a config's `.prompt`).
         scoring: devices, tta, token_budget, objective (a config's `.scoring`).
-        tta: "none", "swap" or "swap_device"; None = `scoring.tta`.
+        tta: "none", "swap", "swap_device" or "adaptive"; None = `scoring.tta`.
         progress: tqdm progress bar.
         cache_dir: folder for resumable partial predictions (None = off).
         cache_key: extra identity of the model for the cache (e.g. its folder).
-        budget: an `infer.budget.Budget` that watches the batches (projection, time limit).
+        budget: an `infer.budget.Budget` that watches the batches (projection, time limit)
+            and grants the adaptive swap pass its time.
+        tta_fraction: "adaptive": the largest share of rows scored swapped (None = the
+            default, `configs.predict.DEFAULT_TTA_FRACTION`).
 
     Returns:
-        (n, 3) probabilities in the rows' order, and the `InferStats` of all passes together.
+        (n, k) probabilities in the rows' order, and the `InferStats` of all passes together
+        (an adaptive run's `adaptive` names the rows of its swap pass).
     """
     mode = data.check_tta(tta if tta is not None else scoring.tta)
+    fraction = DEFAULT_TTA_FRACTION if tta_fraction is None else tta_fraction
     ids = prompt.encode(df, tokenizer, prompt_spec)
     swapped = prompt.encode(data.swap(df), tokenizer, prompt_spec) if mode != "none" else None
     cache = Path(cache_dir) / "scores.npz" if cache_dir else None
-    watch = budget.watch(model, prompt.lengths(ids), 1 if swapped is None else 2,
-                         prompt_spec.max_length) if budget is not None \
-        else contextlib.nullcontext()
+    first = model[0] if isinstance(model, (list, tuple)) else model
+    watch = budget.watch(
+        model, prompt.lengths(ids), 2 if mode in ("swap", "swap_device") else 1,
+        prompt_spec.max_length, optional_passes=fraction if mode == "adaptive" else 0.0,
+        warmup_batches=2 if compiles_per_shape(first) else 1,  # a 2nd compile: batching
+    ) if budget is not None else contextlib.nullcontext()
     with watch:
         return score_with_tta(
             model, ids, swapped, mode=mode, devices=scoring.devices, cache_path=cache,
-            pad_id=pad_id_of(model, tokenizer), token_budget=scoring.token_budget,
-            objective=scoring.objective, progress=progress, cache_key=cache_key)
+            fraction=fraction, budget=budget, pad_id=pad_id_of(model, tokenizer),
+            token_budget=scoring.token_budget, objective=scoring.objective, progress=progress,
+            cache_key=cache_key)
 
 
 def load_predictor(model_dir: str | Path, **overrides):
@@ -93,7 +104,10 @@ class FoldMean:
     """A k-fold run's model/: the mean of its folds' probabilities (each fold with swap TTA).
 
     One fold is loaded at a time (one replica per device), scores every row and is freed
-    before the next, so a k-fold run needs the memory of one model, not k.
+    before the next, so a k-fold run needs the memory of one model, not k. With adaptive TTA
+    each fold makes its own swap pass on the rows it is least sure of, while it is loaded:
+    a swap pass after the folds' mean first pass would load every fold twice (or hold k
+    models), and the budget shares the swap passes' time among the folds.
     """
 
     def __init__(self, model_dir: str | Path, **overrides):
@@ -109,12 +123,15 @@ class FoldMean:
 
     def predict_proba(self, df, tta: str | None = None) -> np.ndarray:
         """(n, 3) mean probabilities of the folds, in the rows' order."""
-        probs, seconds = [], 0.0
+        probs, seconds, passes = [], 0.0, []
         for fold in self.folds:
             p, stats = _score_with_fold(fold, self.overrides, df, tta)
             probs.append(p)
             seconds += stats.get("seconds") or 0.0
+            passes += [stats.pop("adaptive")] if "adaptive" in stats else []
             self.stats = {**stats, "folds": len(self.folds), "seconds": seconds}
+        if passes:  # each fold's own swap pass
+            self.stats["adaptive"] = {"folds": passes}
         return np.mean(probs, axis=0)
 
 
@@ -175,6 +192,7 @@ class LMPredictor:
         self.progress = bool(overrides.pop("progress", True))
         self.cache_dir = overrides.pop("cache_dir", None)
         self.budget = overrides.pop("budget", None)  # infer.budget.Budget, shared by the folds
+        self.tta_fraction = overrides.pop("tta_fraction", None)  # adaptive TTA's share of rows
         meta = runs.read_model_meta(self.model_dir)
         cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
         unknown = sorted(set(overrides) - set(cls.field_names()))
@@ -209,7 +227,7 @@ class LMPredictor:
         probs, stats = predict_frame(
             self.replicas, self.tokenizer, df, self.cfg.prompt, self.cfg.scoring, tta,
             progress=self.progress, cache_dir=self.cache_dir, cache_key=self.cache_key(),
-            budget=self.budget)
-        self.stats = (stats.to_dict() | {"rows": len(df), "scored_rows": stats.rows}
+            budget=self.budget, tta_fraction=self.tta_fraction)
+        self.stats = (stats.to_dict(df["id"]) | {"rows": len(df), "scored_rows": stats.rows}
                       | models.describe(self.replicas[0]))
         return probs

@@ -7,6 +7,8 @@ Modes:
 - "swap_device": the 1st-place layout. The original pass runs on the even-numbered devices and
   the swapped pass on the odd-numbered ones, concurrently (with "cuda:0,cuda:1": originals on
   GPU 0, swaps on GPU 1). With one device it falls back to "swap".
+- "adaptive": every row once, then the swap pass only on the least certain rows, as many as
+  `fraction` of them and the time budget allow (`infer.adaptive`).
 
 With TTA on, scoring a swapped test set gives exactly the swapped predictions (up to fp): the
 combination `(p + swap(p_swapped)) / 2` is symmetric by construction.
@@ -20,16 +22,21 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from .. import data
+from ..configs.predict import DEFAULT_TTA_FRACTION
+from . import adaptive
 from .devices import parse_devices, replicate
 from .engine import InferStats, ScoringStopped, predict_ids
 
 log = logging.getLogger("lmsys_pref.infer.tta")
+
+
 def _cache(path: str | Path | None, tag: str) -> Path | None:
     return None if path is None else Path(path).with_name(f"{Path(path).stem}.{tag}.npz")
 
 
 def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]] | None = None, *,
-          mode: str = "swap", devices="auto", cache_path=None, **kwargs):
+          mode: str = "swap", devices="auto", cache_path=None,
+          fraction: float = DEFAULT_TTA_FRACTION, budget=None, **kwargs):
     """Score rows with swap TTA through `infer.predict_ids`.
 
     Args:
@@ -37,9 +44,11 @@ def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]] | None
         input_ids: the encoded rows.
         swapped_ids: the encoded swapped rows (`prompt.encode(data.swap(df), ...)`); needed
             unless `mode` is "none".
-        mode: "none", "swap" or "swap_device" (see the module doc).
+        mode: "none", "swap", "swap_device" or "adaptive" (see the module doc).
         devices: as in `infer.predict_ids`.
         cache_path: base name of the cache file(s); each pass layout gets its own file.
+        fraction: "adaptive": the largest share of the rows that get the swap pass.
+        budget: "adaptive": the `infer.budget.Budget` that grants the swap pass its time.
         **kwargs: passed to `infer.predict_ids` (pad_id, token_budget, objective, progress, ...).
 
     Returns:
@@ -53,6 +62,10 @@ def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]] | None
     if mode == "swap_device" and len(devs) < 2:
         log.info("tta 'swap_device' with one device (%s): scoring both passes there", devs[0])
         mode = "swap"
+    if mode == "adaptive":
+        return adaptive.score(model, input_ids, swapped_ids, fraction=fraction, budget=budget,
+                              devices=devs, cache_path=lambda tag: _cache(cache_path, tag),
+                              **kwargs)
     if mode == "none":
         return predict_ids(model, input_ids, devices=devs, cache_path=_cache(cache_path, "none"),
                            return_stats=True, **kwargs)
