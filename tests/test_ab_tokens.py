@@ -117,6 +117,21 @@ def test_loss_decreases_on_the_training_rows(tmp_path, quirks_dir, one_thread):
     assert after < before - 0.05, (before, after)
 
 
+def test_teachers_train_the_answer_tokens(tmp_path, quirks_dir, one_thread):
+    """The distillation loss (`train.distill`) works on the judge's answer-token logits: a
+    teacher that says "tie" (its KL term alone) makes the judge say tie on unseen rows."""
+    rows = data.load_split(quirks_dir / "train.csv", lenient=True)
+    teacher = pd.DataFrame({"id": rows["id"], LABEL_COLS[0]: 0.05, LABEL_COLS[1]: 0.05,
+                            LABEL_COLS[2]: 0.9})
+    teacher.to_csv(tmp_path / "teacher.csv", index=False)
+    m = fit.fit(judge_cfg(data_dir=str(quirks_dir), out_dir=str(tmp_path / "run"), epochs=3,
+                          learning_rate=0.01, teachers=[str(tmp_path / "teacher.csv")],
+                          distill_weights=[0, 1, 0], untuned_baseline=True))
+    val = runs.read_probs(tmp_path / "run" / "val.csv")
+    assert m["untuned_log_loss"] == pytest.approx(np.log(3), abs=0.1)  # ~1/3 each at the start
+    assert val[LABEL_COLS[2]].mean() > 0.45, val[LABEL_COLS[2]].mean()  # from ~1/3
+
+
 @pytest.mark.parametrize("per_row", [True, False], ids=["positions_per_row", "shared_positions"])
 def test_the_last_real_token_is_read_whatever_the_padding(monkeypatch, per_row):
     """Right padding: a row scores the same alone or beside longer rows, and its scores are the
@@ -194,8 +209,11 @@ def test_swap_tta_is_exact_and_symmetric(judge_run, rows):
     assert np.abs(p - single).max() > 1e-4  # the swapped pass changes the scores
 
 
-def test_save_reload_identical_logits(tmp_path):
-    cfg = judge_cfg(out_dir=str(tmp_path))
+@pytest.mark.parametrize("lora_r", [4, 0])
+def test_save_reload_identical_logits(tmp_path, lora_r):
+    """A LoRA judge (adapter only, bf16 body) and a fully fine-tuned one (a causal LM folder;
+    fp32, as its trained weights are)."""
+    cfg = judge_cfg(out_dir=str(tmp_path), lora_r=lora_r, dtype="bf16" if lora_r else "fp32")
     model, tok = models.build(cfg.model)
     batch = dict(tok(["a short one", "a somewhat longer text to score here"], padding=True,
                      return_tensors="pt"))
@@ -208,7 +226,11 @@ def test_save_reload_identical_logits(tmp_path):
     models.save(model, tok, cfg, tmp_path / "model")
     again, tok2, cfg2 = models.load_for_inference(tmp_path, "cpu")
     assert cfg2.head == "ab_tokens" and judge.is_judge(again)
-    assert (tmp_path / "model" / "adapter_model.safetensors").stat().st_size < 2e6  # no base
+    if lora_r:
+        assert (tmp_path / "model" / "adapter_model.safetensors").stat().st_size < 2e6  # no base
+    else:
+        conf = json.loads((tmp_path / "model" / "config.json").read_text())
+        assert conf["architectures"] == ["LlamaForCausalLM"]
     torch.testing.assert_close(again(**batch).logits, want, atol=1e-5, rtol=1e-4)
 
 

@@ -215,9 +215,10 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
         adapter_dir: a peft LoRA adapter folder.
         base: the base model (any `model_id` form: hub id, folder, .gguf, pypi:<package>).
         out_dir: the model folder to write (replaced only once complete).
-        head_file: the `score` head, when the adapter does not hold it.
+        head_file: the `score` head, when the adapter does not hold it (none for a judge).
         layout: 'gemma' or 'turns' (None = LMConfig's default).
-        params: other LMConfig fields (max_length, eos, suffix, turn_joiner, tta, ...).
+        params: other LMConfig fields (max_length, eos, suffix, turn_joiner, tta, ...;
+            `head: ab_tokens` for an A/B-token judge: a causal-LM adapter, no head).
         tokenizer: where the tokenizer comes from (None = the adapter folder, else the base).
 
     Raises:

@@ -28,8 +28,10 @@ PLAIN_FULL = """Plain transformers (1-layer head):
 NEEDS_US = """This model needs lmsys_pref to load: {why}.
 """
 JUDGE = """An A/B-token judge: a plain causal LM. Its scores are its next-token logits of the
-answer tokens {ids} ({words}) at the last token of each row; every row ends with the question
-{question!r}. Plain transformers{peft}:
+answer tokens {ids} ({words}) at the last token of each row;
+every row ends with the question {question!r}.
+
+Plain transformers{peft}:
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -40,9 +42,10 @@ answer tokens {ids} ({words}) at the last token of each row; every row ends with
     last = batch["attention_mask"].sum(1) - 1  # right padding: each row's last token
     probs = torch.softmax(logits[torch.arange(len(last)), last][:, {ids}].float(), -1)
 
-`probs` holds {labels}. Build `rows` with `lmsys_pref.model.prompt.encode` (the layout and the
-question). A server that returns next-token log-probabilities scores it the same way (vLLM:
-`max_tokens=1`, `logprobs`, `allowed_token_ids={ids}`; softmax over those ids).
+`probs` holds {labels}.
+Build `rows` with `lmsys_pref.model.prompt.encode` (the layout and the question). A server
+that returns next-token log-probabilities scores it the same way (vLLM: `max_tokens=1`,
+`logprobs`, `allowed_token_ids={ids}`; softmax over those ids).
 """
 JUDGE_LORA = """    from peft import PeftModel
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), FOLDER).eval()
@@ -76,7 +79,7 @@ def _judge(spec: ModelSpec, answers: dict) -> str:
     lora = spec.lora_r > 0
     base = spec.model_id
     odd = spec.random_init or base.startswith("pypi:") or spec.gguf_file or base.endswith(".gguf")
-    peft = (f" + peft (BASE: `base_model_name_or_path` in adapter_config.json, {base}"
+    peft = (f" + peft\n(BASE: `base_model_name_or_path` in adapter_config.json, {base}"
             f"{'; a random, PyPI or GGUF base: build it with lmsys_pref' if odd else ''})"
             if lora else "")
     return JUDGE.format(ids=answers["ids"], words=", ".join(repr(w) for w in answers["words"]),
