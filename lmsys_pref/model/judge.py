@@ -33,8 +33,22 @@ from . import prompt
 
 ANSWER_WORDS = (" A", " B", " tie")  # class order: a, b, tie (the winner columns')
 META_KEY = "answer_tokens"  # lmsys_pref.json: ids, words and question of a judge
-# transformers >= 5 keeps per-row positions ((rows, k) logits_to_keep); before, one set for all
-PER_ROW_POSITIONS = hasattr(modeling_utils, "slice_logits_to_keep")
+
+
+def _keeps_positions_per_row() -> bool:
+    """Whether this transformers keeps each row's own positions ((rows, k) `logits_to_keep`,
+    its `slice_logits_to_keep`); older versions keep one set of positions for every row."""
+    slicer = getattr(modeling_utils, "slice_logits_to_keep", None)
+    if slicer is None:
+        return False
+    try:
+        kept = slicer(torch.arange(6.0).view(2, 3, 1), torch.tensor([[0], [2]]))
+    except (IndexError, RuntimeError, TypeError):
+        return False
+    return tuple(kept.shape) == (2, 1, 1) and kept.flatten().tolist() == [0.0, 5.0]
+
+
+PER_ROW_POSITIONS = _keeps_positions_per_row()
 
 
 class AnswerTokenError(ValueError):
