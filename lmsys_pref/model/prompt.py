@@ -15,7 +15,9 @@ Options for the layouts of public solutions (`PromptSpec` fields, fixed tokens l
 `turn_joiner` (the text between the turns of a part in the `gemma` layout: ours is "\\n", public
 ones use " " or "\\n\\n"; it is tokenized on its own, so the tokens at a join can differ from
 those of the joined text), `suffix` (text after answer B, e.g. "\\n\\nWhich response is
-better?") and `eos` (the tokenizer's EOS token last).
+better?") and `eos` (the tokenizer's EOS token last). An A/B-token judge (`head: ab_tokens`)
+closes every row with a judging question (`suffix`, else `JUDGE_QUESTIONS` for the task's
+classes) whose answer is the next token (`model.judge`).
 
 Speed: every column is tokenized in one batched call of the Rust tokenizer. A text far longer
 than any budget is first cut at a word boundary on the side that truncation drops; when the cut
@@ -32,6 +34,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..configs.lm import AB_TOKENS
 from ..configs.parts import PromptSpec
 from ..data import TEXT_COLS
 
@@ -39,6 +42,10 @@ LAYOUTS = ("gemma", "turns")
 SIDES = ("left", "right", "middle")
 CHARS_PER_TOKEN_CAP = 8  # texts longer than budget x this are cut before tokenizing (see doc)
 _BOUNDARY = re.compile(r"\S\s")  # a cut between a word and the next space keeps tokens intact
+JUDGE_QUESTIONS = {  # task classes -> the A/B-token judge's question after answer B
+    3: "\n\nWhich response is better? Answer A, B or tie (same quality).\nAnswer:",
+    2: "\n\nWhich response is better? Answer A or B.\nAnswer:",
+}
 _HEADERS = {  # (first prompt header, later prompt header, answer A header, answer B header, sep)
     "gemma": ("<prompt>: ", None, "\n\n<response_a>: ", "\n\n<response_b>: ", "\n"),
     "turns": ("<prompt>: ", "\n\n<prompt>: ", "\n<response_a>: ", "\n<response_b>: ", None),
@@ -210,6 +217,14 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
+def closing(spec: PromptSpec) -> str:
+    """The text after answer B: `suffix`, or for an A/B-token judge without one the judging
+    question of its task's classes (`JUDGE_QUESTIONS`)."""
+    if spec.suffix or spec.head != AB_TOKENS:
+        return spec.suffix
+    return JUDGE_QUESTIONS[spec.n_labels]
+
+
 def _check(spec: PromptSpec) -> None:
     if spec.layout not in LAYOUTS:
         raise ValueError(f"layout: unknown {spec.layout!r}; expected one of {LAYOUTS}")
@@ -296,13 +311,14 @@ def encode(df: pd.DataFrame, tokenizer, spec: PromptSpec) -> list[list[int]]:
         df: a frame from `data.load_split` (text columns are lists of turns).
         tokenizer: a Hugging Face tokenizer (fast ones are used through their Rust backend).
         spec: the layout, `max_length`, `spread_max_length`, `truncation_side`, `eos`,
-            `suffix`, `turn_joiner` (a config's `.prompt`).
+            `suffix` (or the judging question, `closing`), `turn_joiner` (a config's
+            `.prompt`).
 
     Raises:
         ValueError: unknown layout/side, or `max_length` too small for the fixed tokens.
     """
     _check(spec)
-    tpl = template(tokenizer, spec.layout, suffix=spec.suffix, eos=spec.eos,
+    tpl = template(tokenizer, spec.layout, suffix=closing(spec), eos=spec.eos,
                    turn_joiner=spec.turn_joiner)
     need = max(spec.max_length - tpl.overhead(1), 1)
     cols = _column_turns(df, tokenizer, need, spec.truncation_side,

@@ -16,7 +16,7 @@ from .. import runs
 from ..configs.parts import ModelSpec
 from ..data import DataError
 from ..runs import resume
-from . import heads, importer, models
+from . import heads, importer, judge, models
 
 
 def source_folder(init_from: str | Path) -> Path:
@@ -70,6 +70,9 @@ def start_from(model, spec: ModelSpec, init_from: str | Path) -> dict:
     if saved.get("model_id") != spec.model_id or saved.get("random_init", {}) != spec.random_init:
         raise DataError(f"init_from {folder}: trained on {saved.get('model_id')!r}, this run's "
                         f"base is {spec.model_id!r}; a run starts only from one of its own base")
+    if saved.get("head", "classifier") != spec.head:  # runs saved before `head` classified
+        raise DataError(f"init_from {folder}: a head {saved.get('head', 'classifier')!r} run, "
+                        f"this run's head is {spec.head!r}; start from a run of the same head")
     lora = spec.lora_r > 0
     source = _source_tensors(folder, lora)
     if lora:
@@ -86,6 +89,7 @@ def start_from(model, spec: ModelSpec, init_from: str | Path) -> dict:
         set_peft_model_state_dict(model, state)
     else:
         model.load_state_dict(state)
-    head = heads.head_name(model.get_base_model() if lora else model)
+    head = None if judge.is_judge(model) else heads.head_name(
+        model.get_base_model() if lora else model)  # a judge scores with its answer tokens
     return {"init_from": str(folder), "tensors": len(state),
             "head_rows": spec.n_labels, "head": head}

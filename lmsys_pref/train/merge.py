@@ -36,7 +36,7 @@ from ..configs.lm import LMConfig
 from ..configs.parts import ModelSpec
 from ..files import atomic
 from ..files.tables import DataError
-from ..model import heads, importer, model_card, models
+from ..model import heads, importer, judge, model_card, models
 from ..model.precision import resolve_dtype
 from ..runs import postrules, resume
 
@@ -184,8 +184,9 @@ def base_dtype(spec: ModelSpec) -> str:
 
 
 def _cast_body(model: torch.nn.Module, dtype: str) -> None:
-    """Every weight outside the head to `dtype` (the head stays fp32, as it was trained)."""
-    head = heads.head_name(model) + "."
+    """Every weight outside the head to `dtype` (the head stays fp32, as it was trained; an
+    A/B-token judge, a causal LM, has none)."""
+    head = tuple(f"{name}." for name in heads.HEAD_NAMES)
     target = resolve_dtype(dtype)
     for name, param in model.named_parameters():
         if not name.startswith(head) and param.is_floating_point():
@@ -205,7 +206,8 @@ def merge_into_base(model_dir: Path, dtype: str | None = None) -> None:
     cfg = cfg.replace(lora_r=0, dtype=dtype or meta["config"].get("dtype"))
     models.save(full, tokenizer, cfg, model_dir)
     runs.write_model_meta(model_dir, cfg.kind, cfg.to_dict(), base=models.base_facts(full),
-                          merged={**meta["merged"], "into_base": True})
+                          merged={**meta["merged"], "into_base": True},
+                          **{k: meta[k] for k in (judge.META_KEY,) if k in meta})
 
 
 def write_merged(folds: list[Path], dest: Path, mode: str) -> dict | None:
@@ -250,14 +252,19 @@ def merge_folds(model_dir: str | Path, out_dir: str | Path, mode: str = "mean",
         if config is not None:  # the config says what the adapter holds (exact: rank k x r)
             saved.update(lora_r=config["r"], lora_alpha=float(config["lora_alpha"]))
         merged = {"from": str(model_dir), "folds": [f.name for f in folds], "mode": mode}
-        runs.write_model_meta(tmp, meta["kind"], saved, merged=merged,
-                              **{k: meta[k] for k in ("base",) if k in meta})
+        runs.write_model_meta(tmp, meta["kind"], saved, merged=merged, **_carried(meta))
         if into_base and config is not None:
             merge_into_base(tmp, dtype)
         _write_readme(tmp)
     log.info("merge-folds: %d folds of %s (%s%s) -> %s", len(folds), model_dir, mode,
              ", into the base" if into_base else "", out_dir)
     return Path(out_dir)
+
+
+def _carried(meta: dict) -> dict:
+    """What a merged folder's lmsys_pref.json keeps of the folds': the base's facts and an
+    A/B-token judge's answer tokens."""
+    return {k: meta[k] for k in ("base", judge.META_KEY) if k in meta}
 
 
 def _write_readme(model_dir: Path) -> None:
@@ -267,7 +274,7 @@ def _write_readme(model_dir: Path) -> None:
     cls = EncoderConfig if meta["kind"] == "encoder" else LMConfig
     m = meta["merged"]
     (model_dir / "README.md").write_text(
-        model_card.readme(cls.from_dict(meta["config"]).model) +
+        model_card.readme(cls.from_dict(meta["config"]).model, meta.get(judge.META_KEY)) +
         f"\nMerged by `lmsys-pref merge-folds` from the folds {', '.join(m['folds'])} of "
         f"{m['from']} (mode {m['mode']}{', into the base weights' if m.get('into_base') else ''}"
         ").\n")
