@@ -184,3 +184,20 @@ def test_the_2xt4_hours_come_from_the_t4_setup(device_name, projected, monkeypat
     assert ("measured on a T4" in md) is not projected
     assert "| tiny | fp16 | eager | 256 |" in md
     assert bench_infer_gpu.t4_budget("9b") == 8192  # gemma2-9b-winner, as the kernel scores
+
+
+def test_the_9b_projection_with_adaptive_tta_uses_predicts_default_fraction():
+    """The 2xT4 projection's adaptive column is 1 + predict's default fraction passes, and the
+    fraction that fits Kaggle's limit is the one whose hours meet it exactly."""
+    from benchmarks import bench_t4_projection as t4
+    from lmsys_pref.configs.predict import DEFAULT_TTA_FRACTION
+
+    assert t4.TTA_FRACTION == DEFAULT_TTA_FRACTION
+    res = t4.projection(t4.gemma2_9b(), np.array([600, 700, 3072]), 3072)
+    for m, hours in res["hours"].items():
+        assert res["hours_adaptive"][m] == pytest.approx((1 + DEFAULT_TTA_FRACTION) * hours)
+        fits = res["fraction_in_limit"][m]
+        assert 0 <= fits <= 1
+        if 0 < fits < 1:
+            assert hours * (1 + fits) == pytest.approx(t4.KAGGLE_LIMIT_H)
+    assert res["truncated_share"] == pytest.approx(1 / 3)
