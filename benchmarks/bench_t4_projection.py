@@ -1,7 +1,7 @@
 """A merged Gemma-2-9B on Kaggle's 2xT4 (issue 28): folder size in bf16 vs fp32, and a projected
 scoring time at 2,048 and 3,072 tokens. Computed, not measured (no T4 here):
 
-- parameters from the Gemma-2-9B config (`layout.config_params`, the count the kernels use to
+- parameters from the Gemma-2-9B config (`weights.config_params`, the count the kernels use to
   quantize a merged folder): the merged `--into-base` folder holds them at 2 bytes (bf16, the
   base checkpoint's dtype, what merge-folds writes now) or 4 (fp32, what it wrote before);
 - scoring FLOPs = 2 x N x tokens per row (N: the non-embedding parameters, as in
@@ -60,9 +60,9 @@ def token_mix(shared: Path, max_length: int) -> np.ndarray:
 def projection(conf: dict, lengths: np.ndarray, max_length: int) -> dict:
     """FLOPs and hours of scoring TEST_ROWS rows of this length mix, without and with swap TTA."""
     from benchmarks import mfu
-    from lmsys_pref.kaggle import layout
+    from lmsys_pref.kaggle import weights
 
-    n_body = layout.config_params(conf) - conf["vocab_size"] * conf["hidden_size"]
+    n_body = weights.config_params(conf) - conf["vocab_size"] * conf["hidden_size"]
     per_row = 2 * n_body * lengths.mean()
     shape = mfu.attention_shape(SimpleNamespace(**conf))
     attention = mfu.attention_flops(lengths, shape) / len(lengths)
@@ -82,7 +82,7 @@ def projection(conf: dict, lengths: np.ndarray, max_length: int) -> dict:
 def markdown(res: dict) -> str:
     p, gb = res["params"], res["folder_gb"]
     lines = [f"Gemma-2-9B (`google/gemma-2-9b-it` config: hidden 3584, 42 layers, vocab 256,000): "
-             f"**{p / 1e9:.2f}B parameters** computed from its config (`layout.config_params`, "
+             f"**{p / 1e9:.2f}B parameters** computed from its config (`weights.config_params`, "
              "norms left out), so the merged `--into-base` folder is, computed:", "",
              "| `merge-folds --into-base` writes | bytes per weight | folder size |",
              "|---|---:|---:|",
@@ -130,10 +130,10 @@ def markdown(res: dict) -> str:
 def run(shared: Path | None, quick: bool = False) -> dict:
     if shared is None or not (Path(shared) / "train.csv").exists():
         return {"skipped": "the real data (../shared/data/lmsys-chatbot-arena) is absent"}
-    from lmsys_pref.kaggle import layout
+    from lmsys_pref.kaggle import weights
 
     conf = gemma2_9b()
-    params = layout.config_params(conf)
+    params = weights.config_params(conf)
     embed = conf["vocab_size"] * conf["hidden_size"]
     res = {"params": params, "non_embedding_params": params - embed,
            "folder_gb": {"bf16": params * 2 / 1e9, "fp32": params * 4 / 1e9},

@@ -13,7 +13,7 @@ import pytest
 
 from lmsys_pref import runs
 from lmsys_pref.cli import main as cli
-from lmsys_pref.kaggle import install_cell, kernels, layout
+from lmsys_pref.kaggle import install_cell, kernels, layout, weights
 
 USER = "alice-k"
 LIVE = "llm-classification-finetuning"
@@ -115,6 +115,30 @@ def test_two_candidates_without_a_name_is_an_error(tmp_path):
         layout.discover(wants, {}, str(tmp_path))
 
 
+@pytest.mark.parametrize("typed", [
+    "{root}/datasets/alice/second/model:0.35",  # the stage's model folder
+    ["{root}/datasets/alice/second:0.35:1.5"],  # its run folder, as a list, with a weight
+    "{root}/datasets/alice/second/model/fold_0:0.5 {root}/datasets/alice/third:1"])  # inside
+def test_a_cascades_typed_folders_are_never_the_main_model(tmp_path, typed):
+    """Two model datasets attached: the one a cascade names is its later stage, so the other
+    is the model to score; without the cascade the choice is refused, not guessed."""
+    put(tmp_path, "datasets/alice/first", "lmsys_pref.json")
+    put(tmp_path, "datasets/alice/second/model", "lmsys_pref.json")
+    wants = {"model_dir": {"files": ["lmsys_pref.json"], "hints": [], "attach": "a model"}}
+    typed = ([t.format(root=tmp_path) for t in typed] if isinstance(typed, list)
+             else typed.format(root=tmp_path))
+    found = layout.discover(wants, {"cascade": typed}, str(tmp_path))
+    assert found == {"model_dir": str(tmp_path / "datasets/alice/first")}
+    with pytest.raises(RuntimeError, match="several folders fit"):
+        layout.discover(wants, {"cascade": None}, str(tmp_path))
+
+
+def test_cascade_folders_read_the_numbers_from_the_end():
+    assert layout.cascade_folders("a/b:0.35 c:d:0.15:1.5 e:f") == [
+        Path("a/b"), Path("c:d"), Path("e:f")]
+    assert layout.cascade_folders(None) == layout.cascade_folders([]) == []
+
+
 def test_kaggle_model_by_handle(tmp_path):
     one = put(tmp_path, "models/google/gemma-2/Transformers/gemma-2-9b-it/1", "config.json")
     lm_run(tmp_path / "run", "google/gemma-2-9b-it", base=GEMMA2_9B)
@@ -192,11 +216,11 @@ def test_a_run_without_a_base_record_is_checked_by_its_adapter(tmp_path, head_la
     model = kfold_run(tmp_path / "old-run", "google/gemma-2-9b-it", None)
     for fold in ("fold_0", "fold_1"):
         adapter_of(model / fold, GEMMA2_9B, head_layers)
-    shapes = layout.safetensors_shapes(model / "fold_0" / "adapter_model.safetensors")
-    assert layout.adapter_sizes(shapes) == layout.config_sizes(GEMMA2_9B)  # all five proven
+    shapes = weights.safetensors_shapes(model / "fold_0" / "adapter_model.safetensors")
+    assert weights.adapter_sizes(shapes) == weights.config_sizes(GEMMA2_9B)  # all five proven
     two, nine = kaggle_model(tmp_path / "2b", GEMMA2), kaggle_model(tmp_path / "9b", GEMMA9)
-    assert layout.base_mismatch(model, nine) == ""
-    wrong = layout.base_mismatch(model, two)
+    assert weights.base_mismatch(model, nine) == ""
+    wrong = weights.base_mismatch(model, two)
     assert "hidden_size 2304, the run's 3584" in wrong and "min_layers 26, the run's 42" in wrong
     wants = {k: gemma_wants()[k] for k in ("model_dir", "model_id")}
     with pytest.raises(RuntimeError, match=f"attach the Kaggle Model {GEMMA9} .* is another"):
@@ -206,13 +230,13 @@ def test_a_run_without_a_base_record_is_checked_by_its_adapter(tmp_path, head_la
     for fold in ("fold_0", "fold_1"):
         (model / fold / "adapter_model.safetensors").unlink()
     with pytest.raises(ValueError, match="records no base sizes and has no adapter_model"):
-        layout.base_mismatch(model, nine)
+        weights.base_mismatch(model, nine)
 
 
 def test_a_merged_full_model_of_7b_or_more_is_scored_in_8bit(tmp_path):
     """No base to attach for full weights (lora_r 0); from 7B parameters (config.json, or
     the safetensors headers when there) the GPU kernels score them in 8-bit."""
-    assert abs(layout.config_params(GEMMA2_9B) / 9_241_705_984 - 1) < 1e-4  # the 9B's count
+    assert abs(weights.config_params(GEMMA2_9B) / 9_241_705_984 - 1) < 1e-4  # the 9B's count
     want = gemma_wants()["model_id"]
 
     def merged(name: str, base: dict, **config) -> Path:
@@ -230,7 +254,7 @@ def test_a_merged_full_model_of_7b_or_more_is_scored_in_8bit(tmp_path):
 
     save_file({"a": np.zeros((3, 5), np.float16), "b": np.zeros(7, np.float16)},
               str(nine / "model" / "model.safetensors"))  # the header wins over config.json
-    assert layout.full_params(nine) == 22 and layout.run_base(str(nine), want) == (None, None)
+    assert weights.full_params(nine) == 22 and layout.run_base(str(nine), want) == (None, None)
     (nine / "model" / "model.safetensors").unlink()
     wants = {k: gemma_wants()[k] for k in ("model_dir", "model_id")}
     found = layout.discover(wants, {"model_dir": str(nine)}, str(tmp_path))

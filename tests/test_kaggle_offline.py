@@ -142,10 +142,15 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, float]]:
 
 
 def run_kernel(name: str, built: Path, tmp: Path, inputs: dict[str, Path],
-               sizes: dict | None = None) -> subprocess.CompletedProcess:
+               sizes: dict | None = None, typed: dict | None = None
+               ) -> subprocess.CompletedProcess:
     """Execute built kernel `name` on a fresh stand-in image with `inputs` under /kaggle/input;
-    only hardware or size settings (`sizes`, never a path) are passed as parameters."""
+    only hardware or size settings (`sizes`, never a path) are passed as parameters, plus what
+    a user types into the parameter cell that no search can know (`typed`: a cascade's later
+    models, named by their /kaggle/input paths)."""
     assert not any("/" in str(v) or k.endswith(("_dir", "_id")) for k, v in (sizes or {}).items())
+    assert all(str(v).startswith("/kaggle/input/") for v in (typed or {}).values())
+    sizes = {**(sizes or {}), **(typed or {})}
     root = tmp / "kaggle"
     for where, src in inputs.items():
         shutil.copytree(src, root / "input" / where)
@@ -292,6 +297,30 @@ def test_gemma_infer_today_layout(offline, kaggle_mount, tmp_path):
     found = printed(done)
     assert f"model_dir = '/kaggle/input/datasets/{USER}/{dataset}'" in found
     assert "model_id = None" in found  # a random-init tiny base: no Kaggle Model needed
+
+
+def test_gemma_infer_scores_an_ab_tokens_judge_with_a_cascade(offline, kaggle_mount, tmp_path):
+    """gemma-infer on a merged 2-fold A/B-token judge (found by content), with a classifier run
+    as the cascade's second stage on the least certain half (its path typed by the user)."""
+    from lmsys_pref.cli import main as cli
+    from lmsys_pref.commands import notebooks
+
+    built, wheel_dir, data = offline
+    judge_run, judge, second = tmp_path / "judge_run", tmp_path / "judge", tmp_path / "second"
+    notebooks.run_notebook("gemma", judge_run, data, "tiny-gemma2",
+                           {**TINY_TRAIN, "n_folds": 2, "head": "ab_tokens"}, progress=False)
+    assert cli(["merge-folds", str(judge_run), str(judge)]) == 0
+    notebooks.run_notebook("gemma", second, data, "tiny-gemma2", TINY_TRAIN, progress=False)
+    dataset = kernels.model_dataset("gemma")
+    stage = f"/kaggle/input/datasets/{USER}/second-stage/model:0.5"
+    done = run_kernel("gemma-infer", built[LIVE], tmp_path / "kernel",
+                      today(LIVE, data, wheel_dir, **{dataset: judge, "second-stage": second}),
+                      CPU, typed={"cascade": stage})
+    assert_submission(done, data)
+    found = printed(done)
+    assert f"model_dir = '/kaggle/input/datasets/{USER}/{dataset}'" in found
+    meta = json.loads((done.working / "predict.json").read_text())
+    assert meta["cascade"][1]["rows"] == 25, meta["cascade"]  # half of the 50
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from lmsys_pref import runs
 from lmsys_pref.configs.lm import LMConfig
-from lmsys_pref.kaggle import layout
+from lmsys_pref.kaggle import weights
 from lmsys_pref.model import importer, models
 from lmsys_pref.train import merge
 
@@ -80,13 +80,13 @@ def test_saved_models_record_their_base(kfold_run, checkpoint):
     base = runs.read_model_meta(fold)["base"]
     conf = json.loads((checkpoint / "config.json").read_text())
     assert base == {k: conf[k] for k in models.BASE_FACTS}
-    shapes = layout.safetensors_shapes(fold / "adapter_model.safetensors")
-    assert layout.adapter_sizes(shapes) == layout.config_sizes(conf)
-    assert layout.base_mismatch(kfold_run / "model", checkpoint) == ""
+    shapes = weights.safetensors_shapes(fold / "adapter_model.safetensors")
+    assert weights.adapter_sizes(shapes) == weights.config_sizes(conf)
+    assert weights.base_mismatch(kfold_run / "model", checkpoint) == ""
     other = checkpoint.parent / "other"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({**conf, "hidden_size": 48}))
-    assert layout.base_mismatch(kfold_run / "model", other) == "hidden_size 48, the run's 32"
+    assert weights.base_mismatch(kfold_run / "model", other) == "hidden_size 48, the run's 32"
 
 
 def test_merge_folds_and_import_model_carry_the_base(kfold_run, merged_full, checkpoint,

@@ -27,10 +27,11 @@ each kernel's install cell, which runs before lmsys_pref is installed.
 from __future__ import annotations
 
 import inspect
-import json
-import math
 import os
 from pathlib import Path
+
+from . import weights
+from .weights import base_mismatch, full_params, saved_meta
 
 COMPETITIONS = ("lmsys-chatbot-arena", "llm-classification-finetuning",
                 "wsdm-cup-multilingual-chatbot-arena")
@@ -88,9 +89,14 @@ def check_competition(competition: str) -> str:
 
 
 def inlined_source() -> str:
-    """The source below the INLINED marker: what the kernels' install cell runs (it imports
-    json, math, os and Path itself)."""
-    source = inspect.getsource(inspect.getmodule(inlined_source))
+    """The source below the INLINED markers of `weights` and of this module: what the kernels'
+    install cell runs (it imports json, math, os and Path itself)."""
+    return "\n\n".join(below_marker(m) for m in (weights, inspect.getmodule(inlined_source)))
+
+
+def below_marker(module) -> str:
+    """The part of `module`'s source below its INLINED marker."""
+    source = inspect.getsource(module)
     return source.split("\n# --- INLINED", 1)[1].split("\n", 1)[1].strip() + "\n"
 
 
@@ -182,12 +188,43 @@ def run_base(model_dir, want):
     return want["bases"].get(known, want["handle"]) or None, quant
 
 
-def find_input(root, want, found):
+def cascade_folders(value):
+    """The model folders a `cascade` parameter names: 'DIR:FRACTION[:WEIGHT]' entries, as a
+    list or one space-separated string (`configs.predict.parse_stage` reads them in full)."""
+    entries = value.split() if isinstance(value, str) else [
+        part for entry in value or () for part in str(entry).split()]
+    folders = []
+    for entry in entries:
+        parts = entry.split(":")
+        for _ in range(2):  # FRACTION, then WEIGHT, read from the end (a folder may hold ':')
+            if len(parts) > 1 and _is_number(parts[-1]):
+                parts.pop()
+        folders.append(Path(":".join(parts)))
+    return folders
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def outside(found, taken):
+    """The folders of `found` that neither hold, nor sit in, nor are a folder of `taken`."""
+    return [p for p in found
+            if not any(p == t or t in p.parents or p in t.parents for t in taken)]
+
+
+def find_input(root, want, found, taken=()):
     """The folder of one input (spec `want`, see `kernels.input_specs`), None when none is
-    needed; LookupError(what to attach) when it is not there."""
+    needed; LookupError(what to attach) when it is not there. Folders of `taken` (a cascade's
+    later models, named by the user) are never the input searched for."""
     if "follow" in want:
         return find_base(root, want, found.get(want["follow"]), found)
-    folder = pick(folders_with(root, want["files"], want.get("exclude", ())), want["hints"])
+    folder = pick(outside(folders_with(root, want["files"], want.get("exclude", ())), taken),
+                  want["hints"])
     if folder is None:
         raise LookupError(want["attach"])
     return folder
@@ -213,125 +250,6 @@ def find_base(root, want, run, found):
     return folder
 
 
-def saved_meta(model_dir):
-    """(folder, lmsys_pref.json) of the model saved in `model_dir` or its model/; (None, {})."""
-    for folder in (Path(model_dir or "", ""), Path(model_dir or "", "model")):
-        if model_dir and (folder / "lmsys_pref.json").is_file():
-            return folder, json.loads((folder / "lmsys_pref.json").read_text())
-    return None, {}
-
-
-def model_folders(model_dir):
-    """The folders holding the saved weights: the model folder, then its folds (k-fold runs)."""
-    folder, meta = saved_meta(model_dir)
-    return [] if folder is None else [folder] + [folder / f for f in meta.get("folds", [])]
-
-
-def safetensors_shapes(path):
-    """Tensor name -> shape from a safetensors file's header (an 8-byte little-endian length,
-    then JSON); no tensor is read, so a 20 GB file costs a few kilobytes."""
-    with open(path, "rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(size))
-    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
-
-
-_MLP_IN, _MLP_OUT = ("hidden_size", "intermediate_size"), ("intermediate_size", "hidden_size")
-LORA_SIZES = {"q_proj": ("hidden_size", "q_width"), "k_proj": ("hidden_size", "kv_width"),
-              "v_proj": ("hidden_size", "kv_width"), "o_proj": ("q_width", "hidden_size"),
-              "gate_proj": _MLP_IN, "up_proj": _MLP_IN, "down_proj": _MLP_OUT}
-"""LoRA target -> the sizes of its input and output (lora_A is r x in, lora_B is out x r)."""
-
-
-def adapter_sizes(shapes):
-    """What an adapter's tensor shapes prove about its base: hidden_size (the head's input),
-    the LoRA targets' sizes (`LORA_SIZES`) and `min_layers` (the deepest adapted layer + 1)."""
-    sizes = {}
-    for name, shape in shapes.items():
-        parts = name.split(".")
-        if parts[-2:] == ["score", "weight"] or parts[-3:] == ["score", "0", "weight"]:
-            sizes["hidden_size"] = shape[-1]  # 1 layer: (3, hidden); an MLP head: (h/2, hidden)
-        if len(parts) < 4 or parts[-2] not in ("lora_A", "lora_B") or "layers" not in parts:
-            continue
-        layer = parts[parts.index("layers") + 1]
-        if layer.isdigit():
-            sizes["min_layers"] = max(sizes.get("min_layers", 0), int(layer) + 1)
-        if parts[-3] in LORA_SIZES:
-            field_in, field_out = LORA_SIZES[parts[-3]]
-            if parts[-2] == "lora_A":
-                sizes[field_in] = shape[1]
-            else:
-                sizes[field_out] = shape[0]
-    return sizes
-
-
-def config_sizes(conf):
-    """A config.json's sizes in the terms of `adapter_sizes` (a multimodal config's text
-    config wins: it holds the decoder)."""
-    conf = {**conf, **conf.get("text_config", {})}
-    hidden, heads = conf.get("hidden_size"), conf.get("num_attention_heads")
-    head_dim = conf.get("head_dim") or (hidden // heads if hidden and heads else None)
-    kv_heads = conf.get("num_key_value_heads", heads)
-    return {"hidden_size": hidden, "intermediate_size": conf.get("intermediate_size"),
-            "q_width": heads * head_dim if heads and head_dim else None,
-            "kv_width": kv_heads * head_dim if kv_heads and head_dim else None,
-            "min_layers": conf.get("num_hidden_layers")}
-
-
-def config_params(conf):
-    """Parameters of a decoder classifier from its config.json: the embeddings plus, per layer,
-    attention (q, k, v, o) and the gated MLP (gate, up, down); norms and the head are left out
-    (< 0.1%)."""
-    sizes, conf = config_sizes(conf), {**conf, **conf.get("text_config", {})}
-    hidden = sizes["hidden_size"]
-    layer = hidden * 2 * (sizes["q_width"] + sizes["kv_width"]) \
-        + 3 * hidden * sizes["intermediate_size"]
-    return conf["vocab_size"] * hidden + sizes["min_layers"] * layer
-
-
-def full_params(model_dir):
-    """Parameters of the full-weight model saved in `model_dir`: counted from the safetensors
-    headers of its weights folder (itself, or a k-fold run's last fold), else estimated from
-    its config.json; 0 when neither is there."""
-    for folder in model_folders(model_dir)[-1:]:
-        shapes = [s for f in sorted(folder.glob("*.safetensors"))
-                  for s in safetensors_shapes(f).values()]
-        if shapes:
-            return sum(math.prod(shape) for shape in shapes)
-        if (folder / "config.json").is_file():
-            return config_params(json.loads((folder / "config.json").read_text()))
-    return 0
-
-
-def base_mismatch(model_dir, base_dir):
-    """How the base weights in `base_dir` differ from the base the run in `model_dir` was
-    trained on ('' when they do not): its recorded `base` sizes against their config.json, else
-    what its adapter's tensor shapes prove (a run saved before the sizes were recorded).
-
-    Raises:
-        ValueError: `base_dir` has no config.json, or the run shows neither.
-    """
-    if not (Path(base_dir) / "config.json").is_file():
-        raise ValueError(f"{base_dir} holds no config.json, so it is no base model")
-    conf = json.loads((Path(base_dir) / "config.json").read_text())
-    metas = [saved_meta(f)[1] for f in model_folders(model_dir)]
-    recorded = next((m["base"] for m in metas if m.get("base")), None)
-    if recorded:
-        flat = {**conf, **conf.get("text_config", {})}
-        diff = [(k, flat[k], v) for k, v in recorded.items() if k in flat and flat[k] != v]
-    else:
-        proof = next((adapter_sizes(safetensors_shapes(f / "adapter_model.safetensors"))
-                      for f in model_folders(model_dir)
-                      if (f / "adapter_model.safetensors").is_file()), None)
-        if proof is None:
-            raise ValueError(f"{model_dir} records no base sizes and has no adapter_model."
-                             "safetensors, so the base it needs cannot be checked")
-        have = config_sizes(conf)
-        diff = [(k, have[k], v) for k, v in proof.items() if have.get(k) is not None
-                and (have[k] < v if k == "min_layers" else have[k] != v)]
-    return "; ".join(f"{k} {there}, the run's {want}" for k, there, want in diff)
-
-
 def discover(wants, given, root=INPUT):
     """The parameters of `wants` that `given` leaves None, found under `root` (plus
     `quantization` for a base that a T4 holds only quantized, unless given).
@@ -341,12 +259,13 @@ def discover(wants, given, root=INPUT):
             `root` holds.
     """
     found, problems = {}, []
+    taken = cascade_folders(given.get("cascade"))  # a cascade's later models, typed by the user
     for name, want in wants.items():
         if given.get(name) is not None:
             found[name] = given[name]
             continue
         try:
-            folder = find_input(root, want, found)
+            folder = find_input(root, want, found, taken)
             found[name] = None if folder is None else str(folder)
         except (LookupError, ValueError) as err:
             fix = (f"attach {err}" if isinstance(err, LookupError)
