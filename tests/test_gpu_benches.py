@@ -11,7 +11,7 @@ import torch
 
 from benchmarks import bench_lm_gpu, mfu
 from lmsys_pref.configs.lm import LMConfig
-from lmsys_pref.model import models
+from lmsys_pref.model import loading, models
 
 
 @pytest.mark.parametrize("name,peak", [  # names as torch.cuda.get_device_name gives them
@@ -93,7 +93,7 @@ def test_scoring_memory_is_the_predict_build_per_row(tiny, tmp_path, monkeypatch
     def no_training_build(*args, **kwargs):
         raise AssertionError("the training build (models.build) is not what predict scores")
 
-    load = models.load_for_inference
+    load = loading.load_for_inference
 
     def spy(*args, **kwargs):
         loaded = load(*args, **kwargs)
@@ -102,7 +102,7 @@ def test_scoring_memory_is_the_predict_build_per_row(tiny, tmp_path, monkeypatch
         return loaded
 
     monkeypatch.setattr(models, "build", no_training_build)
-    monkeypatch.setattr(models, "load_for_inference", spy)
+    monkeypatch.setattr(loading, "load_for_inference", spy)
     res = bench_lm_gpu.inference_memory(tmp_path / "model", "cpu", (64, 96), Peaks())
     assert widths == [64, 96] and events == ["reset", "read"] * 2
     assert res == {64: {"allocated_gib": 2, "reserved_gib": 0},
@@ -115,7 +115,7 @@ def test_t4_scoring_memory_loads_the_t4_setup_and_batches(tiny, tmp_path, monkey
     cfg, model, tok = tiny
     models.save(model, tok, cfg, tmp_path / "model")  # saved fp32, attention auto
     loaded, shapes = [], []
-    load = models.load_for_inference
+    load = loading.load_for_inference
 
     def spy(*args, **kwargs):
         loaded.append(kwargs)
@@ -132,7 +132,7 @@ def test_t4_scoring_memory_loads_the_t4_setup_and_batches(tiny, tmp_path, monkey
             return {"allocated_gib": 1.0, "reserved_gib": 2.0}
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    monkeypatch.setattr(models, "load_for_inference", spy)
+    monkeypatch.setattr(loading, "load_for_inference", spy)
     res = bench_lm_gpu.t4_scoring_memory(tmp_path / "model", "cpu", (64, 96), Peaks(),
                                          device_name="NVIDIA H200 NVL")
     assert loaded == [{"dtype": "fp16", "attn_implementation": "eager"}]

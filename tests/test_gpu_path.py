@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.infer import devices, engine
 from lmsys_pref.infer.batching import collate
-from lmsys_pref.model import models, precision
+from lmsys_pref.model import loading, models, precision
 from lmsys_pref.train import loop, outputs
 
 
@@ -224,7 +224,7 @@ def test_the_adapter_is_loaded_on_the_device_of_its_replica(tmp_path, monkeypatc
         return load(self, *args, **kwargs)
 
     monkeypatch.setattr(PeftModel, "load_adapter", spy)
-    models.load_for_inference(tmp_path / "model", "cpu")
+    loading.load_for_inference(tmp_path / "model", "cpu")
     assert seen == ["cpu"]
 
 
@@ -272,12 +272,12 @@ def test_the_adapter_scores_in_the_bodys_dtype_and_the_head_in_fp32(bf16_adapter
     int8 weights give peft no dtype: the compute dtype is used), the head stays fp32."""
     if quantization != "none":
         pytest.importorskip("bitsandbytes")
-    model, tok, _ = models.load_for_inference(bf16_adapter, "cpu", quantization=quantization)
+    model, tok, _ = loading.load_for_inference(bf16_adapter, "cpu", quantization=quantization)
     seen = matmul_dtypes(model, tok)
     bf16, fp32 = torch.bfloat16, torch.float32
     assert seen["lora_A"] == seen["lora_B"] == (bf16, bf16, bf16)
     assert seen["head"] == (bf16, fp32, fp32)  # hidden states in; fp32 weights and logits
-    model, tok, _ = models.load_for_inference(bf16_adapter, "cpu", dtype="fp32")
+    model, tok, _ = loading.load_for_inference(bf16_adapter, "cpu", dtype="fp32")
     seen = matmul_dtypes(model, tok)  # fp32 stays fp32
     assert seen["lora_A"] == seen["lora_B"] == seen["head"] == (fp32, fp32, fp32)
 
@@ -323,7 +323,7 @@ def test_scoring_after_mixed_precision_training_equals_the_reloaded_model(tmp_pa
     res = loop.train_one(cfg, model, tok, df.iloc[:8], df.iloc[8:], tmp_path)
     assert "_original_forward" not in model.__dict__  # the wrapper is gone for good
     models.save(model, tok, cfg, tmp_path / "model")
-    again, tok, cfg = models.load_for_inference(tmp_path / "model", "cpu")
+    again, tok, cfg = loading.load_for_inference(tmp_path / "model", "cpu")
     reloaded, _ = predictor.predict_frame(again, tok, df.iloc[8:], cfg.prompt, cfg.scoring,
                                           progress=False)
     np.testing.assert_allclose(res.val_probs, reloaded, atol=1e-6)

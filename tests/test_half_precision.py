@@ -22,7 +22,7 @@ from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.data import metrics, splits
 from lmsys_pref.eval import bias
 from lmsys_pref.infer.batching import collate
-from lmsys_pref.model import heads, models, prompt
+from lmsys_pref.model import heads, loading, prompt
 from lmsys_pref.runs import submission
 from lmsys_pref.train import fit
 
@@ -83,7 +83,7 @@ def test_reload_gives_the_same_logits(family_run, quirks_dir):
     else:
         rows, scored = held_out(cfg, quirks_dir)
         want = scored.iloc[:, 2:].to_numpy()
-    model, tok, cfg2 = models.load_for_inference(model_dir, "cpu")
+    model, tok, cfg2 = loading.load_for_inference(model_dir, "cpu")
     assert next(model.parameters()).dtype == torch.bfloat16
     x, mask = collate(prompt.encode(rows, tok, cfg2.prompt), tok.pad_token_id, "cpu")
     with torch.no_grad():

@@ -12,7 +12,7 @@ from lmsys_pref.configs import ConfigError
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.infer.batching import collate
 from lmsys_pref.infer.predictor import LMPredictor
-from lmsys_pref.model import importer, models, prompt
+from lmsys_pref.model import importer, loading, models, prompt
 
 HIDDEN = 32
 
@@ -71,7 +71,7 @@ def plain_logits(base: str, adapter, input_ids, head=None) -> torch.Tensor:
 
 
 def our_logits(model_dir, df):
-    model, tok, cfg = models.load_for_inference(model_dir, "cpu")
+    model, tok, cfg = loading.load_for_inference(model_dir, "cpu")
     ids = prompt.encode(df, tok, cfg.for_scoring().prompt)
     x, mask = collate(ids, model.config.pad_token_id, "cpu")
     with torch.no_grad():

@@ -369,7 +369,7 @@ def test_the_base_follows_the_run(tmp_path, capsys):
 def test_predict_quantization_override(tmp_path, monkeypatch):
     """`-p quantization 8bit` reaches the model loader, like dtype (a 9B on a 16 GB T4)."""
     from lmsys_pref.commands import predict
-    from lmsys_pref.model import models
+    from lmsys_pref.model import loading
 
     cfg = predict.parse_args(["--model-dir", str(lm_run(tmp_path, "google/gemma-2-9b-it")),
                               "--data-dir", "d", "--out-dir", "o", "-p", "quantization", "8bit",
@@ -381,7 +381,7 @@ def test_predict_quantization_override(tmp_path, monkeypatch):
         seen.update(overrides, device=device)
         raise RuntimeError("loaded")
 
-    monkeypatch.setattr(models, "load_for_inference", fake_load)
+    monkeypatch.setattr(loading, "load_for_inference", fake_load)
     with pytest.raises(RuntimeError, match="loaded"):
         predict.load_model(cfg)
     assert seen["quantization"] == "8bit" and seen["device"] == "cpu"

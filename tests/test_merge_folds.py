@@ -15,7 +15,7 @@ from lmsys_pref.commands import predict
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.predict import PredictConfig
 from lmsys_pref.infer.predictor import FoldMean, LMPredictor
-from lmsys_pref.model import models
+from lmsys_pref.model import loading, models
 from lmsys_pref.train import fit, merge
 
 K = 3
@@ -40,7 +40,7 @@ def rows(quirks_dir):
 
 def merged_weights(model_dir) -> dict[str, torch.Tensor]:
     """The base weights with the folder's adapter added in, by peft's merge_and_unload."""
-    model, _, _ = models.load_for_inference(model_dir, "cpu")
+    model, _, _ = loading.load_for_inference(model_dir, "cpu")
     return {k: v.clone() for k, v in model.merge_and_unload().state_dict().items()}
 
 
@@ -89,7 +89,7 @@ def test_merged_adapter_loads_with_plain_peft(kfold_run, tmp_path, rows):
     from peft import PeftModel
 
     out = merge.merge_folds(kfold_run, tmp_path / "exact", mode="exact")
-    ours, tok, cfg = models.load_for_inference(out, "cpu")
+    ours, tok, cfg = loading.load_for_inference(out, "cpu")
     base = models.load_base(cfg.model, tok)  # the run's random base: plain tools cannot build it
     plain = PeftModel.from_pretrained(base, str(out)).eval()
     from lmsys_pref.infer.batching import collate
@@ -113,7 +113,7 @@ def test_into_base_writes_a_full_model(kfold_run, tmp_path, rows):
     np.testing.assert_allclose(LMPredictor(full, **kw).predict_proba(rows),
                                LMPredictor(adapter, **kw).predict_proba(rows), atol=1e-5)
     plain = AutoModelForSequenceClassification.from_pretrained(str(full)).eval()
-    _, tok, cfg = models.load_for_inference(full, "cpu")
+    _, tok, cfg = loading.load_for_inference(full, "cpu")
     from lmsys_pref.infer.batching import collate
     from lmsys_pref.model import prompt
     x, mask = collate(prompt.encode(rows, tok, cfg.prompt), tok.pad_token_id, "cpu")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmsys_pref.configs.lm import LMConfig
-from lmsys_pref.model import heads, models
+from lmsys_pref.model import heads, loading, models
 
 KBIT_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
@@ -92,7 +92,7 @@ def test_save_reload_identical_logits(tmp_path, init, head_layers, atol):
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer_config.json",
             "README.md", "lmsys_pref.json"} <= saved
     assert (tmp_path / "model" / "adapter_model.safetensors").stat().st_size < 2e6  # no base
-    again, tok2, cfg2 = models.load_for_inference(tmp_path, "cpu")
+    again, tok2, cfg2 = loading.load_for_inference(tmp_path, "cpu")
     got = again(**batch(tok2)).logits
     assert cfg2.lora_init == init and cfg2.head_layers == head_layers
     assert cfg2.dtype == "bf16" and got.dtype == torch.float32
@@ -134,7 +134,7 @@ def test_a_saved_model_loads_with_plain_transformers_and_peft(tmp_path, lora_r):
     model, tok = models.build(cfg.model)
     _train_a_little(model, tok)
     models.save(model, tok, cfg, tmp_path / "model")
-    ours, _, _ = models.load_for_inference(tmp_path, "cpu")
+    ours, _, _ = loading.load_for_inference(tmp_path, "cpu")
     if lora_r:
         plain = AutoPeftModelForSequenceClassification.from_pretrained(
             tmp_path / "model", num_labels=3, dtype=torch.bfloat16)
@@ -166,5 +166,5 @@ def test_real_small_checkpoints_load(preset, tmp_path):
     model, tok = models.build(cfg.model)
     assert model(**batch(tok)).logits.shape == (2, 3)
     models.save(model, tok, cfg, tmp_path / "model")
-    again, tok2, _ = models.load_for_inference(tmp_path)
+    again, tok2, _ = loading.load_for_inference(tmp_path)
     torch.testing.assert_close(again(**batch(tok2)).logits, model.eval()(**batch(tok)).logits)

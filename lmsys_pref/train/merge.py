@@ -36,7 +36,7 @@ from ..configs.lm import LMConfig
 from ..configs.parts import ModelSpec
 from ..files import atomic
 from ..files.tables import DataError
-from ..model import heads, importer, judge, model_card, models
+from ..model import heads, importer, judge, loading, model_card, models
 from ..model.precision import resolve_dtype
 from ..runs import postrules, resume
 
@@ -196,7 +196,7 @@ def _cast_body(model: torch.nn.Module, dtype: str) -> None:
 def merge_into_base(model_dir: Path, dtype: str | None = None) -> None:
     """Replace the adapter in `model_dir` by the base weights with the adapter added in, stored
     in `dtype` (None: the base checkpoint's own, `base_dtype`); the sum is taken in fp32."""
-    model, tokenizer, cfg = models.load_for_inference(model_dir, "cpu", dtype="fp32",
+    model, tokenizer, cfg = loading.load_for_inference(model_dir, "cpu", dtype="fp32",
                                                       quantization="none")
     full = model.merge_and_unload()
     _cast_body(full, dtype or base_dtype(cfg.model))
