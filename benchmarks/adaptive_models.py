@@ -7,15 +7,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from lmsys_pref import data, runs, xgb
+from lmsys_pref import runs, xgb
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
-from lmsys_pref.data import splits
 from lmsys_pref.eval import planted
 from lmsys_pref.runs import resume
+
+from . import heldout
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench_adaptive"
@@ -66,18 +65,9 @@ def planted_models(task: Path, quick: bool = False) -> dict[str, Path]:
 
 
 def real_split(shared: Path) -> Path:
-    """1,200 of the real rows to train on, 300 held out (prompt-grouped), as a competition
-    folder: train.csv, test.csv (no labels) and answers.csv (the held-out labels)."""
-    df = data.load_split(shared / "train.csv", lenient=True)
-    raw = pd.read_csv(shared / "train.csv")
-    tr, va = splits.holdout(df["label"].to_numpy(), 0.2, 42,
-                            groups=splits.fold_groups(df, "prompt"))
+    """1,200 of the real rows to train on, 300 held out (`heldout.write_real_split`)."""
     folder = WORK / "real_data"
-    folder.mkdir(parents=True, exist_ok=True)
-    raw.iloc[tr].to_csv(folder / "train.csv", index=False)
-    raw.iloc[va].drop(columns=list(data.LABEL_COLS) + ["model_a", "model_b"]).to_csv(
-        folder / "test.csv", index=False)
-    raw.iloc[va][["id", *data.LABEL_COLS]].to_csv(folder / planted.ANSWERS, index=False)
+    heldout.write_real_split(shared, folder)
     return folder
 
 

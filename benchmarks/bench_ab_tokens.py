@@ -9,8 +9,6 @@ each head `make train-*` with `-p head ...`, `make predict` without and with swa
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,15 +18,12 @@ from lmsys_pref.eval import planted
 from lmsys_pref.files import jsonio
 from lmsys_pref.runs import resume
 
+from .bench_planted import lmsys, predict_both
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench_ab_tokens"
 PRESETS = ("gemma3-270m", "smollm2-135m")
 HEADS = ("classifier", "ab_tokens")
-
-
-def _lmsys(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "lmsys_pref", *args], cwd=ROOT, check=True,
-                   capture_output=True, text=True)
 
 
 def _finished(run: Path, preset: str, settings: dict, task: Path) -> bool:
@@ -49,17 +44,10 @@ def train(preset: str, head: str, task: Path, at: str) -> dict:
     res = {"at": at, "settings": settings, "reused": _finished(run, preset, settings, task)}
     t0 = time.time()
     if not res["reused"]:  # resume false: old checkpoints must not skip the timed training
-        _lmsys("train", baseline, "--preset", preset, "--data-dir", str(task), "--out-dir",
+        lmsys("train", baseline, "--preset", preset, "--data-dir", str(task), "--out-dir",
                str(run), *planted.params(settings), "-p", "resume", "false")
     res["train_seconds"] = round(time.time() - t0)
-    res["metrics"] = runs.read_metrics(run)
-    for tta in ("none", "swap"):
-        t0 = time.time()
-        _lmsys("predict", "--model-dir", str(run / "model"), "--data-dir", str(task),
-               "--out-dir", str(run / f"pred_{tta}"), "-p", "tta", tta)
-        res[f"predict_seconds_{tta}"] = round(time.time() - t0)
-        res[tta] = planted.score(task / planted.ANSWERS, run / f"pred_{tta}" / "submission.csv")
-    return res
+    return {**res, "metrics": runs.read_metrics(run), **predict_both(run, task)}
 
 
 def markdown(res: dict) -> str:

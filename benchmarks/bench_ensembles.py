@@ -12,19 +12,19 @@ import math
 import time
 from pathlib import Path
 
-import pandas as pd
-
-from lmsys_pref import data, runs, xgb
+from lmsys_pref import runs, xgb
 from lmsys_pref.commands import predict
 from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.xgb import XGBConfig
-from lmsys_pref.data import metrics, splits
+from lmsys_pref.data import metrics
 from lmsys_pref.eval import blend
 from lmsys_pref.files import jsonio
 from lmsys_pref.infer.predictor import LMPredictor
 from lmsys_pref.runs import resume
 from lmsys_pref.train import fit
+
+from . import heldout
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench_ensembles"
@@ -79,15 +79,8 @@ def blend_runs(shared: Path) -> dict:
 
 def encoder_folds(shared: Path) -> dict:
     """3-fold MiniLM on 1,200 rows; fold-mean vs best fold on 300 held-out labelled rows."""
-    df = data.load_split(shared / "train.csv", lenient=True)
-    raw = pd.read_csv(shared / "train.csv")
-    tr, va = splits.holdout(df["label"].to_numpy(), 0.2, 42,
-                          groups=splits.fold_groups(df, "prompt"))
     folder = WORK / "encoder_data"
-    folder.mkdir(parents=True, exist_ok=True)
-    raw.iloc[tr].to_csv(folder / "train.csv", index=False)
-    raw.iloc[va].drop(columns=list(data.LABEL_COLS) + ["model_a", "model_b"]).to_csv(
-        folder / "test.csv", index=False)
+    df, va = heldout.write_real_split(shared, folder)
     cfg = EncoderConfig.from_preset("minilm", data_dir=str(folder),
                                     out_dir=str(WORK / "minilm_1200"), **ENC_SETTINGS)
     m = fit.fit(cfg)

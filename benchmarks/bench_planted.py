@@ -40,7 +40,8 @@ TUNING = [
 ]
 
 
-def _lmsys(*args: str) -> None:
+def lmsys(*args: str) -> None:
+    """`lmsys-pref ARGS` from the repository root (a user's command line), output captured."""
     subprocess.run([sys.executable, "-m", "lmsys_pref", *args], cwd=ROOT, check=True,
                    capture_output=True, text=True)
 
@@ -54,14 +55,22 @@ def one_run(shared: Path, preset: str) -> dict:
     planted.make(shared, task, n_train=512, n_test=160, seed=0, at=at)
     t0 = time.time()
     # resume false: an earlier run's checkpoints in this folder would skip the training timed here
-    _lmsys("train", baseline, "--preset", preset, "--data-dir", str(task), "--out-dir", str(run),
+    lmsys("train", baseline, "--preset", preset, "--data-dir", str(task), "--out-dir", str(run),
            *planted.params(settings), "-p", "resume", "false")
     seconds = time.time() - t0
-    res = {"at": at, "settings": settings, "train_seconds": round(seconds),
-           "metrics": runs.read_metrics(run)}
+    return {"at": at, "settings": settings, "train_seconds": round(seconds),
+            "metrics": runs.read_metrics(run), **predict_both(run, task)}
+
+
+def predict_both(run: Path, task: Path) -> dict:
+    """`lmsys-pref predict` of the run's model on the task's unseen rows without and with swap
+    TTA (into run/pred_none, run/pred_swap): each one's score and wall seconds."""
+    res = {}
     for tta in ("none", "swap"):
-        _lmsys("predict", "--model-dir", str(run / "model"), "--data-dir", str(task),
+        t0 = time.time()
+        lmsys("predict", "--model-dir", str(run / "model"), "--data-dir", str(task),
                "--out-dir", str(run / f"pred_{tta}"), "-p", "tta", tta)
+        res[f"predict_seconds_{tta}"] = round(time.time() - t0)
         res[tta] = planted.score(task / planted.ANSWERS, run / f"pred_{tta}" / "submission.csv")
     return res
 

