@@ -1,7 +1,7 @@
 """The offline presets on real rows (issue 28, item 7): never worse than their untuned start.
 
-On the 1,500 shared rows, three prompt-grouped parts: the runs train on `fit` (1,050 rows, the
-library's own holdout of them choosing the candidate: `metrics.json` `log_loss`), and score
+On the 1,500 shared rows, two prompt-grouped parts: the runs train on `fit` (1,275 rows; the
+library's own 20 % holdout of them chooses the candidate: `metrics.json` `log_loss`), and score
 `report` (225 rows, given as test.csv) which no step of the choice touched; the reported figure
 is the chosen candidate's log loss on `report`, with its standard error, beside the same rows'
 untuned (base + fresh head) and uniform (ln 3) log losses. Each preset's candidates differ in the

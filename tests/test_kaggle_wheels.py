@@ -40,7 +40,7 @@ def folder(no_deps_set, tmp_path) -> Path:
 def test_no_deps_folder(no_deps_set):
     (wheel,) = no_deps_set.glob("lmsys_pref-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "lmsys_pref/cli.py" in names and "lmsys_pref/presets/xgb.yaml" in names
+    assert "lmsys_pref/cli.py" in names and "lmsys_pref/configs/presets/xgb.yaml" in names
     lines = (no_deps_set / "requirements.txt").read_text().splitlines()
     assert lines[0] == f"lmsys_pref=={wheel.name.split('-')[1]}"
     floors = [Requirement(line) for line in lines[1:]]

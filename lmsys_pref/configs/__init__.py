@@ -35,7 +35,7 @@ from .fields import (
     type_hints,
 )
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 T = TypeVar("T", bound="BaseConfig")
 
 __all__ = ["BaseConfig", "Bounds", "ConfigError", "Count", "Fraction", "NonNegative",
