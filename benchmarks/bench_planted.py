@@ -46,17 +46,19 @@ def lmsys(*args: str) -> None:
                    capture_output=True, text=True)
 
 
-def one_run(shared: Path, preset: str) -> dict:
-    """Plant, train, predict both ways and score one preset's small run."""
+def one_run(shared: Path, preset: str, work: Path = WORK, **changes: str) -> dict:
+    """Plant, train, predict both ways and score one preset's small run (its settings with
+    `changes`), in `work`."""
     baseline, settings = planted.SMALL_RUNS[preset]
+    settings = {**settings, **changes}
     at = planted.place_for(preset)
-    task, run = WORK / f"task_{at}", WORK / preset
+    task, run = work / f"task_{at}", work / preset
     # made afresh every time (a second): a changed shared train.csv must not reuse an old task
     planted.make(shared, task, n_train=512, n_test=160, seed=0, at=at)
     t0 = time.time()
     # resume false: an earlier run's checkpoints in this folder would skip the training timed here
     lmsys("train", baseline, "--preset", preset, "--data-dir", str(task), "--out-dir", str(run),
-           *planted.params(settings), "-p", "resume", "false")
+          *planted.params(settings), "-p", "resume", "false")
     seconds = time.time() - t0
     return {"at": at, "settings": settings, "train_seconds": round(seconds),
             "metrics": runs.read_metrics(run), **predict_both(run, task)}
