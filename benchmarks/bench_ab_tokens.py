@@ -50,6 +50,15 @@ def train(preset: str, head: str, task: Path, at: str) -> dict:
     return {**res, "metrics": runs.read_metrics(run), **predict_both(run, task)}
 
 
+def verdict(res: dict, preset: str) -> str:
+    """How the judge compares with the classifier for one preset, with swap TTA."""
+    judge, head = res[f"{preset}/ab_tokens"]["swap"], res[f"{preset}/classifier"]["swap"]
+    word = "better" if judge["log_loss"] < head["log_loss"] else "worse"
+    return (f"{preset}'s judge is {word} than its classifier with swap TTA (accuracy "
+            f"{judge['accuracy']:.3f} vs {head['accuracy']:.3f}, log loss "
+            f"{judge['log_loss']:.3f} vs {head['log_loss']:.3f})")
+
+
 def markdown(res: dict) -> str:
     lines = ["| preset | head | steps | train s | unseen acc., no TTA | log loss | "
              "**with swap TTA** | log loss | val log loss | predict s (swap) |",
@@ -62,6 +71,8 @@ def markdown(res: dict) -> str:
                      f"{r['none']['log_loss']:.3f} | **{r['swap']['accuracy']:.3f}** | "
                      f"{r['swap']['log_loss']:.3f} | {m['log_loss']:.3f} | "
                      f"{r['predict_seconds_swap']} |")
+    lines += ["", "Read: " + "; ".join(verdict(res, p) for p in PRESETS if f"{p}/ab_tokens" in res)
+              + "."]
     settings = next(iter(res.values()))["settings"]
     shared = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "head")
     lines += ["", f"Settings: `planted.SMALL_RUNS` ({shared}; each preset's own learning rate "
