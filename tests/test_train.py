@@ -230,10 +230,28 @@ def test_keep_best_ends_on_the_best_checkpoint_chosen_on_training_rows(tmp_path,
     hist = runs.load_json(tmp_path / outputs.HISTORY)
     evals = {h["step"]: h["eval_loss"] for h in hist if "eval_loss" in h}
     assert sorted(evals) == [2, 4, 6]
+    start, = [h["start_eval_loss"] for h in hist if "start_eval_loss" in h]
+    evals[0] = start  # the untrained start is a candidate too
     assert m["best_step"] == min(evals, key=evals.get)
     (fit_rows, stop_rows), = seen
     val = set(runs.read_probs(tmp_path / "val.csv")["id"])
     assert not val & set(stop_rows["id"]) and not set(fit_rows["id"]) & set(stop_rows["id"])
     with pytest.raises(ConfigError, match="'keep_best' needs 'eval_steps'"):
         cfg.replace(eval_steps=0)
+
+
+def test_keep_best_ends_at_the_start_when_no_checkpoint_beats_it(tmp_path, quirks_dir, caplog):
+    """A run that only gets worse (a learning rate far too high) ends on its untrained start:
+    the holdout scores exactly as the untuned model did, and the log says why."""
+    cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
+                               lenient=True, max_steps=4, eval_steps=2, keep_best=True,
+                               learning_rate=50.0, untuned_baseline=True)
+    with caplog.at_level("WARNING", logger="lmsys_pref.train.best"):
+        m = fit.fit(cfg)
+    hist = runs.load_json(tmp_path / outputs.HISTORY)
+    evals = [h["eval_loss"] for h in hist if "eval_loss" in h]
+    start, = [h["start_eval_loss"] for h in hist if "start_eval_loss" in h]
+    assert min(evals) > start and m["best_step"] == 0
+    assert m["log_loss"] == pytest.approx(m["untuned_log_loss"], abs=1e-6)
+    assert "the run ends at its start" in caplog.text
 

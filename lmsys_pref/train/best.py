@@ -8,17 +8,27 @@ fold's held-out rows that metrics.json scores never choose their own checkpoint,
 stay honest. Small presets on a CPU gain most: at a learning rate that learns a strong signal
 fast, a short run on real rows can drift above its untuned start, and the best checkpoint does
 not.
+
+The start is a candidate too (`StartPoint`): the Trainer saves no checkpoint at step 0, so its
+trainable weights are kept in memory and its loss on the same rows measured before training;
+when no checkpoint beats it, the run ends at its start (base + fresh head, or its `init_from`
+warm start) and says so, instead of ending worse than it began.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import numpy as np
 import pandas as pd
+import torch
 from transformers import EarlyStoppingCallback
 
 from ..data import splits
 from ..model import prompt
 
 STOP_FRAC = 0.15  # share of the training rows that choose the checkpoint (XGBoost's too)
+log = logging.getLogger("lmsys_pref.train.best")
 
 
 def split_stop_rows(train_df: pd.DataFrame, cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -49,3 +59,38 @@ def callbacks(cfg) -> list:
     if cfg.early_stopping_patience <= 0:
         return []
     return [EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)]
+
+
+@dataclasses.dataclass
+class StartPoint:
+    """The untrained model as a keep-best candidate: its loss on the rows that choose the
+    checkpoint and a copy of its trainable weights (LoRA and head: small; a fully fine-tuned
+    encoder's whole body)."""
+
+    eval_loss: float
+    weights: dict[str, torch.Tensor]
+
+    @classmethod
+    def measure(cls, trainer, model) -> StartPoint:
+        """Before `trainer.train()`: the start's loss (`trainer.evaluate`) and weights."""
+        loss = float(trainer.evaluate()["eval_loss"])
+        weights = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+                   if p.requires_grad}
+        return cls(loss, weights)
+
+    def keep_if_better(self, model, best_loss: float | None, best_step: int | None) -> dict:
+        """After training (the best checkpoint loaded): go back to the start when no checkpoint
+        beat it; the history entry saying which one the run ends on."""
+        if best_loss is not None and best_loss <= self.eval_loss:
+            return {"best_step": best_step, "best_eval_loss": best_loss,
+                    "start_eval_loss": self.eval_loss}
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in self.weights:
+                    param.copy_(self.weights[name].to(param.device, param.dtype))
+        log.warning("keep_best: no checkpoint beat the start on the rows that choose it (start "
+                    "%.4f, best checkpoint %s at step %s): the run ends at its start",
+                    self.eval_loss, "none" if best_loss is None else f"{best_loss:.4f}",
+                    best_step)
+        return {"best_step": 0, "best_eval_loss": self.eval_loss,
+                "start_eval_loss": self.eval_loss}

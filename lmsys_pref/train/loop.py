@@ -231,11 +231,12 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
         trainer.add_callback(ProgressCallback)
     if last:
         log.info("resuming from %s", last)
+    start = best.StartPoint.measure(trainer, model) if stop is not None else None
     trainer.train(resume_from_checkpoint=last)
     history, steps = list(trainer.state.log_history), trainer.state.global_step
-    if cfg.keep_best and trainer.state.best_global_step:
-        history.append({"step": steps, "best_step": trainer.state.best_global_step,
-                        "best_eval_loss": trainer.state.best_metric})
+    if start is not None:  # the best checkpoint is loaded; the start may still beat it
+        history.append({"step": steps, **start.keep_if_better(
+            model, trainer.state.best_metric, trainer.state.best_global_step)})
     _release(trainer)
     val_probs = predict(model, tokenizer, val_df, cfg)
     history.append({"step": steps, "epoch": history[-1].get("epoch") if history else None,
