@@ -52,7 +52,7 @@ def planted_task(shared: Path) -> Path:
 
 def planted_models(task: Path, quick: bool = False) -> dict[str, Path]:
     """MiniLM and Gemma 3 270M (not when `quick`) trained on the planted task at
-    `planted.SMALL_RUNS` settings (without the presets' `keep_best`): `bench_planted`'s runs
+    `planted.SMALL_RUNS` settings (the presets' `keep_best` stands aside): `bench_planted`'s runs
     (MiniLM 0.787 unseen accuracy, 0.975 with swap TTA)."""
     out = {}
     for preset, cls in (("minilm", EncoderConfig), ("gemma3-270m", LMConfig))[:1 + (not quick)]:

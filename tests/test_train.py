@@ -219,6 +219,7 @@ def test_keep_best_ends_on_the_best_checkpoint_chosen_on_training_rows(tmp_path,
     that metrics.json scores) picks the checkpoint the run ends on."""
     from lmsys_pref.train import best
 
+    monkeypatch.setattr(best, "MIN_STOP_ROWS", 1)  # the quirks folder is small
     seen = []
     split = best.split_stop_rows
     monkeypatch.setattr(best, "split_stop_rows", lambda df, cfg: seen.append(split(df, cfg))
@@ -240,9 +241,13 @@ def test_keep_best_ends_on_the_best_checkpoint_chosen_on_training_rows(tmp_path,
         cfg.replace(eval_steps=0)
 
 
-def test_keep_best_ends_at_the_start_when_no_checkpoint_beats_it(tmp_path, quirks_dir, caplog):
+def test_keep_best_ends_at_the_start_when_no_checkpoint_beats_it(tmp_path, quirks_dir, caplog,
+                                                                monkeypatch):
     """A run that only gets worse (a learning rate far too high) ends on its untrained start:
     the holdout scores exactly as the untuned model did, and the log says why."""
+    from lmsys_pref.train import best
+
+    monkeypatch.setattr(best, "MIN_STOP_ROWS", 1)
     cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
                                lenient=True, max_steps=4, eval_steps=2, keep_best=True,
                                learning_rate=50.0, untuned_baseline=True)
@@ -255,3 +260,20 @@ def test_keep_best_ends_at_the_start_when_no_checkpoint_beats_it(tmp_path, quirk
     assert m["log_loss"] == pytest.approx(m["untuned_log_loss"], abs=1e-6)
     assert "the run ends at its start" in caplog.text
 
+
+
+def test_keep_best_with_too_few_rows_to_choose_fits_them_all(tmp_path, quirks_dir, caplog):
+    """Below `best.MIN_STOP_ROWS` choosing rows the run is the run without keep_best: the same
+    holdout probabilities, no checkpoint evaluation, and a warning naming the counts."""
+    from lmsys_pref.train import best
+
+    kw = dict(data_dir=str(quirks_dir), lenient=True, max_steps=4, eval_steps=2)
+    with caplog.at_level("WARNING", logger="lmsys_pref.train.best"):
+        fit.fit(LMConfig.from_preset("tiny-llama", out_dir=str(tmp_path / "kb"), keep_best=True,
+                                     **kw))
+    fit.fit(LMConfig.from_preset("tiny-llama", out_dir=str(tmp_path / "plain"), **kw))
+    kept, plain = (runs.read_probs(tmp_path / name / "val.csv") for name in ("kb", "plain"))
+    pd.testing.assert_frame_equal(kept, plain)
+    hist = runs.load_json(tmp_path / "kb" / outputs.HISTORY)
+    assert not any("best_step" in h or "start_eval_loss" in h for h in hist)
+    assert f"({best.MIN_STOP_ROWS} needed" in caplog.text

@@ -212,6 +212,8 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
     targets_spec, stop = cfg.distill, None
     if cfg.keep_best:  # rows held out of the fit choose the checkpoint, never val_df
         train_df, stop = best.split_stop_rows(train_df, cfg)
+        if stop is None:  # too few rows to choose: trained as without keep_best
+            cfg = cfg.replace(keep_best=False, early_stopping_patience=0)
     rows, targets, fields = distill.training_rows(train_df, targets_spec)  # swaps, teachers
     train_ds = distill.dataset(RowDataset(prompt.encode(rows, tokenizer, cfg.prompt), targets,
                                           cfg.objective, **fields), targets_spec)
