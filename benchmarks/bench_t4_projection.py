@@ -22,6 +22,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from lmsys_pref.configs.predict import DEFAULT_TTA_FRACTION as TTA_FRACTION  # predict's own
+
 T4_PEAK_TFLOPS = 65.0  # fp16 tensor cores, NVIDIA's data sheet (boost clock)
 GPUS = 2
 TEST_ROWS = 25_000  # the hidden test set's size the 2024 competition states (about 25,000)
@@ -33,7 +35,6 @@ MFU_WHY = ("assumed, not measured: a T4 held at its 70 W limit sustains roughly 
            "FlashAttention on a T4), padding and the non-GEMM layers the rest: 0.5 x 0.6 x 0.85 "
            "= 0.25. The time scales as 1 / MFU, so the 15% and 40% columns bracket it")
 KAGGLE_LIMIT_H = 9.0
-TTA_FRACTION = 0.25  # configs.predict.DEFAULT_TTA_FRACTION (a test keeps them equal)
 
 
 def gemma2_9b() -> dict:

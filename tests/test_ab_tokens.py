@@ -23,6 +23,7 @@ from lmsys_pref.configs.encoder import EncoderConfig
 from lmsys_pref.configs.lm import LMConfig
 from lmsys_pref.configs.tasks import TASKS
 from lmsys_pref.data import LABEL_COLS, DataError, metrics
+from lmsys_pref.infer import uncertainty
 from lmsys_pref.infer.batching import collate
 from lmsys_pref.infer.predictor import LMPredictor
 from lmsys_pref.model import importer, judge, loading, models, precision, prompt, warmstart
@@ -221,8 +222,7 @@ def test_adaptive_tta_reads_the_judges_margins(judge_run, rows):
     half = LMPredictor(run, tta_fraction=0.5, **KW).predict_proba(rows, tta="adaptive")
     changed = np.flatnonzero(np.abs(half - first).max(axis=1) > EXACT)
     np.testing.assert_allclose(half[changed], swap[changed], atol=EXACT)
-    top2 = np.sort(first, axis=1)[:, -2:]
-    margins = top2[:, 1] - top2[:, 0]
+    margins = uncertainty.margins(first)
     assert 0 < len(changed) <= len(rows) // 2
     assert margins[changed].max() <= np.delete(margins, changed).min() + EXACT
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from typing import Any, Callable
 
 import numpy as np
 
@@ -61,8 +62,12 @@ def pick(first: np.ndarray, lengths: np.ndarray, fraction: float, tokens_allowed
     return SecondPass(fraction, len(wanted), rows, stopped, int(lengths[rows].sum()))
 
 
+def _no_cache(tag: str) -> None:
+    return None
+
+
 def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]], *, fraction: float,
-          budget=None, devices="auto", cache_path=None, **kwargs
+          budget=None, devices="auto", cache_path: Callable[[str], Any] = _no_cache, **kwargs
           ) -> tuple[np.ndarray, InferStats]:
     """Score every row, then the least certain ones swapped (see the module doc).
 
@@ -73,7 +78,8 @@ def score(model, input_ids: list[list[int]], swapped_ids: list[list[int]], *, fr
         fraction: the largest share of the rows that get the swap pass (`tta_fraction`).
         budget: an `infer.budget.Budget` watching this model (None = no time limit).
         devices: as in `infer.predict_ids`.
-        cache_path: the cache file of each pass (`tta._cache` names), or None.
+        cache_path: the cache file of a pass by its tag ("first", "adaptive"; `tta._cache`
+            names them), or None for that pass (the default: no cache).
         **kwargs: passed to `infer.predict_ids` (pad_id, token_budget, objective, ...).
 
     Returns:
