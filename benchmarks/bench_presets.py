@@ -6,7 +6,8 @@ library's own 20 % holdout of them chooses the candidate: `metrics.json` `log_lo
 is the chosen candidate's log loss on `report`, with its standard error, beside the same rows'
 untuned (base + fresh head) and uniform (ln 3) log losses. Each preset's candidates differ in the
 learning rate; every candidate keeps its best checkpoint (`keep_best`, chosen on rows held out of
-its fit). Runs are cached by folder (a finished run whose settings match is read again).
+its fit), or its start, or a uniform head, whichever those rows score best. Runs are cached by
+folder (a finished run whose settings match is read again).
 """
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def run(shared: Path | None, quick: bool = False) -> dict:
             out = train(preset, name)
             m = runs.read_metrics(out)
             tried[name] = {"choice_log_loss": m["log_loss"], "untuned": m.get("untuned_log_loss"),
-                           "best_step": m.get("best_step"), "steps": m.get("steps"),
+                           "best_step": m.get("best_step"), "ends_at": m.get("ends_at"),
+                           "steps": m.get("steps"),
                            "seconds": round(time.time() - t0)}
         chosen = min(tried, key=lambda k: tried[k]["choice_log_loss"])
         loss, se = report_loss(WORK / f"{preset} {chosen}", labels)
@@ -99,10 +101,11 @@ def markdown(res: dict, n: int) -> str:
             "chooses the candidate; `keep_best` picks the checkpoint on 15% of its training "
             f"rows) and scores {n} prompt-grouped rows no step of the choice touched. "
             f"Uniform guess: {math.log(3):.4f}.\n\n"
-            "| preset | candidate | choice log loss (untuned) | best step / steps |\n"
+            "| preset | candidate | choice log loss (untuned) | ends at (step / steps) |\n"
             "|---|---|---:|---|\n")
     rows = [f"| {p} | {c}{' **chosen**' if c == r['chosen'] else ''} | "
-            f"{v['choice_log_loss']:.4f} ({v['untuned']:.4f}) | {v['best_step']} / {v['steps']} |"
+            f"{v['choice_log_loss']:.4f} ({v['untuned']:.4f}) | "
+            f"{v.get('ends_at')} ({v['best_step']} / {v['steps']}) |"
             for p, r in res.items() for c, v in r["candidates"].items()]
     tail = ["\n| preset | chosen | log loss on the untouched rows | <= ln 3 |",
             "|---|---|---:|---|"]

@@ -59,6 +59,28 @@ def test_three_layer_head_is_trainable_and_saved(tmp_path):
     assert model(**batch(tok)).logits.shape == (2, 3)
 
 
+@pytest.mark.parametrize("head_layers,lora_r", [(1, 4), (3, 4), (1, 0)])
+def test_zeroing_the_output_layer_predicts_uniform(tmp_path, head_layers, lora_r):
+    """`heads.output_layer` finds the trained layer that outputs the labels (peft's trained
+    copy, a deeper head's last layer, a full fine-tune's own): zeroed, every row is 1/3 each
+    while the rest of the model is untouched; a judge has no such layer."""
+    from lmsys_pref.model import judge
+
+    model, tok = models.build(tiny_cfg(tmp_path, head_layers=head_layers, lora_r=lora_r).model)
+    _train_a_little(model, tok)
+    layer = heads.output_layer(model)
+    assert layer.out_features == 3 and layer.weight.requires_grad
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert not np.allclose(heads.to_probs(model(**batch(tok)).logits), 1 / 3, atol=1e-4)
+    heads.zero_output(layer)
+    np.testing.assert_allclose(heads.to_probs(model(**batch(tok)).logits), 1 / 3, atol=1e-7)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(p is layer.weight or p is layer.bias
+                           for n, p in model.named_parameters() if n in changed)
+    judged, _ = models.build(tiny_cfg(tmp_path, head="ab_tokens").model)
+    assert judge.is_judge(judged) and heads.output_layer(judged) is None
+
+
 def _train_a_little(model, tok, steps: int = 3) -> None:
     """A few optimizer steps so that adapter and head differ from their initial values."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)

@@ -2,6 +2,8 @@
 evaluation of a holdout sample during training. Per-family goldens: test_half_precision.py."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -220,6 +222,7 @@ def test_keep_best_ends_on_the_best_checkpoint_chosen_on_training_rows(tmp_path,
     from lmsys_pref.train import best
 
     monkeypatch.setattr(best, "MIN_STOP_ROWS", 1)  # the quirks folder is small
+    monkeypatch.setattr(best, "uniform_loss", lambda trainer, model: math.inf)
     seen = []
     split = best.split_stop_rows
     monkeypatch.setattr(best, "split_stop_rows", lambda df, cfg: seen.append(split(df, cfg))
@@ -244,10 +247,12 @@ def test_keep_best_ends_on_the_best_checkpoint_chosen_on_training_rows(tmp_path,
 def test_keep_best_ends_at_the_start_when_no_checkpoint_beats_it(tmp_path, quirks_dir, caplog,
                                                                 monkeypatch):
     """A run that only gets worse (a learning rate far too high) ends on its untrained start:
-    the holdout scores exactly as the untuned model did, and the log says why."""
+    the holdout scores exactly as the untuned model did, and the log says why. (The uniform
+    candidate is made to lose: the start must be chosen on its own merit.)"""
     from lmsys_pref.train import best
 
     monkeypatch.setattr(best, "MIN_STOP_ROWS", 1)
+    monkeypatch.setattr(best, "uniform_loss", lambda trainer, model: math.inf)
     cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
                                lenient=True, max_steps=4, eval_steps=2, keep_best=True,
                                learning_rate=50.0, untuned_baseline=True)
@@ -256,10 +261,32 @@ def test_keep_best_ends_at_the_start_when_no_checkpoint_beats_it(tmp_path, quirk
     hist = runs.load_json(tmp_path / outputs.HISTORY)
     evals = [h["eval_loss"] for h in hist if "eval_loss" in h]
     start, = [h["start_eval_loss"] for h in hist if "start_eval_loss" in h]
-    assert min(evals) > start and m["best_step"] == 0
+    assert min(evals) > start and m["best_step"] == 0 and m["ends_at"] == "start"
     assert m["log_loss"] == pytest.approx(m["untuned_log_loss"], abs=1e-6)
     assert "the run ends at its start" in caplog.text
 
+
+def test_keep_best_ends_uniform_when_nothing_beats_it(tmp_path, quirks_dir, caplog,
+                                                      monkeypatch):
+    """A start far from uniform (a large random head) and checkpoints that only get worse: the
+    run ends with its output layer zeroed, so the holdout scores exactly ln 3, never worse
+    than no model; the saved model predicts the same when read back."""
+    from lmsys_pref.train import best
+
+    monkeypatch.setattr(best, "MIN_STOP_ROWS", 1)
+    monkeypatch.setattr(heads, "HEAD_INIT_GAIN", 30.0)  # a start well above ln 3
+    cfg = LMConfig.from_preset("tiny-llama", data_dir=str(quirks_dir), out_dir=str(tmp_path),
+                               lenient=True, max_steps=4, eval_steps=2, keep_best=True,
+                               learning_rate=50.0, untuned_baseline=True)
+    with caplog.at_level("WARNING", logger="lmsys_pref.train.best"):
+        m = fit.fit(cfg)
+    entry, = [h for h in runs.load_json(tmp_path / outputs.HISTORY) if "ends_at" in h]
+    assert entry["start_eval_loss"] > entry["uniform_eval_loss"] == pytest.approx(math.log(3))
+    assert m["ends_at"] == "uniform" and m["untuned_log_loss"] > math.log(3) + 0.01
+    assert m["log_loss"] == pytest.approx(math.log(3), abs=1e-6)
+    sub = runs.read_probs(tmp_path / "submission.csv")[list(data.LABEL_COLS)].to_numpy()
+    np.testing.assert_allclose(sub, 1 / 3, atol=1e-6)
+    assert "ends predicting 1 / 3" in caplog.text
 
 
 def test_keep_best_with_too_few_rows_to_choose_fits_them_all(tmp_path, quirks_dir, caplog):

@@ -97,6 +97,25 @@ def init_output(layer: nn.Linear) -> None:
             layer.bias.zero_()
 
 
+def output_layer(model) -> nn.Linear | None:
+    """The trainable linear layer that outputs the labels (in a peft model, its trained copy
+    in `modules_to_save`); None where no such layer exists (a judge scores with its LM head)."""
+    n_labels, found = model.config.num_labels, None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module.out_features == n_labels and \
+                module.weight.requires_grad and set(name.split(".")) & set(HEAD_NAMES):
+            found = module  # the last one: a deeper head's final layer
+    return found
+
+
+def zero_output(layer: nn.Linear) -> None:
+    """All logits zero: the head predicts exactly 1 / n_labels for every class."""
+    with torch.no_grad():
+        layer.weight.zero_()
+        if layer.bias is not None:
+            layer.bias.zero_()
+
+
 def install(model, n_layers: int = 1, seed: int | None = None) -> nn.Module:
     """Give `model` a head of `n_layers` layers in place of its final linear layer.
 

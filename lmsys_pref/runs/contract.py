@@ -54,6 +54,9 @@ OPTIONAL_METRIC_KEYS = {
     "steps": "optimizer steps, all folds together",
     "untuned_log_loss": "log loss of the same rows before fine-tuning (base model + fresh head)",
     "best_step": "the checkpoint a `keep_best` run ended on (the last fold's, k-fold)",
+    "ends_at": "what a `keep_best` run ended on, chosen on its choosing rows: 'checkpoint', "
+               "'start' (no checkpoint beat the untrained start) or 'uniform' (nothing beat "
+               "a zeroed output layer: 1 / n each)",
     "train_loss_first": "first logged training loss",
     "train_loss_last": "last logged training loss",
     "model_id": "the checkpoint that was fine-tuned",

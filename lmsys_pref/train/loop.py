@@ -238,7 +238,7 @@ def train_one(cfg, model, tokenizer, train_df: pd.DataFrame, val_df: pd.DataFram
     history, steps = list(trainer.state.log_history), trainer.state.global_step
     if start is not None:  # the best checkpoint is loaded; the start may still beat it
         history.append({"step": steps, **start.keep_if_better(
-            model, trainer.state.best_metric, trainer.state.best_global_step)})
+            trainer, model, trainer.state.best_metric, trainer.state.best_global_step)})
     _release(trainer)
     val_probs = predict(model, tokenizer, val_df, cfg)
     history.append({"step": steps, "epoch": history[-1].get("epoch") if history else None,

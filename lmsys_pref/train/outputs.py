@@ -48,7 +48,8 @@ def scored_rows(res: loop.TrainResult, rows: pd.DataFrame, eval: str, **extra) -
     optional = {"n_eval": int(hard.sum()), **soft, **extra, "steps": res.steps,
                 "train_loss_first": res.train_loss_first,
                 "train_loss_last": res.train_loss_last,
-                **{k: v for h in res.history for k, v in h.items() if k == "best_step"}}
+                **{k: v for h in res.history for k, v in h.items()
+                   if k in ("best_step", "ends_at")}}
     if "language" in rows.columns and y is not None:
         optional["by_language"] = metrics.by_group(y, res.val_probs[hard],
                                                    rows["language"].to_numpy()[hard])
