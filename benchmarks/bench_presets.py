@@ -30,7 +30,8 @@ WORK = ROOT / "runs" / "bench_presets"
 BASE = {"keep_best": "true", "untuned_baseline": "true", "resume": "false"}
 CANDIDATES = {  # preset -> (baseline, candidate name -> settings)
     "gemma3-270m": ("gemma", {"lr 1e-3": {"learning_rate": "0.001"},
-                              "lr 3e-4": {"learning_rate": "0.0003"}}),
+                              "lr 3e-4": {"learning_rate": "0.0003"},
+                              "lr 1e-4": {"learning_rate": "0.0001"}}),
     "smollm2-135m": ("llama", {"lr 1e-3": {"learning_rate": "0.001"},
                                "lr 3e-4": {"learning_rate": "0.0003"}}),
     "minilm": ("roberta", {"lr 5e-5": {"learning_rate": "0.00005", "n_folds": "0"},
