@@ -56,7 +56,7 @@ OPTIONAL_METRIC_KEYS = {
     "best_step": "the checkpoint a `keep_best` run ended on (the last fold's, k-fold)",
     "ends_at": "what a `keep_best` run ended on, chosen on its choosing rows: 'checkpoint', "
                "'start' (no checkpoint beat the untrained start) or 'uniform' (nothing beat "
-               "a zeroed output layer: 1 / n each)",
+               "a zeroed output layer: 1 / n each); k-fold: the last fold's",
     "train_loss_first": "first logged training loss",
     "train_loss_last": "last logged training loss",
     "model_id": "the checkpoint that was fine-tuned",
