@@ -236,7 +236,8 @@ class LMConfig(BaseConfig):
     """End on the best checkpoint: the Trainer evaluates a stratified, prompt-grouped 15% of the
     training rows (held out of the fit, never the holdout or a fold's held-out rows) every
     `eval_steps` and keeps the checkpoint with the lowest loss there (load_best_model_at_end),
-    or the untrained start when none beats it there (`train.best.StartPoint`). Stands aside
+    or the untrained start when none beats it there (`train.best.StartPoint`), or a uniform
+    head (output layer zeroed) when neither does (metrics.json `ends_at`). Stands aside
     (the run fits all its rows, and says so) when fewer than 100 rows would choose. Needs
     `eval_steps` > 0; replaces the `eval_rows` logging."""
     early_stopping_patience: Count = 0
